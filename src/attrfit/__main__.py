@@ -1,0 +1,3 @@
+from attrfit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""Subcommands: each ``register_*`` adds its parser; each ``run_*`` is its body.
+
+Handlers parse arguments into library calls and print results; the work lives in the
+stage modules. Results go to stdout, progress and logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from attrfit.cli import add_cache_args, add_split_args, add_table_args
+
+log = logging.getLogger("attrfit")
+
+
+# ---------------------------------------------------------------- demo-data
+
+def register_demo_data(sub) -> None:
+    p = sub.add_parser("demo-data", help="write the built-in synthetic person-attributes dataset")
+    p.add_argument("out_dir", help="folder to write annotations.csv and resized/N.jpg into")
+    p.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="224x224", help="HxW of the written images (default 224x224, as the reference)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing demo dataset")
+    p.set_defaults(func=run_demo_data)
+
+
+def run_demo_data(args) -> int:
+    from attrfit.cache import parse_size
+    from attrfit.demo import make_demo
+
+    t0 = time.perf_counter()
+    csv_path = make_demo(args.out_dir, n=args.n, seed=args.seed, size=parse_size(args.size), force=args.force, progress=True)
+    print(f"wrote {args.n} images and {csv_path} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+# ---------------------------------------------------------------- split
+
+def register_split(sub) -> None:
+    p = sub.add_parser("split", help="make the held-out split once and save it")
+    add_table_args(p)
+    add_split_args(p)
+    p.add_argument("--out", help="split file to write (default: <csv stem>.split.json beside the CSV)")
+    p.add_argument("--force", action="store_true", help="replace an existing split file")
+    p.set_defaults(func=run_split)
+
+
+def run_split(args) -> int:
+    from attrfit.split import cross_side_duplicates, default_split_path, make_split, save_split
+    from attrfit.table import read_table
+
+    table = read_table(args.csv, args.images, args.heads, args.ignore_columns, args.group_column)
+    split = make_split(table, args.test_fraction, args.val_fraction, args.seed, args.stratify)
+    dups = cross_side_duplicates(table, split)
+    split["exact_duplicates_across_sides"] = [list(d) for d in dups]
+    path = save_split(split, Path(args.out) if args.out else default_split_path(Path(args.csv)), force=args.force)
+    print(describe_split(split, table))
+    if dups:
+        log.warning("%d image(s) have byte-identical copies on another side, e.g. %s", len(dups),
+                    "; ".join(f"{a}:{pa} = {b}:{pb}" for a, pa, b, pb in dups[:3]))
+    print(f"saved {path}")
+    return 0
+
+
+def describe_split(split: dict, table) -> str:
+    c = split["counts"]
+    n = sum(c.values())
+    group = f", grouped by '{split['group_column']}'" if split["group_column"] else ""
+    lines = [
+        f"{n} rows, heads: {', '.join(table.schema.heads)}",
+        f"train {c['train']} ({c['train'] / n:.1%}), val {c['val']} ({c['val'] / n:.1%}), "
+        f"test {c['test']} ({c['test'] / n:.1%}); seed {split['seed']}{group}, stratified by '{split['stratify']}'",
+        f"fingerprint {split['fingerprint'][:16]}",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- prepare
+
+def register_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="check the table, make/verify the split and build the image cache")
+    add_table_args(p)
+    add_split_args(p)
+    add_cache_args(p)
+    p.add_argument("--split", help="split file (default: <csv stem>.split.json beside the CSV; made if absent)")
+    p.set_defaults(func=run_prepare)
+
+
+def data_config_from_args(args):
+    from attrfit.dataset import DataConfig
+
+    return DataConfig(
+        csv=args.csv,
+        images=args.images,
+        heads=tuple(args.heads or ()),
+        ignore_columns=None if args.ignore_columns is None else tuple(args.ignore_columns),
+        group_column=args.group_column,
+        split=args.split,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        split_seed=args.seed,
+        stratify=args.stratify,
+        size=args.size,
+        resize=args.resize,
+        cache_dir=args.cache_dir,
+        skip_bad_images=args.skip_bad_images,
+    )
+
+
+def run_prepare(args) -> int:
+    from attrfit.dataset import load_data
+
+    t0 = time.perf_counter()
+    data = load_data(data_config_from_args(args))
+    dt = time.perf_counter() - t0
+    print(describe_split(data.split, data.table))
+    print(f"images {tuple(data.images.shape)} uint8 ready in {dt:.1f} s")
+    print(label_summary(data))
+    return 0
+
+
+def label_summary(data) -> str:
+    """Per head: classes with counts on the train side, missing labels, majority rate."""
+    lines = []
+    train = data.labels[data.sides["train"]]
+    for j, h in enumerate(data.schema.heads):
+        col = train[:, j]
+        labelled = col[col >= 0]
+        counts = [(int((labelled == k).sum()), c) for k, c in enumerate(data.schema.classes[h])]
+        top = max(counts)[0] / max(1, len(labelled))
+        missing = int((col < 0).sum())
+        desc = ", ".join(f"{c} {n}" for n, c in counts)
+        lines.append(f"  {h}: {desc}; missing {missing}; majority {top:.3f}")
+    return "train side labels:\n" + "\n".join(lines)
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+# ---------------------------------------------------------------- train
+
+HELP = {
+    "lr": "max learning rate of the schedule, or 'auto' to run the LR range test first",
+    "epochs": "number of epochs",
+    "batch_size": "global batch size",
+    "size": "HxW the images are resized to, e.g. 128x64 (people are tall)",
+    "schedule": "onecycle (super-convergence) | constant | cosine | linear",
+    "preset": "model preset: cpu-small | cpu-base | gpu-base | gpu-large",
+    "cutout": "cutout square: pixels if >= 1, fraction of the shorter side if < 1; 0 = off",
+    "monitor": "what picks the best epoch: mean_accuracy | mean_balanced_accuracy",
+    "loss_weights": "per-head loss weights, e.g. gender=2,age=1",
+    "init_from": "start from these weights (checkpoint or run folder) with a new schedule",
+    "precision": "auto | bf16 | fp16 | fp32",
+    "split": "split file (default: <csv stem>.split.json beside the CSV; made once if absent)",
+}
+
+
+def add_config_flags(p) -> None:
+    """One flag per config leaf (``--lr``, ``--cutout``, ``--flip/--no-flip``...); unset flags stay None."""
+    from attrfit.config import flag_name, leaf_fields
+
+    group = p.add_argument_group("training options (also settable in --config FILE)")
+    for key, (t, f) in leaf_fields().items():
+        name = flag_name(key)
+        if name is None:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = f"{HELP.get(name, key)} (default {default})"
+        if t is bool:
+            group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg__{name}", default=None,
+                               action=argparse.BooleanOptionalAction, help=text)
+        else:
+            group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg__{name}", default=None, metavar="V", help=text)
+
+
+def register_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model; evaluates the best epoch on the held-out test side at the end")
+    p.add_argument("csv", nargs="?", help="labels CSV (not needed with --resume)")
+    p.add_argument("--config", help="TOML (or YAML) file of options; flags override it")
+    p.add_argument("--run-dir", help="new run folder (default runs/<time>-<csv name>); never overwritten")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(p)
+    p.set_defaults(func=run_train)
+
+
+def config_from_args(args):
+    from attrfit.config import TrainConfig, apply, load_file
+
+    cfg = TrainConfig()
+    if getattr(args, "config", None):
+        cfg = apply(cfg, load_file(args.config), source=args.config)
+    flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
+    if getattr(args, "csv", None):
+        flags["data.csv"] = args.csv
+    return apply(cfg, flags, source="command line")
+
+
+def run_train(args) -> int:
+    from attrfit.errors import AttrfitError
+    from attrfit.train import fit
+
+    if args.resume:
+        if args.csv or any(k.startswith("cfg__") and v is not None for k, v in vars(args).items()):
+            raise AttrfitError("--resume takes the data, split and options from the run folder; give nothing else")
+        run = fit(None, resume=args.resume, progress=not args.quiet)
+    else:
+        cfg = config_from_args(args)
+        if not cfg.data.csv:
+            raise AttrfitError("give the labels CSV (or --resume RUN)")
+        run = fit(cfg, run_dir=args.run_dir, progress=not args.quiet)
+    print(f"run folder: {run}")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+
+def register_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a checkpoint on a side of its split (test by default)")
+    p.add_argument("run", metavar="RUN_OR_CKPT", help="run folder (uses best.pt) or a checkpoint file")
+    p.add_argument("--side", choices=["test", "val", "train"], default="test")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.add_argument("--csv", dest="csv_override", help="evaluate on this CSV's rows of the split instead (same schema)")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from attrfit.evaluate import evaluate_checkpoint, format_table, json_ready
+
+    results = evaluate_checkpoint(args.run, side=args.side, tta=args.tta, csv=args.csv_override,
+                                  progress=not args.json)
+    if args.json:
+        print_json(json_ready(results))
+    else:
+        title = f"{args.side} side, {results['checkpoint']} (epoch {results.get('epoch')})"
+        print(format_table(results, title))
+    return 0
+
+
+REGISTRY = [register_demo_data, register_split, register_prepare, register_train, register_evaluate]

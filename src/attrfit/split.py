@@ -1,0 +1,226 @@
+"""Stage 2: the held-out split, made once from a seed, saved to disk and verified on every use.
+
+A split file is JSON: the seed, the fractions, the group column, a fingerprint of the
+table it was made from, and ``sides`` = {"train": [...], "val": [...], "test": [...]}
+listing ``image_path`` values. ``test`` is for the final evaluation only; ``val`` is what
+training watches to pick the best epoch. Fractions are of all rows (defaults 75/10/15).
+
+Every command that uses a split calls :func:`verify_split`: if the table changed (rows
+added, removed or relabelled) it refuses and names the difference, instead of silently
+re-splitting, which is how test images leak into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from attrfit.errors import AttrfitError
+from attrfit.table import Schema, Table
+
+SPLIT_FORMAT = 1
+SIDES = ("train", "val", "test")
+
+
+def row_digest(table: Table, i: int) -> str:
+    """8-hex digest of one row's labels and group (what a relabelling changes)."""
+    parts = [table.raw[h][i] for h in table.schema.heads]
+    if table.groups is not None:
+        parts.append("group=" + table.groups[i])
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:8]
+
+
+def fingerprint(table: Table) -> str:
+    """sha256 over the heads and every row's path, labels and group, independent of row order."""
+    h = hashlib.sha256()
+    h.update("\x1e".join(table.schema.heads).encode())
+    for i in sorted(range(len(table)), key=table.paths.__getitem__):
+        h.update(f"\x1e{table.paths[i]}\x1f{row_digest(table, i)}".encode())
+    return h.hexdigest()
+
+
+def make_split(
+    table: Table,
+    test_fraction: float = 0.15,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    stratify: str | None = None,
+) -> dict:
+    """Assign every row to train/val/test, keeping each group on one side.
+
+    Units (groups, or single rows without a group column) are bucketed by the stratify
+    head's label (a group's most common label), shuffled with ``seed`` within each
+    bucket and cut by cumulative row counts, so class ratios match across sides.
+
+    >>> split = make_split(table, 0.15, 0.1, seed=0)  # doctest: +SKIP
+    >>> sorted(split["sides"])  # doctest: +SKIP
+    ['test', 'train', 'val']
+    """
+    _check_fractions(test_fraction, val_fraction)
+    head = stratify or table.schema.heads[0]
+    if head not in table.schema.heads:
+        raise AttrfitError(f"--stratify '{head}' is not a head (heads: {', '.join(table.schema.heads)})")
+    units = _units(table)
+    side_of_unit = _assign(units, table, head, test_fraction, val_fraction, seed)
+    sides: dict[str, list[str]] = {s: [] for s in SIDES}
+    for unit, rows in units.items():
+        sides[side_of_unit[unit]].extend(table.paths[i] for i in rows)
+    digests = {table.paths[i]: row_digest(table, i) for i in range(len(table))}
+    for s in SIDES:
+        sides[s].sort()
+    return {
+        "format": SPLIT_FORMAT,
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "val_fraction": val_fraction,
+        "group_column": table.group_column,
+        "stratify": head,
+        "n_rows": len(table),
+        "fingerprint": fingerprint(table),
+        "schema": table.schema.to_dict(),
+        "counts": {s: len(sides[s]) for s in SIDES},
+        "sides": sides,
+        "row_digests": {s: [digests[p] for p in sides[s]] for s in SIDES},
+    }
+
+
+def _check_fractions(test_fraction: float, val_fraction: float) -> None:
+    if not (0 < test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):
+        raise AttrfitError(
+            f"fractions must satisfy 0 < test < 1, 0 <= val < 1, test + val < 1 (got test={test_fraction}, val={val_fraction})"
+        )
+
+
+def _units(table: Table) -> dict[str, list[int]]:
+    units: dict[str, list[int]] = defaultdict(list)
+    for i in range(len(table)):
+        key = table.groups[i] if table.groups is not None else table.paths[i]
+        units[key].append(i)
+    return dict(units)
+
+
+def _assign(units, table, head, test_fraction, val_fraction, seed) -> dict[str, str]:
+    j = table.schema.heads.index(head)
+    buckets: dict[int, list[str]] = defaultdict(list)
+    for unit in sorted(units):
+        labels = table.labels[units[unit], j]
+        labels = labels[labels >= 0]
+        buckets[int(np.bincount(labels).argmax()) if len(labels) else -1].append(unit)
+    rng = np.random.default_rng(seed)
+    side_of = {}
+    for b in sorted(buckets):
+        order = [buckets[b][k] for k in rng.permutation(len(buckets[b]))]
+        sizes = np.array([len(units[u]) for u in order], dtype=float)
+        mid = (np.cumsum(sizes) - sizes / 2) / sizes.sum()  # where each unit's rows sit in the bucket
+        for u, m in zip(order, mid):
+            side_of[u] = "test" if m < test_fraction else "val" if m < test_fraction + val_fraction else "train"
+    return side_of
+
+
+def default_split_path(csv_path: Path) -> Path:
+    return Path(csv_path).with_name(Path(csv_path).stem + ".split.json")
+
+
+def save_split(split: dict, path: str | Path, force: bool = False) -> Path:
+    """Write the split atomically; never overwrite an existing file unless ``force``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise AttrfitError(
+            f"{path} already exists; a saved split is never replaced silently (that is how test images "
+            "leak into training). Use it as it is, pass --out elsewhere, or --force to replace it"
+        )
+    text = json.dumps(split, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise AttrfitError(f"cannot write the split file {path}: {e.strerror}; pass --out to a writable place") from None
+    return path
+
+
+def load_split(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise AttrfitError(f"{path}: no such split file; make one with 'attrfit split'")
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+        sides = split["sides"]
+        assert all(isinstance(sides[s], list) for s in SIDES)
+        split["fingerprint"], split["seed"]
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise AttrfitError(f"{path}: not a valid attrfit split file (was it edited by hand?)") from None
+    overlap = _overlaps(sides)
+    if overlap:
+        raise AttrfitError(f"{path}: {overlap}; the split file was edited by hand, make a new one with 'attrfit split'")
+    return split
+
+
+def _overlaps(sides: dict) -> str:
+    seen: dict[str, str] = {}
+    for s in SIDES:
+        for p in sides[s]:
+            if p in seen:
+                return f"'{p}' is on both the {seen[p]} and the {s} side"
+            seen[p] = s
+    return ""
+
+
+def verify_split(split: dict, table: Table, split_path: str | Path = "split") -> dict[str, np.ndarray]:
+    """Check the split matches the table; return row indices per side.
+
+    Refuses (AttrfitError naming the difference) when rows were added, removed or relabelled.
+    """
+    if fingerprint(table) != split["fingerprint"]:
+        raise AttrfitError(f"{split_path} does not match {table.csv_path}: {describe_difference(split, table)}")
+    saved = Schema.from_dict(split["schema"]) if "schema" in split else table.schema
+    if saved.differences(table.schema):
+        raise AttrfitError(f"{split_path}: schema differs from the table: {'; '.join(saved.differences(table.schema))}")
+    index = {p: i for i, p in enumerate(table.paths)}
+    return {s: np.array([index[p] for p in split["sides"][s]], dtype=np.int64) for s in SIDES}
+
+
+def describe_difference(split: dict, table: Table) -> str:
+    saved = {p: (s, d) for s in SIDES for p, d in zip(split["sides"][s], split.get("row_digests", {}).get(s, []))}
+    saved_paths = {p for s in SIDES for p in split["sides"][s]}
+    now = set(table.paths)
+    added = sorted(now - saved_paths)
+    removed = sorted(saved_paths - now)
+    relabelled = [p for i, p in enumerate(table.paths) if p in saved and saved[p][1] != row_digest(table, i)]
+    parts = []
+    for what, items in (("added", added), ("removed", removed), ("relabelled", relabelled)):
+        if items:
+            parts.append(f"{len(items)} row(s) {what} (e.g. {', '.join(items[:3])})")
+    if not parts:
+        parts.append("the heads or group column differ")
+    return (
+        "; ".join(parts)
+        + ". A split is never re-made silently: make a new one with 'attrfit split --force' "
+        "(and retrain), or restore the original table"
+    )
+
+
+def file_digests(paths: list[Path]) -> list[str]:
+    """sha1 of each file's bytes (for exact-duplicate detection)."""
+    out = []
+    for p in paths:
+        out.append(hashlib.sha1(p.read_bytes()).hexdigest())
+    return out
+
+
+def cross_side_duplicates(table: Table, split: dict) -> list[tuple[str, str, str, str]]:
+    """Images whose bytes are identical but sit on different sides: (side_a, path_a, side_b, path_b)."""
+    side_of = {p: s for s in SIDES for p in split["sides"][s]}
+    first: dict[str, str] = {}
+    out = []
+    for p, d in zip(table.paths, file_digests(table.abs_paths())):
+        if d in first and side_of[first[d]] != side_of[p]:
+            out.append((side_of[first[d]], first[d], side_of[p], p))
+        first.setdefault(d, p)
+    return out

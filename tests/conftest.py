@@ -1,0 +1,62 @@
+"""Tiny generated datasets: tests never need real data (../shared/data is optional)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("ATTRFIT_PROGRESS", "0")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+COLORS = ["blue", "green", "red"]
+
+
+def write_tiny(root: Path, n: int = 60, seed: int = 0, size: int = 24, missing_every: int = 7,
+               groups: int | None = None, fmt: str = "png") -> Path:
+    """n images whose label 'color' is the dominant channel and 'bright' the brightness.
+
+    Every ``missing_every``-th row has an empty 'bright' (a missing label). With ``groups``
+    a 'pid' column assigns rows to that many groups. Returns the CSV path.
+    """
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        c = i % 3
+        bright = (i // 3) % 2
+        a = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+        a[..., 2 - c] += 120 + 60 * bright  # RGB order: blue=2, green=1, red=0 -> channel 2-c
+        name = f"img/{i}.{fmt}"
+        Image.fromarray(a).save(root / name)
+        row = {"image_path": name, "color": COLORS[c], "bright": ["dark", "light"][bright]}
+        if missing_every and i % missing_every == 3:
+            row["bright"] = ""
+        if groups:
+            row["pid"] = f"p{i % groups}"
+        rows.append(row)
+    path = root / "labels.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return write_tiny(tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_groups(tmp_path) -> Path:
+    return write_tiny(tmp_path / "data", n=90, groups=20)
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTRFIT_CACHE_DIR", str(tmp_path / "cache"))
