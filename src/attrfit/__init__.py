@@ -4,4 +4,16 @@ __version__ = "0.1.0"
 
 from attrfit.errors import AttrfitError
 
-__all__ = ["AttrfitError", "__version__"]
+
+
+def load(checkpoint_or_run, device: str = "cpu"):
+    """A predictor for a trained model: ``attrfit.load("runs/x").predict(images)``.
+
+    See :class:`attrfit.predict.Predictor`.
+    """
+    from attrfit.predict import Predictor
+
+    return Predictor.from_checkpoint(checkpoint_or_run, device=device)
+
+
+__all__ = ["AttrfitError", "__version__", "load"]

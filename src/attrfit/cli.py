@@ -55,11 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show details and tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    from attrfit import commands  # the subcommands register themselves, one function each
-
-    for register in commands.REGISTRY:
+    for register in commands():
         register(sub)
     return parser
+
+
+# Later stages' subcommands: (module, function). A module not yet present is skipped.
+OPTIONAL_COMMANDS = [
+    ("attrfit.lr_find", "register"),
+    ("attrfit.report", "register"),
+    ("attrfit.predict", "register"),
+    ("attrfit.export", "register"),
+]
+
+
+def commands() -> list:
+    import importlib
+
+    from attrfit import commands as core
+
+    found = list(core.REGISTRY)
+    for module, name in OPTIONAL_COMMANDS:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ class Data:
     split_path: Path
     images: torch.Tensor  # uint8 N x 3 x H x W, decoded rows
     labels: torch.Tensor  # int64 N x n_heads, -1 = missing
+    image_paths: list[str]  # image_path of each row of images
     sides: dict[str, torch.Tensor] = field(default_factory=dict)  # row indices into images per side
 
     @property
@@ -110,4 +111,4 @@ def load_data(cfg: DataConfig, schema: Schema | None = None, progress: bool = Tr
         if (r < 0).any():
             log.warning("%d bad image(s) dropped from the %s side", int((r < 0).sum()), s)
         sides[s] = torch.from_numpy(r[r >= 0])
-    return Data(table, split, split_path, cache.images, labels, sides)
+    return Data(table, split, split_path, cache.images, labels, list(cache.paths), sides)

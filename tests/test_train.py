@@ -1,0 +1,166 @@
+import json
+
+import pytest
+import torch
+
+from attrfit import checkpoint, runs
+from attrfit.config import TrainConfig, apply
+from attrfit.errors import AttrfitError
+from attrfit.evaluate import evaluate_checkpoint
+from attrfit.train import LossSpec, epoch_order, fit, multi_head_loss
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def tiny_cfg(csv, **over) -> TrainConfig:
+    base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 3, "batch_size": 16,
+            "lr": 0.05, "eval_batch_size": 64, "report": False, "seed": 1, "precision": "fp32"}
+    return apply(TrainConfig(), {**base, **over})
+
+
+def weights(run, name="last.pt"):
+    return checkpoint.load(run / name)["model"]
+
+
+def test_loss_skips_missing_labels():
+    logits = (torch.randn(4, 3, requires_grad=True), torch.randn(4, 2, requires_grad=True))
+    targets = torch.tensor([[0, -1], [1, -1], [2, -1], [0, -1]])
+    spec = LossSpec([1.0, 1.0], [None, None])
+    total, per_head = multi_head_loss(logits, targets, spec)
+    assert per_head[1] == 0 and torch.isfinite(total)
+    total.backward()
+    assert logits[1].grad.abs().sum() == 0 and logits[0].grad.abs().sum() > 0
+    # a missing label in a row does not change the other rows' loss
+    t2 = targets.clone()
+    t2[1, 0] = -1
+    _, ph2 = multi_head_loss(logits, t2, spec)
+    manual = torch.nn.functional.cross_entropy(logits[0][[0, 2, 3]], targets[[0, 2, 3], 0])
+    assert torch.allclose(ph2[0], manual)
+
+
+def test_loss_weights_apply():
+    logits = (torch.randn(4, 3), torch.randn(4, 2))
+    targets = torch.tensor([[0, 1], [1, 0], [2, 1], [0, 0]])
+    t1, ph = multi_head_loss(logits, targets, LossSpec([2.0, 0.5], [None, None]))
+    assert torch.allclose(t1, 2 * ph[0] + 0.5 * ph[1])
+
+
+def test_epoch_order_pure():
+    assert torch.equal(epoch_order(50, 0, 3), epoch_order(50, 0, 3))
+    assert not torch.equal(epoch_order(50, 0, 3), epoch_order(50, 0, 4))
+
+
+def test_train_writes_run_and_evaluate_matches(tiny, tmp_path):
+    run = fit(tiny_cfg(tiny, precision="auto"), run_dir=tmp_path / "run", progress=False)
+    for f in ("config.json", "schema.json", "split_ref.json", "metrics.csv", "last.pt", "best.pt", "results.json"):
+        assert (run / f).is_file(), f
+    rows = runs.MetricsLog(run / "metrics.csv").rows()
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert "val_balanced_accuracy_color" in rows[0] and "val_majority_accuracy_bright" in rows[0]
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["heads"]) == {"color", "bright"}
+    again = evaluate_checkpoint(str(run), side="test", progress=False)
+    assert again["heads"]["color"]["accuracy"] == pytest.approx(results["heads"]["color"]["accuracy"])
+    assert again["mean"]["balanced_accuracy"] == pytest.approx(results["mean"]["balanced_accuracy"])
+    best = checkpoint.load(run / "best.pt")
+    assert best["progress"]["epoch"] == results["best_epoch"]
+
+
+def test_learns_the_tiny_task(tiny, tmp_path):
+    run = fit(tiny_cfg(tiny, epochs=8, lr=0.1), run_dir=tmp_path / "run", progress=False)
+    val = [float(r["val_accuracy_color"]) for r in runs.MetricsLog(run / "metrics.csv").rows()]
+    assert max(val) > 0.8  # colour is trivially visible; majority is ~1/3
+
+
+def test_run_dir_never_overwritten(tiny, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("keep")
+    with pytest.raises(AttrfitError, match="already exists"):
+        fit(tiny_cfg(tiny), run_dir=tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "x").read_text() == "keep"
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_crash_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+    ref = fit(tiny_cfg(tiny), run_dir=tmp_path / "ref", progress=False)
+    real_append = runs.MetricsLog.append
+    calls = {"n": 0}
+
+    def crashing_append(self, row):
+        calls["n"] += 1
+        if calls["n"] == 2:  # die after epoch 1 was checkpointed, during epoch 2's bookkeeping
+            raise Crash()
+        real_append(self, row)
+
+    monkeypatch.setattr(runs.MetricsLog, "append", crashing_append)
+    with pytest.raises(Crash):
+        fit(tiny_cfg(tiny), run_dir=tmp_path / "b", progress=False)
+    monkeypatch.setattr(runs.MetricsLog, "append", real_append)
+    assert checkpoint.load(tmp_path / "b" / "last.pt")["progress"]["epoch"] == 1
+    fit(None, resume=tmp_path / "b", progress=False)
+    for k, v in weights(ref).items():
+        assert torch.equal(v, weights(tmp_path / "b")[k]), k
+    a = runs.MetricsLog(ref / "metrics.csv").rows()
+    b = runs.MetricsLog(tmp_path / "b" / "metrics.csv").rows()
+    assert [r["val_mean_accuracy"] for r in a] == [r["val_mean_accuracy"] for r in b]
+
+
+def test_mid_epoch_checkpoint_resume(tiny, tmp_path, monkeypatch):
+    import attrfit.train as tr
+
+    ref = fit(tiny_cfg(tiny, epochs=2, batch_size=8), run_dir=tmp_path / "ref", progress=False)
+    real_step = tr.train_step
+
+    def crashing_step(t, x, y, step, *a):
+        if step == 3:
+            raise Crash()
+        return real_step(t, x, y, step, *a)
+
+    monkeypatch.setattr(tr, "train_step", crashing_step)
+    with pytest.raises(Crash):
+        fit(tiny_cfg(tiny, epochs=2, batch_size=8, checkpoint_every=2), run_dir=tmp_path / "b", progress=False)
+    monkeypatch.setattr(tr, "train_step", real_step)
+    assert checkpoint.load(tmp_path / "b" / "last.pt")["progress"]["epoch_step"] == 2
+    fit(None, resume=tmp_path / "b", progress=False)
+    for k, v in weights(ref).items():
+        assert torch.equal(v, weights(tmp_path / "b")[k]), k
+
+
+def test_no_test_image_in_any_training_batch(tiny, tmp_path, monkeypatch):
+    import attrfit.train as tr
+    from attrfit.dataset import load_data
+
+    cfg = tiny_cfg(tiny, epochs=2)
+    seen = []
+    real_step = tr.train_step
+    monkeypatch.setattr(tr, "augment_batch", lambda x, c, g: x.float())  # keep pixels comparable
+
+    def spy(t, x, y, step, *a):
+        seen.append(x.clone())
+        return real_step(t, x, y, step, *a)
+
+    monkeypatch.setattr(tr, "train_step", spy)
+    fit(cfg, run_dir=tmp_path / "r", progress=False)
+    data = load_data(cfg.data, progress=False)
+    flat = lambda t: {bytes(r.numpy().tobytes()) for r in t}  # noqa: E731
+    trained = flat(torch.cat(seen))
+    assert trained <= flat(data.images[data.sides["train"]])
+    assert not trained & flat(data.images[data.sides["test"]])
+    assert not trained & flat(data.images[data.sides["val"]])
+
+
+def test_init_from_and_schema_mismatch(tiny, tmp_path):
+    a = fit(tiny_cfg(tiny, epochs=1), run_dir=tmp_path / "a", progress=False)
+    b = fit(tiny_cfg(tiny, epochs=1, init_from=str(a), schedule="constant"), run_dir=tmp_path / "b",
+            progress=False)
+    assert (b / "best.pt").is_file()
+    with pytest.raises(AttrfitError, match="architecture does not match"):
+        fit(tiny_cfg(tiny, epochs=1, init_from=str(a), width=16), run_dir=tmp_path / "c", progress=False)
+
+
+def test_divergence_stops_with_clear_error(tiny, tmp_path):
+    with pytest.raises(AttrfitError, match="loss became .* lr"):
+        fit(tiny_cfg(tiny, lr=1e6, schedule="constant", precision="fp32"), run_dir=tmp_path / "r", progress=False)
