@@ -44,8 +44,6 @@ class Dist:
         return order[self.rank :: self.world_size][:per_rank]
 
     def wrap(self, model: nn.Module, cfg) -> nn.Module:
-        if cfg.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [self.local_rank] if self.device is not None and self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -60,6 +58,30 @@ class Dist:
         box = [obj]
         td.broadcast_object_list(box, src=0)
         return box[0]
+
+    def main_first(self, fn):
+        """Run ``fn`` on rank 0 first, then on the others; an error on rank 0 stops every rank.
+
+        For work that writes shared files (the split, the image cache): rank 0 makes them,
+        the other ranks then read them. Rank 0's error message reaches every rank, so no
+        rank waits forever for a peer that has failed.
+        """
+        if not self.enabled:
+            return fn()
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as e:  # re-raised below on every rank
+                error = e
+        message = self.broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        if message is not None:
+            from attrfit.errors import AttrfitError
+
+            raise AttrfitError(f"rank 0 failed: {message}")
+        return result if self.is_main else fn()
 
     def close(self) -> None:
         if self.enabled and td.is_initialized():

@@ -224,7 +224,12 @@ def build_trainer(cfg: TrainConfig, schema: Schema, sides: Sides, max_lr: float,
     precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     mean, std = channel_stats(sides.train_images)
-    model = build_model(cfg.model, schema.num_classes, tuple(mean), tuple(std)).to(device)
+    model = build_model(cfg.model, schema.num_classes, tuple(mean), tuple(std))
+    if cfg.sync_bn and dist.enabled:
+        if device.type != "cuda":
+            raise AttrfitError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
@@ -494,15 +499,16 @@ def _fit(cfg, run_dir, resume, progress, dist: Dist) -> Path:
     validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if not dist.is_main:
-        dist.barrier()  # rank 0 makes the split and the cache first; the others then read them
-    data = load_data(cfg.data, progress=progress and dist.is_main, create_split=dist.is_main)
-    if dist.is_main:
-        dist.barrier()
+    # rank 0 makes the split and the cache first; the others then read them
+    data = dist.main_first(lambda: load_data(cfg.data, progress=progress and dist.is_main, create_split=dist.is_main))
     sides = make_sides(data)
-    if dist.is_main:
-        run = Path(resume) if resume is not None else runs.new_run_dir(run_dir, cfg.data.csv)
-    run = Path(dist.broadcast_object(str(run) if dist.is_main else None))
+
+    def make_run() -> str | None:  # only rank 0 creates the run folder; the others learn its path
+        if not dist.is_main:
+            return None
+        return str(resume) if resume is not None else str(runs.new_run_dir(run_dir, cfg.data.csv))
+
+    run = Path(dist.broadcast_object(dist.main_first(make_run)))
     handler = runs.add_file_log(run) if dist.is_main else None
     try:
         return _train_in(run, cfg, data, sides, ckpt, progress, dist)
@@ -584,6 +590,7 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
         raise KeyboardInterrupt(f"stopped; continue with: attrfit train --resume {run}")
     if dist.is_main:
         finish(run, t, data, prog)
+    dist.barrier()
     return run
 
 
@@ -601,7 +608,7 @@ def _epochs(t: Trainer, sides: Sides, prog: Progress, metrics, run: Path, save_l
             return
         elapsed = time.perf_counter() - start
         prog.wall_time += elapsed
-        val = validate_epoch(t, sides)
+        val = validate_epoch(t, sides) if t.dist.is_main else _empty_results(t.schema)
         prog.epoch += 1
         row = epoch_row(t, prog, val, elapsed)
         prog.sums, prog.epoch_step = {}, 0
@@ -619,6 +626,14 @@ def _epochs(t: Trainer, sides: Sides, prog: Progress, metrics, run: Path, save_l
             if improved:
                 checkpoint.save(checkpoint_payload(t, prog, {**extra, "val": val}), run / "best.pt")
         save_last()
+        t.dist.barrier()
+
+
+def _empty_results(schema: Schema) -> dict:
+    """Stand-in val results on ranks other than 0 (only rank 0 evaluates and writes)."""
+    nan = float("nan")
+    m = {"accuracy": nan, "balanced_accuracy": nan, "majority_accuracy": nan, "n": 0, "pred_top_share": 0.0}
+    return {"heads": {h: dict(m) for h in schema.heads}, "mean": dict(m)}
 
 
 def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
