@@ -74,7 +74,7 @@ def decode_image(path: Path, size: tuple[int, int], resize: str = "stretch") -> 
                     im.draft("RGB", (w * 2, h * 2))  # decode big JPEGs at reduced scale: much faster
                 im = ImageOps.exif_transpose(im)
                 rgb = to_rgb(im)
-                return np.array(_resize(rgb, (h, w), resize))  # writable copy
+                return np.array(resize_image(rgb, (h, w), resize))  # writable copy
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         reason = "empty file" if path.is_file() and path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
         raise BadImage(reason) from None
@@ -93,7 +93,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _resize(im: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
+def resize_image(im: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
+    """An RGB image to (H, W): "stretch" ignores the aspect ratio, "pad" letterboxes on grey."""
     h, w = size
     if mode == "stretch":
         return im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
