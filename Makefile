@@ -21,5 +21,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
 
+bench-quick: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/test_bench_quick.py
+
 clean:
 	rm -rf $(VENV) demo runs .pytest_cache

@@ -1,0 +1,75 @@
+"""The benchmark scripts' ``--quick`` smoke runs: each exits 0 and writes the figures it promises.
+
+The figures of a quick run mean nothing (tiny data, a shared machine); what is checked is that
+every script still runs against the current library and writes a JSON with the keys that
+BENCHMARKS.md is built from, with values in a sane range. The PETA benchmark is skipped where
+../shared/data/peta is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PETA = ROOT.parent / "shared" / "data" / "peta"
+
+
+def run_quick(script: str, out: Path, *extra: str, timeout: int = 120) -> dict:
+    env = {**os.environ, "ATTRFIT_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "command: `" in proc.stdout and "|---|" in proc.stdout, proc.stdout  # a Markdown table + the command
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == script.removesuffix(".py")
+    assert doc["machine"]["torch"] and doc["machine"]["cpu_count"] >= 1
+    return doc
+
+
+def positive(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+def test_throughput_quick(tmp_path):
+    r = run_quick("throughput.py", tmp_path / "t.json")["results"]
+    for key in ("median_attrfit_images_per_s", "median_handwritten_images_per_s", "median_ratio",
+                "forward_flops_per_image", "achieved_flops_per_s", "peak_bf16_matmul_flops_per_s",
+                "peak_fp32_matmul_flops_per_s", "fraction_of_bf16_peak", "fraction_of_fp32_peak"):
+        assert positive(r[key]), (key, r[key])
+    assert len(r["attrfit_images_per_s"]) == len(r["handwritten_images_per_s"]) == len(r["ratios"]) >= 2
+    assert r["train_flops_per_image"] == 3 * r["forward_flops_per_image"]
+    assert r["fraction_of_bf16_peak"] == pytest.approx(r["achieved_flops_per_s"] / r["peak_bf16_matmul_flops_per_s"])
+
+
+def test_data_and_inference_quick(tmp_path):
+    r = run_quick("data_and_inference.py", tmp_path / "d.json")["results"]
+    assert r["cache"]["images"] == 120  # every generated image decoded
+    for key in ("build_s", "reload_s", "reload_and_read_s", "load_data_warm_s"):
+        assert positive(r["cache"][key]), key
+    assert 100 < r["train_memory"]["peak_rss_mib"] < 64 * 1024  # torch alone is ~100+ MiB
+    for key in ("pixels_batch1_images_per_s", "pixels_batch64_images_per_s", "files_batch1_images_per_s",
+                "files_batch64_images_per_s"):
+        assert positive(r["predict"][key]), key
+
+
+@pytest.mark.skipif(not (PETA / "peta_heads.csv").is_file(),
+                    reason=f"PETA not found at {PETA} (real data, read from ../shared/data; see its README)")
+def test_peta_time_to_accuracy_quick(tmp_path):
+    doc = run_quick("peta_time_to_accuracy.py", tmp_path / "p.json", timeout=180)
+    assert (tmp_path / "p.png").stat().st_size > 0  # the accuracy-vs-wall-time curve
+    for name, n_heads in (("heads", 8), ("35", 35)):
+        r = doc["results"][name]
+        assert len(r["test"]["heads"]) == n_heads
+        assert r["epochs"] == len(r["curve"]) >= 2
+        walls = [p["wall_s"] for p in r["curve"]]
+        assert all(positive(w) for w in walls) and walls == sorted(walls)
+        for m in r["test"]["heads"].values():
+            assert 0 <= m["balanced_accuracy"] <= 1 and 0 <= m["majority_accuracy"] <= 1
+        assert 0 <= r["test"]["mean"]["balanced_accuracy"] <= 1
