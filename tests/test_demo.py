@@ -14,6 +14,7 @@ from PIL import Image
 from attrfit.demo import (
     CSV_COLUMNS,
     HEAD_COLUMNS,
+    MAX_LABEL_NOISE,
     REFERENCE_COUNTS,
     _place,
     _sample_scene,
@@ -125,14 +126,30 @@ def test_sample_labels_is_prefix_stable():
 # ---------------------------------------------------------------------------------------
 
 
+def _shares(labels: np.ndarray, k: int, head: str) -> np.ndarray:
+    return np.bincount(labels[:, k], minlength=len(CLASSES[head])) / len(labels)
+
+
+def _reference_shares(head: str) -> np.ndarray:
+    counts = np.array(list(REFERENCE_COUNTS[head].values()), dtype=np.float64)
+    return counts / counts.sum()
+
+
 def test_class_frequencies_follow_the_reference():
     labels = sample_labels(2000, seed=0)
     for k, head in enumerate(HEAD_COLUMNS):
-        counts = np.array(list(REFERENCE_COUNTS[head].values()), dtype=np.float64)
-        expected = counts / counts.sum()
-        got = np.bincount(labels[:, k], minlength=len(counts)) / len(labels)
+        got, expected = _shares(labels, k, head), _reference_shares(head)
         assert np.abs(got - expected).max() < 0.04, (head, got.round(3), expected.round(3))
         assert got.argmax() == 0, head  # the same majority class as the real data
+
+
+@pytest.mark.parametrize("rate", [0.05, MAX_LABEL_NOISE])
+def test_written_labels_keep_the_reference_frequencies_after_noise(rate: float):
+    written = add_label_noise(sample_labels(20000, seed=2, label_noise=rate), rate, seed=2)
+    for k, head in enumerate(HEAD_COLUMNS):
+        got, expected = _shares(written, k, head), _reference_shares(head)
+        assert np.abs(got - expected).max() < 0.015, (head, rate, got.round(3), expected.round(3))
+    assert sample_labels(50, seed=2, label_noise=rate).shape == (50, len(HEAD_COLUMNS))
 
 
 def test_label_noise_flips_the_given_share_to_other_classes():
@@ -204,16 +221,14 @@ def test_bad_image_quality_has_less_high_frequency_energy():
 
 
 def test_hair_goes_grey_with_age():
-    young, old = [], []
-    for seed in SEEDS:
-        body = _body(seed, age="55+")
-        top = (int(body.y(0.03)), int(body.cx))  # crown of the head: hair in every pose
-        old.append(_render(seed, age="55+")[top])
-        body = _body(seed, age="15-25")
-        young.append(_render(seed, age="15-25")[int(body.y(0.03)), int(body.cx)])
-    spread = lambda px: np.ptp(px, axis=1)  # grey hair: channels close together  # noqa: E731
-    assert np.mean(old) > np.mean(young) + 40
-    assert np.mean(spread(np.array(old))) < np.mean(spread(np.array(young))) + 5
+    def crown(seed: int, age: str) -> np.ndarray:  # top of the head: hair in every pose
+        body = _body(seed, age=age)
+        return _render(seed, age=age)[int(body.y(0.03)), int(body.cx)]
+
+    old = np.array([crown(seed, "55+") for seed in SEEDS])  # (seeds, RGB)
+    young = np.array([crown(seed, "15-25") for seed in SEEDS])
+    assert old.mean() > young.mean() + 40
+    assert np.ptp(old, axis=1).mean() < np.ptp(young, axis=1).mean() + 5  # grey: channels close together
 
 
 def test_emotion_trace_is_in_the_face_and_back_view_hides_it():
@@ -246,7 +261,14 @@ def test_bag_is_beside_the_body():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"n": 5}, "n must be"), ({"size": (8, 64)}, "size must be"), ({"label_noise": 0.9}, "label_noise"), ({"workers": 0}, "workers")],
+    [
+        ({"n": 5}, "n must be"),
+        ({"size": (8, 64)}, "size must be"),
+        ({"size": 64}, "size must be"),
+        ({"label_noise": 0.2}, "label_noise"),
+        ({"workers": 0}, "workers"),
+        ({"seed": -1}, "seed"),
+    ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, kwargs: dict, message: str):
     with pytest.raises(AttrfitError, match=message) as err:

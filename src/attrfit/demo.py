@@ -6,8 +6,9 @@ names and the same class frequencies: ``OUT/annotations.csv`` plus ``OUT/resized
 
 Every image is a cartoon person painted with PIL; each head leaves a trace that survives
 downscaling to 64x64 but is not a perfect tell, and ``label_noise`` of the labels of each
-head are then flipped to another class, so a small CNN beats the majority baseline on most
-heads but cannot reach 100%:
+head are then flipped to another class (the true classes are drawn so that the written
+labels still follow the reference frequencies), so a small CNN beats the majority baseline
+on most heads but cannot reach 100%:
 
 - gender: long hair (85% of women, 12% of men), shoulders wider than hips, skirts (women)
 - age: hair goes grey with age (noisy; blonde hair looks grey-ish), the 55+ stoop
@@ -35,7 +36,6 @@ import csv
 import io
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from attrfit.errors import AttrfitError
+from attrfit.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ REFERENCE_COUNTS: dict[str, dict[str, int]] = {
 CSV_COLUMNS = ["filename", *HEAD_COLUMNS, "image_path"]
 JPEG_QUALITY = 90  # fixed, so output bytes depend only on the seed
 CSV_NAME = "annotations.csv"
+# Above ~0.19 the rarest classes (underweight, 55+) could not keep their reference share
+# after noise even if they were never drawn as true labels; see class_probabilities.
+MAX_LABEL_NOISE = 0.15
 IMAGE_DIR = "resized"
 
 _CLASSES = {head: list(REFERENCE_COUNTS[head]) for head in HEAD_COLUMNS}
@@ -79,13 +83,34 @@ _CLASSES = {head: list(REFERENCE_COUNTS[head]) for head in HEAD_COLUMNS}
 # ---------------------------------------------------------------------------------------
 
 
-def sample_labels(n: int, seed: int) -> np.ndarray:
+def class_probabilities(head: str, label_noise: float = 0.0) -> np.ndarray:
+    """Probabilities to draw the *true* classes of ``head`` with, such that after
+    ``add_label_noise(rate=label_noise)`` the written labels follow the reference counts.
+
+    Noise moves a share r of each class to the k-1 others uniformly, so the observed share is
+    q = p (1 - r) + (1 - p) r / (k - 1); solve for p. Exact while r / (k - 1) < min q, which
+    holds for every head up to MAX_LABEL_NOISE.
+
+    >>> class_probabilities("gender").round(3)
+    array([0.563, 0.437])
+    """
+    counts = np.array(list(REFERENCE_COUNTS[head].values()), dtype=np.float64)
+    q = counts / counts.sum()
+    k, r = len(q), label_noise
+    p = (q - r / (k - 1)) / (1 - r - r / (k - 1))
+    if (p <= 0).any():
+        raise AttrfitError(f"demo: label_noise {label_noise} is too high for the rare classes of {head}")
+    return p / p.sum()  # sums to 1 already; guards rounding
+
+
+def sample_labels(n: int, seed: int, label_noise: float = 0.0) -> np.ndarray:
     """Draw the true (noise-free) classes of ``n`` demo images.
 
     Returns an int64 array of shape (n, len(HEAD_COLUMNS)): column k holds indices into
-    ``list(REFERENCE_COUNTS[HEAD_COLUMNS[k]])``. Heads are independent, each with
-    probabilities proportional to the reference counts. Prefix-stable: the first rows for
-    ``n=40`` equal those for ``n=2000``.
+    ``list(REFERENCE_COUNTS[HEAD_COLUMNS[k]])``. Heads are independent; the probabilities
+    are those of :func:`class_probabilities`, so the labels written after ``label_noise``
+    follow the reference frequencies. Prefix-stable: the first rows for ``n=40`` equal
+    those for ``n=2000``.
 
     >>> labels = sample_labels(2000, seed=0)
     >>> labels.shape
@@ -94,9 +119,8 @@ def sample_labels(n: int, seed: int) -> np.ndarray:
     u = np.random.default_rng([seed, 1]).random((n, len(HEAD_COLUMNS)))  # row-major: prefix-stable
     labels = np.empty((n, len(HEAD_COLUMNS)), dtype=np.int64)
     for k, head in enumerate(HEAD_COLUMNS):
-        counts = np.array(list(REFERENCE_COUNTS[head].values()), dtype=np.float64)
-        cdf = np.cumsum(counts) / counts.sum()
-        labels[:, k] = np.minimum(np.searchsorted(cdf, u[:, k], side="right"), len(counts) - 1)
+        cdf = np.cumsum(class_probabilities(head, label_noise))
+        labels[:, k] = np.minimum(np.searchsorted(cdf, u[:, k], side="right"), len(cdf) - 1)
     return labels
 
 
@@ -219,7 +243,7 @@ def _sample_scene(rng: np.random.Generator) -> _Scene:
 # Painting
 # ---------------------------------------------------------------------------------------
 
-# Body half-width at the chest, as a fraction of the person's height u.
+# Body half-width as a share of the person's height u, before gender shapes shoulders and hips.
 _HALF_WIDTH = {"underweight": 0.095, "normal-healthy": 0.14, "slightly-overweight": 0.185, "over-weight": 0.24}
 # Grey share of the hair colour per age (plus the scene's noise).
 _GREYNESS = {"15-25": 0.0, "25-35": 0.1, "35-45": 0.32, "45-55": 0.58, "55+": 0.88}
@@ -284,14 +308,16 @@ def _paint_legs_and_feet(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str
     top, knee, bottom = b.y(0.60), b.y(0.76), b.y(0.915)
     gap = 0.012 * b.u
     if b.facing:  # striding profile: legs apart front and back
-        legs = [(b.cx - b.hip - 0.05 * b.u, b.cx + b.hip * 0.2 - 0.05 * b.u), (b.cx - b.hip * 0.2 + 0.05 * b.u, b.cx + b.hip + 0.05 * b.u)]
+        step = 0.05 * b.u
+        legs = [(b.cx - b.hip - step, b.cx + 0.2 * b.hip - step), (b.cx - 0.2 * b.hip + step, b.cx + b.hip + step)]
     else:
         legs = [(b.cx - b.hip, b.cx - gap), (b.cx + gap, b.cx + b.hip)]
     for x0, x1 in legs:
         draw.rectangle([x0, top, x1, bottom], fill=scene.pants)
     if lab["gender"] == "female" and scene.u_skirt < 0.4:
         flare = 0.06 * b.u
-        draw.polygon([(b.cx - b.hip, top), (b.cx + b.hip, top), (b.cx + b.hip + flare, knee), (b.cx - b.hip - flare, knee)], fill=scene.skirt_colour)
+        skirt = [(b.cx - b.hip, top), (b.cx + b.hip, top), (b.cx + b.hip + flare, knee), (b.cx - b.hip - flare, knee)]
+        draw.polygon(skirt, fill=scene.skirt_colour)
         for x0, x1 in legs:  # bare legs below the skirt
             draw.rectangle([x0 + 0.2 * (x1 - x0), knee, x1 - 0.2 * (x1 - x0), bottom], fill=scene.skin)
     fancy = lab["footwear"] == "Fancy"
@@ -303,10 +329,11 @@ def _paint_legs_and_feet(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str
         direction = b.facing or (-1 if k == 0 else 1)
         mid = (x0 + x1) / 2
         if fancy:  # pointed toe and a heel block
-            toe = mid + direction * 0.09 * b.u
-            heel = mid - direction * 0.04 * b.u
-            draw.polygon([(heel, bottom - 0.01 * b.u), (mid, bottom - 0.02 * b.u), (toe, bottom + 0.035 * b.u), (heel, bottom + 0.035 * b.u)], fill=colour)
-            draw.rectangle([min(heel, heel + direction * 0.02 * b.u), bottom + 0.02 * b.u, max(heel, heel + direction * 0.02 * b.u), bottom + 0.07 * b.u], fill=colour)
+            toe, heel, sole = mid + direction * 0.09 * b.u, mid - direction * 0.04 * b.u, bottom + 0.035 * b.u
+            shoe = [(heel, bottom - 0.01 * b.u), (mid, bottom - 0.02 * b.u), (toe, sole), (heel, sole)]
+            draw.polygon(shoe, fill=colour)
+            x_a, x_b = sorted((heel, heel + direction * 0.02 * b.u))
+            draw.rectangle([x_a, bottom + 0.02 * b.u, x_b, bottom + 0.07 * b.u], fill=colour)
         else:  # rounded, flat
             x_a, x_b = sorted((mid - direction * 0.04 * b.u, mid + direction * 0.08 * b.u))
             draw.ellipse([x_a, bottom - 0.01 * b.u, x_b, bottom + 0.06 * b.u], fill=colour)
@@ -317,8 +344,11 @@ def _paint_torso(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str, str], 
     arm = (0.05 if b.facing else 0.045) * b.u * (b.chest / (0.15 * b.u)) ** 0.5
     if b.facing:  # one arm, swinging along the side
         sway = b.facing * 0.03 * b.u
-        draw.polygon([(b.cx - arm, shoulder), (b.cx + arm, shoulder), (b.cx + arm + sway, b.y(0.58)), (b.cx - arm + sway, b.y(0.58))], fill=scene.shirt)
-    draw.polygon([(b.cx - b.chest, shoulder), (b.cx + b.chest, shoulder), (b.cx + b.hip, waist), (b.cx - b.hip, waist)], fill=scene.shirt)
+        hand = b.y(0.58)
+        sleeve = [(b.cx - arm, shoulder), (b.cx + arm, shoulder), (b.cx + arm + sway, hand), (b.cx - arm + sway, hand)]
+        draw.polygon(sleeve, fill=scene.shirt)
+    trunk = [(b.cx - b.chest, shoulder), (b.cx + b.chest, shoulder), (b.cx + b.hip, waist), (b.cx - b.hip, waist)]
+    draw.polygon(trunk, fill=scene.shirt)
     if lab["weight"] in ("slightly-overweight", "over-weight"):  # a belly bulging past the hips
         bulge = 1.08 if lab["weight"] == "over-weight" else 1.0
         belly_x = b.cx + b.facing * 0.3 * b.hip  # in profile it shows in front
@@ -330,7 +360,9 @@ def _paint_torso(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str, str], 
         for side in (-1, 1):
             x_in = b.cx + side * b.chest
             x_out = x_in + side * 2 * arm
-            draw.polygon([(x_in, shoulder + r * 0.5), (x_out, shoulder + r), (x_out + side * 0.01 * b.u, b.y(0.57)), (x_in + side * 0.01 * b.u, b.y(0.57))], fill=scene.shirt)
+            out, hand = side * 0.01 * b.u, b.y(0.57)
+            sleeve = [(x_in, shoulder + r * 0.5), (x_out, shoulder + r), (x_out + out, hand), (x_in + out, hand)]
+            draw.polygon(sleeve, fill=scene.shirt)
             hx = (x_in + x_out) / 2 + side * 0.01 * b.u
             draw.ellipse([hx - arm, b.y(0.57) - arm * 0.5, hx + arm, b.y(0.57) + arm * 1.5], fill=scene.skin)
     if lab["bodypose"] == "Front-Frontish":  # V-neck collar and buttons: seen only from the front
@@ -354,7 +386,8 @@ def _paint_bag(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str, str], b:
         strap = max(2, int(0.022 * b.u))
         draw.line([(b.cx - side * b.chest * 0.7, b.y(0.28)), (x0 + bw / 2, top)], fill=colour, width=strap)
         draw.rectangle([x0, top, x0 + bw, bottom], fill=colour)
-        draw.line([(x0, top + 0.05 * b.u), (x0 + bw, top + 0.05 * b.u)], fill=tuple(min(255, c + 60) for c in colour), width=max(1, strap // 2))
+        flap, light = top + 0.05 * b.u, tuple(min(255, c + 60) for c in colour)
+        draw.line([(x0, flap), (x0 + bw, flap)], fill=light, width=max(1, strap // 2))
     else:  # pale plastic bag hanging from the hand, wider at the bottom, with handle loops
         colour = _pick(_PLASTIC_BAGS, scene.u_bag)
         top, bottom = b.y(0.6), b.y(0.82)
@@ -364,7 +397,8 @@ def _paint_bag(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str, str], b:
         draw.ellipse([mid - wt * 0.7, top - 0.06 * b.u, mid + wt * 0.7, top + 0.04 * b.u], outline=colour, width=loop)
         draw.polygon([(mid - wt, top), (mid + wt, top), (mid + wb, bottom), (mid - wb, bottom)], fill=colour)
         crease = tuple(max(0, c - 45) for c in colour)
-        draw.line([(mid - 0.3 * wt, top + 0.02 * b.u), (mid - 0.5 * wb, bottom - 0.02 * b.u)], fill=crease, width=max(1, loop // 2))
+        crease_line = [(mid - 0.3 * wt, top + 0.02 * b.u), (mid - 0.5 * wb, bottom - 0.02 * b.u)]
+        draw.line(crease_line, fill=crease, width=max(1, loop // 2))
 
 
 def _paint_mouth(draw: ImageDraw.ImageDraw, emotion: str, x: float, y: float, half: float, R: float) -> None:
@@ -380,7 +414,9 @@ def _paint_mouth(draw: ImageDraw.ImageDraw, emotion: str, x: float, y: float, ha
         draw.line([(x - half, y), (x + half, y)], fill=dark, width=thick)
 
 
-def _paint_brows(draw: ImageDraw.ImageDraw, emotion: str, eyes: list[tuple[float, int]], y: float, R: float, hair: tuple) -> None:
+def _paint_brows(
+    draw: ImageDraw.ImageDraw, emotion: str, eyes: list[tuple[float, int]], y: float, R: float, hair: tuple
+) -> None:
     """Brows above each (eye x, direction of the brow's inner end towards the nose)."""
     thick = max(1, int(round(0.14 * R)))
     for ex, inner in eyes:
@@ -411,8 +447,10 @@ def _paint_head(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str, str], b
         d = b.facing
         face = [hx - 0.8 * R + d * 0.15 * R, hy - 0.5 * R, hx + 0.8 * R + d * 0.15 * R, hy + 0.98 * R]
         draw.ellipse(face, fill=scene.skin)
-        draw.ellipse([hx - 0.75 * R - d * 0.4 * R, hy - 0.95 * R, hx + 0.75 * R - d * 0.4 * R, hy + 0.35 * R], fill=hair)  # back of the head
-        draw.polygon([(hx + d * 0.85 * R, hy - 0.1 * R), (hx + d * 1.18 * R, hy + 0.2 * R), (hx + d * 0.85 * R, hy + 0.3 * R)], fill=scene.skin)
+        back = hx - d * 0.4 * R  # the back of the head is hair
+        draw.ellipse([back - 0.75 * R, hy - 0.95 * R, back + 0.75 * R, hy + 0.35 * R], fill=hair)
+        nose = [(hx + d * 0.85 * R, hy - 0.1 * R), (hx + d * 1.18 * R, hy + 0.2 * R), (hx + d * 0.85 * R, hy + 0.3 * R)]
+        draw.polygon(nose, fill=scene.skin)
         eye_x = hx + d * 0.5 * R
         eye = max(1.0, 0.12 * R)
         draw.ellipse([eye_x - eye, hy - 0.05 * R - eye, eye_x + eye, hy - 0.05 * R + eye], fill=(20, 20, 20))
@@ -433,7 +471,8 @@ def _paint_long_hair_behind(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[
     if long_hair and lab["bodypose"] != "Back":
         R = 0.13 * b.u
         shift = -b.facing * 0.35 * R
-        draw.rounded_rectangle([b.cx + shift - 1.15 * R, b.y(0.0) + R, b.cx + shift + 1.15 * R, b.y(0.42)], radius=0.4 * R, fill=_hair_colour(scene, lab["age"]))
+        box = [b.cx + shift - 1.15 * R, b.y(0.0) + R, b.cx + shift + 1.15 * R, b.y(0.42)]
+        draw.rounded_rectangle(box, radius=0.4 * R, fill=_hair_colour(scene, lab["age"]))
 
 
 def _paint_occluder(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str, str], b: _Body, h: int) -> None:
@@ -450,9 +489,11 @@ def _degrade(img: Image.Image, scene: _Scene, quality: str) -> Image.Image:
     """Blur, noise, contrast and JPEG artefacts by image-quality class; amounts scale with
     the image height so the trace survives downscaling."""
     h = img.height
-    blur = {"Good": 0.005 * scene.u_blur, "Average": 0.004 + 0.007 * scene.u_blur, "Bad": 0.013 + 0.012 * scene.u_blur}[quality]
-    noise = {"Good": 4 * scene.u_noise, "Average": 3 + 6 * scene.u_noise, "Bad": 10 + 12 * scene.u_noise}[quality]
-    contrast = {"Good": 1.0, "Average": 0.95 - 0.1 * scene.u_contrast, "Bad": 0.85 - 0.25 * scene.u_contrast}[quality]
+    # Gaussian blur sigma as a share of the height; Good and Average overlap a little, as in real labels.
+    blur = {"Good": 0.005 * scene.u_blur, "Average": 0.004 + 0.007 * scene.u_blur, "Bad": 0.013 + 0.012 * scene.u_blur}
+    noise = {"Good": 4 * scene.u_noise, "Average": 3 + 6 * scene.u_noise, "Bad": 10 + 12 * scene.u_noise}  # std, 0-255
+    contrast = {"Good": 1.0, "Average": 0.95 - 0.1 * scene.u_contrast, "Bad": 0.85 - 0.25 * scene.u_contrast}
+    blur, noise, contrast = blur[quality], noise[quality], contrast[quality]
     if blur * h > 0.3:
         img = img.filter(ImageFilter.GaussianBlur(blur * h))
     a = np.asarray(img, dtype=np.float32)
@@ -467,7 +508,9 @@ def _degrade(img: Image.Image, scene: _Scene, quality: str) -> Image.Image:
     return img
 
 
-def render_person(classes: np.ndarray | list[int], rng: np.random.Generator, size: tuple[int, int] = (224, 224)) -> Image.Image:
+def render_person(
+    classes: np.ndarray | list[int], rng: np.random.Generator, size: tuple[int, int] = (224, 224)
+) -> Image.Image:
     """Paint one demo person with the given true classes (one index per head, in
     ``HEAD_COLUMNS`` order) and return an RGB image of ``size`` = (H, W).
 
@@ -506,8 +549,8 @@ def _check_args(n: int, seed: int, size: tuple[int, int], label_noise: float, wo
         raise AttrfitError(f"demo: seed must be a non-negative integer, got {seed!r}")
     if len(size) != 2 or not all(isinstance(s, int) and s >= 16 for s in size):
         raise AttrfitError(f"demo: size must be (height, width) with both integers >= 16, got {size!r}")
-    if not 0.0 <= label_noise <= 0.5:
-        raise AttrfitError(f"demo: label_noise must be between 0 and 0.5, got {label_noise!r}")
+    if not 0.0 <= label_noise <= MAX_LABEL_NOISE:
+        raise AttrfitError(f"demo: label_noise must be between 0 and {MAX_LABEL_NOISE}, got {label_noise!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise AttrfitError(f"demo: workers must be a positive integer, got {workers!r}")
 
@@ -536,7 +579,7 @@ def make_demo(
 
     >>> csv_path = make_demo("demo", n=200, size=(64, 64))  # doctest: +SKIP
     """
-    size = tuple(size)
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size,)
     _check_args(n, seed, size, label_noise, workers)
     out = Path(out_dir)
     csv_path = out / CSV_NAME
@@ -546,14 +589,16 @@ def make_demo(
         raise AttrfitError(f"demo: {csv_path} already exists; use another folder, delete it, or pass force")
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
 
-    true = sample_labels(n, seed)
+    true = sample_labels(n, seed, label_noise)
     observed = add_label_noise(true, label_noise, seed)
     workers = workers or min(4, os.cpu_count() or 1)
     log.info("demo: drawing %d images of %dx%d into %s with %d workers", n, size[0], size[1], out, workers)
-    from tqdm import tqdm  # only needed here
-
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=n, desc="demo images", file=sys.stderr, disable=not progress) as bar:
-        futures = [pool.submit(_write_image, out / IMAGE_DIR / f"{i + 1}.jpg", true[i], seed, i, size) for i in range(n)]
+    # Threads suffice: PIL's filters and JPEG codec release the GIL, and nothing forks a
+    # process that may hold torch state.
+    bar = progress_bar(total=n, desc="demo images", enabled=progress)
+    with ThreadPoolExecutor(max_workers=workers) as pool, bar:
+        paths = [out / IMAGE_DIR / f"{i + 1}.jpg" for i in range(n)]
+        futures = [pool.submit(_write_image, paths[i], true[i], seed, i, size) for i in range(n)]
         for future in futures:
             future.result()  # re-raises a worker's exception here
             bar.update(1)
