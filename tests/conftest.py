@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 os.environ.setdefault("ATTRFIT_PROGRESS", "0")
+# Tiny models: one thread is faster and immune to a busy machine (subprocesses keep their own setting).
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLORS = ["blue", "green", "red"]

@@ -43,6 +43,7 @@ def save(payload: dict, path: str | Path, keep_previous: bool = False) -> Path:
     torch.save(payload, buf)
     body = buf.getvalue()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    _remove_stale_temps(path.parent, keep=tmp)
     try:
         with open(tmp, "wb") as f:
             f.write(MAGIC + hashlib.sha256(body).digest() + body)
@@ -59,6 +60,16 @@ def save(payload: dict, path: str | Path, keep_previous: bool = False) -> Path:
             "(free disk space or check permissions, then --resume)"
         ) from None
     return path
+
+
+def _remove_stale_temps(folder: Path, keep: Path) -> None:
+    """Delete temp files that killed writers left in ``folder`` (one process writes a run folder at a time)."""
+    for stale in folder.glob(".*.pt.tmp*"):
+        if stale != keep:
+            try:
+                stale.unlink()
+            except OSError:
+                pass  # the write below reports a folder that cannot be written to
 
 
 def previous_of(path: Path) -> Path:

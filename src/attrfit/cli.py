@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("details")
         print(f"attrfit: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("attrfit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # train raises it with how to resume
+        print(f"attrfit: interrupted{'; ' + str(e) if str(e) else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MemoryError:
         print("attrfit: error: out of memory; lower --batch-size or --size", file=sys.stderr)

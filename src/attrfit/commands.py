@@ -218,8 +218,26 @@ def run_train(args) -> int:
         if not cfg.data.csv:
             raise AttrfitError("give the labels CSV (or --resume RUN)")
         run = fit(cfg, run_dir=args.run_dir, progress=not args.quiet)
-    print(f"run folder: {run}")
+    print_results(run)
     return 0
+
+
+def print_results(run: Path) -> None:
+    """The held-out test table of a finished run, then where to find the rest (rank 0 only under torchrun)."""
+    import os
+
+    from attrfit.evaluate import format_table
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+
+    results = json.loads((run / "results.json").read_text())
+    title = (f"held-out test side, best epoch {results['best_epoch']} by {results['monitor']} "
+             "(majority = always guessing the train side's most common class):")
+    print(format_table(results, title))
+    print(f"run folder: {run}")
+    if (run / "report.html").exists():
+        print(f"report: {run / 'report.html'} (open it in any browser)")
 
 
 # ---------------------------------------------------------------- evaluate
@@ -274,15 +292,7 @@ def run_demo(args) -> int:
     flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
     cfg = apply(TrainConfig(), {**DEMO_DEFAULTS, **flags, "data.csv": str(csv_path)}, source="command line")
     run = fit(cfg, run_dir=out / "runs" / time.strftime("%Y%m%d-%H%M%S"), progress=not args.quiet)
-    results = json.loads((run / "results.json").read_text())
-    from attrfit.evaluate import format_table
-
-    title = (f"held-out test side, best epoch {results['best_epoch']} "
-             "(majority = always guessing the train side's most common class):")
-    print(format_table(results, title))
-    print(f"run folder: {run}")
-    if (run / "report.html").exists():
-        print(f"report: {run / 'report.html'} (open it in any browser)")
+    print_results(run)
     return 0
 
 

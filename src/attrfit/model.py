@@ -71,11 +71,11 @@ class ModelConfig:
 def _check_config(cfg: ModelConfig) -> None:
     for name in ("width", "depth", "stages"):
         value = getattr(cfg, name)
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise AttrfitError(f"model {name} must be a positive integer, got {value!r}")
     if cfg.stem_stride not in (1, 2):
         raise AttrfitError(f"model stem_stride must be 1 or 2, got {cfg.stem_stride!r}")
-    if not 0.0 <= cfg.dropout < 1.0:
+    if not isinstance(cfg.dropout, (int, float)) or not 0.0 <= cfg.dropout < 1.0:
         raise AttrfitError(f"model dropout must be in [0, 1), got {cfg.dropout!r}")
 
 

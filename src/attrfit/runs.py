@@ -24,8 +24,12 @@ from attrfit.errors import AttrfitError
 log = logging.getLogger(__name__)
 
 
-def new_run_dir(run_dir: str | Path | None, csv_path: str) -> Path:
-    """Create the run folder; refuse one that exists and is not empty."""
+def new_run_dir(run_dir: str | Path | None, csv_path: str, config: dict | None = None) -> Path:
+    """Create the run folder; refuse one that exists and is not empty.
+
+    With ``config`` the folder gets its ``config.json`` at once, so a run killed at any
+    moment after this (even before its first checkpoint) continues with ``--resume``.
+    """
     if run_dir is None:
         base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(csv_path).stem}"
         run = base
@@ -47,6 +51,8 @@ def new_run_dir(run_dir: str | Path | None, csv_path: str) -> Path:
         probe.unlink()
     except OSError as e:
         raise AttrfitError(f"cannot write to the run folder {run}: {e.strerror or e}") from None
+    if config is not None:
+        write_json(run / "config.json", config)
     return run
 
 
@@ -116,12 +122,17 @@ class MetricsLog:
 
     def _write(self, rows: list[dict]) -> None:
         tmp = self.path.with_name(".metrics.csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            if rows:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                if rows:
+                    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    w.writeheader()
+                    w.writerows(rows)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise AttrfitError(f"cannot write {self.path}: {e.strerror or e}; the previous checkpoint is "
+                               "untouched (free disk space, then --resume)") from None
 
 
 def _fmt(v) -> str:

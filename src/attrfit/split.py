@@ -84,9 +84,19 @@ def make_split(
         "fingerprint": fingerprint(table),
         "schema": table.schema.to_dict(),
         "counts": {s: len(sides[s]) for s in SIDES},
+        "assignment": assignment_digest(sides),
         "sides": sides,
         "row_digests": {s: [digests[p] for p in sides[s]] for s in SIDES},
     }
+
+
+def assignment_digest(sides: dict[str, list[str]]) -> str:
+    """sha256 of which image is on which side: what a hand edit or a re-split changes."""
+    h = hashlib.sha256()
+    for s in SIDES:
+        for p in sorted(sides[s]):
+            h.update(f"{s}\x1f{p}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def _check_fractions(test_fraction: float, val_fraction: float) -> None:
@@ -141,7 +151,8 @@ def save_split(split: dict, path: str | Path, force: bool = False) -> Path:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise AttrfitError(f"cannot write the split file {path}: {e.strerror}; pass --out to a writable place") from None
+        raise AttrfitError(f"cannot write the split file {path}: {e.strerror or e}; choose a writable place for it "
+                           "(--split FILE, or --out FILE with 'attrfit split')") from None
     return path
 
 
@@ -152,13 +163,16 @@ def load_split(path: str | Path) -> dict:
     try:
         split = json.loads(path.read_text(encoding="utf-8"))
         sides = split["sides"]
-        assert all(isinstance(sides[s], list) for s in SIDES)
+        assert all(isinstance(sides[s], list) and all(isinstance(p, str) for p in sides[s]) for s in SIDES)
         split["fingerprint"], split["seed"]
     except (ValueError, KeyError, TypeError, AssertionError):
         raise AttrfitError(f"{path}: not a valid attrfit split file (was it edited by hand?)") from None
     overlap = _overlaps(sides)
     if overlap:
         raise AttrfitError(f"{path}: {overlap}; the split file was edited by hand, make a new one with 'attrfit split'")
+    if "assignment" in split and split["assignment"] != assignment_digest(sides):
+        raise AttrfitError(f"{path}: the images on its sides were edited by hand (their digest does not match); "
+                           "make a new split with 'attrfit split --force' and retrain")
     return split
 
 
@@ -183,6 +197,14 @@ def verify_split(split: dict, table: Table, split_path: str | Path = "split") ->
     if saved.differences(table.schema):
         raise AttrfitError(f"{split_path}: schema differs from the table: {'; '.join(saved.differences(table.schema))}")
     index = {p: i for i, p in enumerate(table.paths)}
+    listed = [p for s in SIDES for p in split["sides"][s]]
+    if len(listed) != len(index) or not set(listed) <= set(index):
+        unknown = sorted(set(listed) - set(index))
+        unlisted = sorted(set(index) - set(listed))
+        what = [f"names {len(unknown)} image(s) not in {table.csv_path} (e.g. {', '.join(unknown[:3])})"] if unknown else []
+        what += [f"leaves out {len(unlisted)} of its rows (e.g. {', '.join(unlisted[:3])})"] if unlisted else []
+        raise AttrfitError(f"{split_path}: the split {' and '.join(what) or 'lists an image twice'}; it was edited "
+                           "by hand, make a new one with 'attrfit split --force'")
     return {s: np.array([index[p] for p in split["sides"][s]], dtype=np.int64) for s in SIDES}
 
 
@@ -198,7 +220,9 @@ def describe_difference(split: dict, table: Table) -> str:
         if items:
             parts.append(f"{len(items)} row(s) {what} (e.g. {', '.join(items[:3])})")
     if not parts:
-        parts.append("the heads or group column differ")
+        heads = split.get("schema", {}).get("heads")
+        parts.append(f"its heads are {heads}, the table's {list(table.schema.heads)}"
+                     if heads not in (None, list(table.schema.heads)) else "the heads or group column differ")
     return (
         "; ".join(parts)
         + ". A split is never re-made silently: make a new one with 'attrfit split --force' "

@@ -291,6 +291,19 @@ def check_finite(loss_sum: Tensor, per_head_sum: Tensor, schema: Schema, step: i
     )
 
 
+def check_weights(t: Trainer, step: int) -> None:
+    """Refuse to checkpoint weights an update made non-finite (the loss shows it only a step later)."""
+    state = {n: v for n, v in t.model.state_dict().items() if v.is_floating_point()}  # BN statistics too
+    finite = torch.stack([torch.isfinite(v).all() for v in state.values()])
+    if bool(finite.all()):
+        return
+    first = [n for n, ok in zip(state, finite.tolist()) if not ok][0]
+    raise AttrfitError(
+        f"the weights became non-finite by step {step} (first: {first}; lr {t.optimizer.param_groups[0]['lr']:.3g}); "
+        "training stopped and the last good checkpoint is kept. Lower --lr (try 'attrfit lr-find') or set --grad-clip"
+    )
+
+
 def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "callable | None", show: bool) -> None:
     """Train one epoch from ``prog.epoch_step`` on (so a mid-epoch resume skips done batches)."""
     bs = t.cfg.batch_size // t.dist.world_size
@@ -302,8 +315,8 @@ def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "c
         prog.sums = {"loss": 0.0, "per_head": [0.0] * heads, "correct": [0] * heads, "labelled": [0] * heads,
                      "steps": 0, "images": 0}
     bar = progress_bar(total=n_steps, initial=prog.epoch_step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}", enabled=show)
-    acc_loss = torch.zeros((), device=t.device)
-    acc_head = torch.zeros(heads, device=t.device)
+    acc_loss = torch.zeros((), dtype=torch.float64, device=t.device)  # float64: sums exact whatever the fold points
+    acc_head = torch.zeros(heads, dtype=torch.float64, device=t.device)
     acc_correct = torch.zeros(heads, dtype=torch.long, device=t.device)
     acc_lab = torch.zeros(heads, dtype=torch.long, device=t.device)
     t0, done_here = time.perf_counter(), 0
@@ -446,16 +459,18 @@ def epoch_row(t: Trainer, prog: Progress, val: dict, seconds: float) -> dict:
         row[f"val_mean_{k}"] = val["mean"][k]
     row["train_mean_accuracy"] = float(np.mean([row[f"train_accuracy_{h}"] for h in t.schema.heads]))
     row["seconds"] = seconds
+    row["wall_s"] = prog.wall_time  # cumulative training time over all sessions (validation excluded)
     row["images_per_s"] = s["images"] / max(seconds, 1e-9)
     return row
 
 
 def warn_collapse(val: dict, epoch: int) -> None:
-    for h, m in val["heads"].items():
-        if m["n"] and m.get("pred_top_share", 0) >= 0.95:
-            log.warning("epoch %d: head '%s' predicts one class for %.0f%% of val images (collapsed); "
-                        "its accuracy %.3f vs majority %.3f says nothing", epoch, h, 100 * m["pred_top_share"],
-                        m["accuracy"], m["majority_accuracy"])
+    """One line naming the heads that predict one class for >= 95% of val images."""
+    flat = [f"{h} ({100 * m['pred_top_share']:.0f}%)" for h, m in val["heads"].items()
+            if m["n"] and m.get("pred_top_share", 0) >= 0.95]
+    if flat:
+        log.warning("epoch %d: collapsed to one class on val (their accuracy is just the majority rate): %s",
+                    epoch, ", ".join(flat))
 
 
 def eval_model(t: Trainer) -> nn.Module:
@@ -483,8 +498,20 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
     dist = from_env(cfg.device)
     try:
         return _fit(cfg, run_dir, resume, progress, dist)
+    except RuntimeError as e:  # torch.OutOfMemoryError is one; the CPU allocator raises a plain one
+        if not is_out_of_memory(e):
+            raise
+        raise AttrfitError(
+            f"out of memory on {cfg.device} at --batch-size {cfg.batch_size} (--eval-batch-size "
+            f"{cfg.eval_batch_size}, --size {cfg.data.size}); start a new run with a smaller --batch-size "
+            f"(e.g. {max(1, cfg.batch_size // 2)}) or --size; checkpoints written so far are kept"
+        ) from None
     finally:
         dist.close()
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
 
 
 def _fit(cfg, run_dir, resume, progress, dist: Dist) -> Path:
@@ -506,7 +533,7 @@ def _fit(cfg, run_dir, resume, progress, dist: Dist) -> Path:
     def make_run() -> str | None:  # only rank 0 creates the run folder; the others learn its path
         if not dist.is_main:
             return None
-        return str(resume) if resume is not None else str(runs.new_run_dir(run_dir, cfg.data.csv))
+        return str(resume) if resume is not None else str(runs.new_run_dir(run_dir, cfg.data.csv, to_dict(cfg)))
 
     run = Path(dist.broadcast_object(dist.main_first(make_run)))
     handler = runs.add_file_log(run) if dist.is_main else None
@@ -526,13 +553,13 @@ def _check_resume(run: Path, data, ckpt: dict) -> None:
         raise AttrfitError(f"cannot resume {run}: the split or table changed since the run started")
 
 
-def _max_lr(cfg: TrainConfig, ckpt, run: Path, data, sides, dist: Dist) -> float:
+def _max_lr(cfg: TrainConfig, ckpt, run: Path, data, sides, dist: Dist, progress: bool) -> float:
     if ckpt is not None:
         return float(ckpt["max_lr"])
     if cfg.optim.lr == "auto":
         from attrfit.lr_find import auto_lr
 
-        return auto_lr(cfg, data.schema, sides, run / "lr_find", dist)
+        return auto_lr(cfg, data.schema, sides, run / "lr_find", dist, progress=progress and dist.is_main)
     return float(cfg.optim.lr)
 
 
@@ -555,7 +582,7 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
 
     from attrfit import runs
 
-    max_lr = _max_lr(cfg, ckpt, run, data, sides, dist)
+    max_lr = _max_lr(cfg, ckpt, run, data, sides, dist, progress)
     t = build_trainer(cfg, data.schema, sides, max_lr, dist)
     metrics = runs.MetricsLog(run / "metrics.csv")
     if ckpt is not None:
@@ -566,6 +593,8 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
         log.info("resuming %s at epoch %d, step %d", run, prog.epoch + 1, prog.step)
     else:
         prog = Progress()
+        if dist.is_main and metrics.path.exists():
+            metrics.truncate_after(0)  # rows a run killed before its first checkpoint logged
         if cfg.init_from:
             init_weights_from(t, cfg.init_from)
         _start_run(run, t, data, dist)
@@ -573,6 +602,7 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
              "data": {"size": cfg.data.size, "resize": cfg.data.resize}}
 
     def save_last() -> None:
+        check_weights(t, prog.step)
         if dist.is_main:
             checkpoint.save(checkpoint_payload(t, prog, extra), run / "last.pt", keep_previous=True)
 
@@ -621,6 +651,7 @@ def _epochs(t: Trainer, sides: Sides, prog: Progress, metrics, run: Path, save_l
                  val["mean"]["majority_accuracy"], val["mean"]["balanced_accuracy"], row["images_per_s"],
                  "  * best" if improved else "")
         warn_collapse(val, prog.epoch)
+        check_weights(t, prog.step)
         if t.dist.is_main:
             metrics.append(row)
             if improved:
@@ -639,7 +670,7 @@ def _empty_results(schema: Schema) -> dict:
 def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
     """Score the best checkpoint once on the test side; write results.json (and the report)."""
     from attrfit import runs
-    from attrfit.evaluate import format_table, json_ready
+    from attrfit.evaluate import json_ready
 
     best = checkpoint.load(run / "best.pt")
     model = model_from_checkpoint(best).to(t.device)
@@ -652,14 +683,13 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
                       "monitor": t.cfg.monitor, "wall_time_s": prog.wall_time,
                       "images_per_s": _mean_rate(run)})
     runs.write_json(run / "results.json", out)
-    log.info("%s", format_table(results, f"test side, best checkpoint (epoch {prog.best_epoch}):"))
     if t.cfg.report:
-        try:
-            from attrfit.report import write_report
+        from attrfit.report import write_report
 
+        try:
             write_report(run)
-        except ImportError:
-            pass
+        except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report
+            log.warning("the report could not be written (%s); make it later with 'attrfit report %s'", e, run)
     return out
 
 
