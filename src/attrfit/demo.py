@@ -429,6 +429,15 @@ def _paint_brows(
             draw.line([(outer_x, y), (inner_x, y)], fill=hair, width=thick)
 
 
+# Emotion also tints the face a little (flushed when angry, pale when sad, rosy when happy):
+# a trace that survives downscaling, unlike a 2-pixel mouth, yet overlaps the skin-tone spread.
+EMOTION_TINT = {"Angry/Serious": (70, -30, -30), "Sad": (-40, -10, 45), "Happy": (30, 10, -25), "Neutral": (0, 0, 0)}
+
+
+def _face_colour(skin: tuple, emotion: str) -> tuple:
+    return tuple(int(min(255, max(0, c + d))) for c, d in zip(skin, EMOTION_TINT[emotion]))
+
+
 def _paint_head(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str, str], b: _Body) -> None:
     R = 0.13 * b.u
     hx, hy = b.cx, b.y(0.0) + R
@@ -446,18 +455,18 @@ def _paint_head(draw: ImageDraw.ImageDraw, scene: _Scene, lab: dict[str, str], b
     if pose == "Side":
         d = b.facing
         face = [hx - 0.8 * R + d * 0.15 * R, hy - 0.5 * R, hx + 0.8 * R + d * 0.15 * R, hy + 0.98 * R]
-        draw.ellipse(face, fill=scene.skin)
+        draw.ellipse(face, fill=_face_colour(scene.skin, lab["emotion"]))
         back = hx - d * 0.4 * R  # the back of the head is hair
         draw.ellipse([back - 0.75 * R, hy - 0.95 * R, back + 0.75 * R, hy + 0.35 * R], fill=hair)
         nose = [(hx + d * 0.85 * R, hy - 0.1 * R), (hx + d * 1.18 * R, hy + 0.2 * R), (hx + d * 0.85 * R, hy + 0.3 * R)]
-        draw.polygon(nose, fill=scene.skin)
+        draw.polygon(nose, fill=_face_colour(scene.skin, lab["emotion"]))
         eye_x = hx + d * 0.5 * R
         eye = max(1.0, 0.12 * R)
         draw.ellipse([eye_x - eye, hy - 0.05 * R - eye, eye_x + eye, hy - 0.05 * R + eye], fill=(20, 20, 20))
         _paint_brows(draw, lab["emotion"], [(eye_x, d)], hy - 0.3 * R, R * 0.7, hair)
         _paint_mouth(draw, lab["emotion"], hx + d * 0.55 * R, hy + 0.5 * R, 0.28 * R, R)
         return
-    draw.ellipse([hx - 0.86 * R, hy - 0.5 * R, hx + 0.86 * R, hy + 0.98 * R], fill=scene.skin)
+    draw.ellipse([hx - 0.86 * R, hy - 0.5 * R, hx + 0.86 * R, hy + 0.98 * R], fill=_face_colour(scene.skin, lab["emotion"]))
     eye = max(1.0, 0.12 * R)
     eyes = [hx - 0.38 * R, hx + 0.38 * R]
     for ex in eyes:
