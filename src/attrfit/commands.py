@@ -53,18 +53,14 @@ def register_split(sub) -> None:
 
 
 def run_split(args) -> int:
-    from attrfit.split import cross_side_duplicates, default_split_path, make_split, save_split
+    from attrfit.split import default_split_path, make_split, record_duplicates, save_split
     from attrfit.table import read_table
 
     table = read_table(args.csv, args.images, args.heads, args.ignore_columns, args.group_column)
     split = make_split(table, args.test_fraction, args.val_fraction, args.seed, args.stratify)
-    dups = cross_side_duplicates(table, split)
-    split["exact_duplicates_across_sides"] = [list(d) for d in dups]
+    record_duplicates(split, table)
     path = save_split(split, Path(args.out) if args.out else default_split_path(Path(args.csv)), force=args.force)
     print(describe_split(split, table))
-    if dups:
-        log.warning("%d image(s) have byte-identical copies on another side, e.g. %s", len(dups),
-                    "; ".join(f"{a}:{pa} = {b}:{pb}" for a, pa, b, pb in dups[:3]))
     print(f"saved {path}")
     return 0
 

@@ -16,7 +16,7 @@ import torch
 
 from attrfit.cache import load_or_build, parse_size
 from attrfit.errors import AttrfitError
-from attrfit.split import SIDES, default_split_path, load_split, make_split, save_split, verify_split
+from attrfit.split import SIDES, default_split_path, load_split, make_split, record_duplicates, save_split, verify_split
 from attrfit.table import Schema, Table, read_table
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def obtain_split(cfg: DataConfig, table: Table, create: bool = True) -> tuple[di
     if not create:
         raise AttrfitError(f"{path}: no split file; make one with 'attrfit split {cfg.csv}'")
     split = make_split(table, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify)
+    record_duplicates(split, table)
     save_split(split, path)
     log.info("made and saved a new split %s (test %d, val %d, train %d)", path,
              split["counts"]["test"], split["counts"]["val"], split["counts"]["train"])

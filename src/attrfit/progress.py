@@ -1,5 +1,6 @@
-"""Progress bars on stderr (tqdm), silent when disabled or when stderr is not a terminal
-unless forced, so logs and ``--json`` output stay clean."""
+"""Progress bars on stderr (tqdm), never on stdout, so ``--json`` output stays clean.
+
+``--quiet`` (``enabled=False``) or ``ATTRFIT_PROGRESS=0`` turns them off."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +23,8 @@ import numpy as np
 
 from attrfit.errors import AttrfitError
 from attrfit.table import Schema, Table
+
+log = logging.getLogger(__name__)
 
 SPLIT_FORMAT = 1
 SIDES = ("train", "val", "test")
@@ -248,3 +251,13 @@ def cross_side_duplicates(table: Table, split: dict) -> list[tuple[str, str, str
             out.append((side_of[first[d]], first[d], side_of[p], p))
         first.setdefault(d, p)
     return out
+
+
+def record_duplicates(split: dict, table: Table) -> list[tuple[str, str, str, str]]:
+    """Find byte-identical images on different sides, store them in the split, log a warning."""
+    dups = cross_side_duplicates(table, split)
+    split["exact_duplicates_across_sides"] = [list(d) for d in dups]
+    if dups:
+        log.warning("%d image(s) have byte-identical copies on another side (they leak), e.g. %s", len(dups),
+                    "; ".join(f"{a}:{pa} = {b}:{pb}" for a, pa, b, pb in dups[:3]))
+    return dups

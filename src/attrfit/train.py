@@ -86,11 +86,22 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 # ---------------------------------------------------------------- model, optimizer, loss
 
-def channel_stats(images: Tensor, max_images: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (0..255 units) of uint8 images N x 3 x H x W, on an even sample."""
+def channel_stats(images: Tensor, max_images: int = 2048, chunk: int = 256) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (0..255 units) of uint8 images N x 3 x H x W, on an even sample.
+
+    Summed in float64 chunks, so the peak extra memory is one chunk, not a float copy of the sample.
+    """
     idx = torch.linspace(0, len(images) - 1, min(len(images), max_images)).long()
-    x = images[idx].float()
-    return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp(min=1.0).tolist()
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(idx), chunk):
+        x = images[idx[start : start + chunk]].to(torch.float64)
+        total += x.sum((0, 2, 3))
+        squares += (x * x).sum((0, 2, 3))
+    count = len(idx) * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean * mean).clamp(min=1.0).sqrt()
+    return mean.tolist(), std.tolist()
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
