@@ -63,3 +63,17 @@ def tiny_groups(tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTRFIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory):
+    """(run folder, labels CSV): a 2-epoch run on tiny data, trained once and shared (treat as read-only)."""
+    from attrfit.config import TrainConfig, apply
+    from attrfit.train import fit
+
+    root = tmp_path_factory.mktemp("trained_tiny")
+    csv_path = write_tiny(root / "data")
+    cfg = apply(TrainConfig(), {"data.csv": str(csv_path), "size": "16x16", "width": 8, "stages": 2, "epochs": 2,
+                                "batch_size": 16, "lr": 0.05, "report": False, "precision": "fp32",
+                                "data.cache_dir": str(root / "cache")})
+    return fit(cfg, run_dir=root / "run", progress=False), csv_path

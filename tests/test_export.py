@@ -5,15 +5,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny
 
 import attrfit
 from attrfit import cli
-from attrfit.config import TrainConfig, apply
 from attrfit.errors import AttrfitError
 from attrfit.export import export_model, output_names
 from attrfit.predict import stack_pixels
-from attrfit.train import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -21,14 +18,9 @@ ATOL = 1e-4  # fp32 PyTorch vs the exported graph
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(run folder, labels CSV): a 2-epoch run on the tiny dataset, trained once for this file."""
-    root = tmp_path_factory.mktemp("export")
-    csv_path = write_tiny(root / "data")
-    cfg = apply(TrainConfig(), {"data.csv": str(csv_path), "size": "16x16", "width": 8, "stages": 2, "epochs": 2,
-                                "batch_size": 16, "lr": 0.05, "report": False, "precision": "fp32",
-                                "data.cache_dir": str(root / "cache")})
-    return fit(cfg, run_dir=root / "run", progress=False), csv_path
+def trained(trained_tiny):
+    """(run folder, labels CSV): the session's shared tiny run (conftest)."""
+    return trained_tiny
 
 
 @pytest.fixture(scope="module")

@@ -11,27 +11,20 @@ from PIL import Image
 
 import attrfit
 from attrfit import cli, predict
-from attrfit.config import TrainConfig, apply
 from attrfit.errors import AttrfitError
 from attrfit.evaluate import score_checkpoint
 from attrfit.metrics import head_metrics
 from attrfit.predict import Predictor, find_images, predict_files
 from attrfit.split import load_split
 from attrfit.table import read_table
-from attrfit.train import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(run folder, labels CSV): a 2-epoch run on the tiny dataset, trained once for this file."""
-    root = tmp_path_factory.mktemp("predict")
-    csv_path = write_tiny(root / "data")
-    cfg = apply(TrainConfig(), {"data.csv": str(csv_path), "size": "16x16", "width": 8, "stages": 2, "epochs": 2,
-                                "batch_size": 16, "lr": 0.05, "report": False, "precision": "fp32",
-                                "data.cache_dir": str(root / "cache")})
-    return fit(cfg, run_dir=root / "run", progress=False), csv_path
+def trained(trained_tiny):
+    """(run folder, labels CSV): the session's shared tiny run (conftest)."""
+    return trained_tiny
 
 
 @pytest.fixture(scope="module")

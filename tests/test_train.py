@@ -164,3 +164,14 @@ def test_init_from_and_schema_mismatch(tiny, tmp_path):
 def test_divergence_stops_with_clear_error(tiny, tmp_path):
     with pytest.raises(AttrfitError, match="loss became .* lr"):
         fit(tiny_cfg(tiny, lr=1e6, schedule="constant", precision="fp32"), run_dir=tmp_path / "r", progress=False)
+
+
+def test_evaluate_refuses_a_resplit_with_another_seed(tiny, tmp_path):
+    from attrfit.split import make_split, save_split
+    from attrfit.table import read_table
+
+    run = fit(tiny_cfg(tiny, epochs=1), run_dir=tmp_path / "run", progress=False)
+    split_file = tiny.with_name("labels.split.json")
+    save_split(make_split(read_table(tiny), seed=7), split_file, force=True)  # same table, other sides
+    with pytest.raises(AttrfitError, match="not the split"):
+        evaluate_checkpoint(str(run), progress=False)

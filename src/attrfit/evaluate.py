@@ -146,6 +146,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     from attrfit.config import from_dict
     from attrfit.dataset import load_data
     from attrfit.errors import AttrfitError
+    from attrfit.split import same_split
     from attrfit.train import model_from_checkpoint, resolve_device
 
     path = checkpoint.resolve(ckpt_or_run)
@@ -154,9 +155,9 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     data_cfg = dataclasses.replace(cfg.data, csv=csv) if csv else cfg.data
     schema = Schema.from_dict(ckpt["schema"])
     data = load_data(data_cfg, schema=schema, progress=progress, create_split=False)
-    saved_fp = ckpt.get("split", {}).get("fingerprint")
-    if saved_fp and saved_fp != data.split["fingerprint"]:
-        raise AttrfitError(f"{data.split_path} is not the split {path} was trained with (fingerprints differ)")
+    if "split" in ckpt and not same_split(ckpt["split"], data.split):
+        raise AttrfitError(f"{data.split_path} is not the split {path} was trained with (the table or the "
+                           "assignment to sides changed); evaluate with the original split file")
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
     rows = data.sides[side]

@@ -261,3 +261,11 @@ def record_duplicates(split: dict, table: Table) -> list[tuple[str, str, str, st
         log.warning("%d image(s) have byte-identical copies on another side (they leak), e.g. %s", len(dups),
                     "; ".join(f"{a}:{pa} = {b}:{pb}" for a, pa, b, pb in dups[:3]))
     return dups
+
+
+def same_split(recorded: dict, split: dict) -> bool:
+    """Whether a split equals the one a checkpoint recorded: same table and same assignment to sides."""
+    if recorded.get("fingerprint") != split["fingerprint"]:
+        return False
+    a, b = recorded.get("assignment"), split.get("assignment") or assignment_digest(split["sides"])
+    return a is None or a == b

@@ -12,7 +12,6 @@ the best checkpoint.
 from __future__ import annotations
 
 import copy
-import csv
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ from attrfit.evaluate import autocast, evaluate_images
 from attrfit.model import build_model
 from attrfit.progress import progress_bar
 from attrfit.schedule import lr_at, momentum_at
+from attrfit.split import assignment_digest, same_split
 from attrfit.table import Schema
 
 log = logging.getLogger(__name__)
@@ -560,7 +560,7 @@ def _check_resume(run: Path, data, ckpt: dict) -> None:
     diff = Schema.from_dict(ckpt["schema"]).differences(data.schema)
     if diff:
         raise AttrfitError(f"cannot resume {run}: the data's schema changed ({'; '.join(diff)})")
-    if ckpt.get("split", {}).get("fingerprint") != data.split["fingerprint"]:
+    if not same_split(ckpt.get("split", {}), data.split):
         raise AttrfitError(f"cannot resume {run}: the split or table changed since the run started")
 
 
@@ -609,7 +609,8 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
         if cfg.init_from:
             init_weights_from(t, cfg.init_from)
         _start_run(run, t, data, dist)
-    extra = {"split": {"path": str(data.split_path), "fingerprint": data.split["fingerprint"]},
+    extra = {"split": {"path": str(data.split_path), "fingerprint": data.split["fingerprint"],
+                       "assignment": assignment_digest(data.split["sides"])},
              "data": {"size": cfg.data.size, "resize": cfg.data.resize}}
 
     def save_last() -> None:
