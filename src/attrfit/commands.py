@@ -266,13 +266,13 @@ def run_evaluate(args) -> int:
 def register_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole job on built-in synthetic data: data, split, train, test, report")
     p.add_argument("--out", default="demo", help="folder for the demo data and runs (default ./demo)")
-    p.add_argument("--n", type=int, default=2000, help="demo images (default 2000)")
+    p.add_argument("--n", type=int, default=4000, help="demo images (default 4000)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(p)
     p.set_defaults(func=run_demo)
 
 
-# Chosen by measurement (BENCHMARKS.md): ~2 minutes on 2 CPU cores, every drawn head above its baseline.
+# Chosen by measurement (README): ~2.5 minutes on 2 CPU cores with 4000 images, every drawn head well above its baseline.
 DEMO_DEFAULTS = {"epochs": 40, "size": "128x128", "lr": 0.4, "cutout": 0.25, "batch_size": 64}
 
 
