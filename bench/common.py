@@ -243,3 +243,11 @@ def _plain(v):
 
 def median(values: list[float]) -> float:
     return float(np.median(values)) if values else float("nan")
+
+
+def add_data_args(p) -> None:
+    """The data options shared by the throughput and data benchmarks."""
+    p.add_argument("--csv", type=Path, help="labels CSV (default: PETA peta_heads.csv)")
+    p.add_argument("--images", help="folder the CSV's image paths are relative to (default: the CSV's folder)")
+    p.add_argument("--group-column", default="person_id", help="group column for the split ('' for none)")
+    p.add_argument("--size", help=f"HxW (default {PETA_SIZE}; --quick 64x32)")

@@ -184,10 +184,7 @@ def tables(r: dict, size: str) -> list[str]:
 
 def main() -> int:
     p = common.base_parser(__doc__, "data_and_inference")
-    p.add_argument("--csv", type=Path, help="labels CSV (default: PETA peta_heads.csv)")
-    p.add_argument("--images", help="folder the CSV's image paths are relative to (default: the CSV's folder)")
-    p.add_argument("--group-column", default="person_id", help="group column for the split ('' for none)")
-    p.add_argument("--size", help=f"HxW (default {common.PETA_SIZE}; --quick 64x32)")
+    common.add_data_args(p)
     p.add_argument("--workdir", type=Path, default=common.RESULTS / "data_and_inference",
                    help="cache, split and run of this benchmark (the cache is rebuilt every time)")
     args = p.parse_args()

@@ -170,10 +170,7 @@ def load(csv: Path, images: str | None, group_column: str | None, size: str, wor
 
 def main() -> int:
     p = common.base_parser(__doc__, "throughput")
-    p.add_argument("--csv", type=Path, help="labels CSV (default: PETA peta_heads.csv)")
-    p.add_argument("--images", help="folder the CSV's image paths are relative to (default: the CSV's folder)")
-    p.add_argument("--group-column", default="person_id", help="group column for the split ('' for none)")
-    p.add_argument("--size", help=f"HxW (default {common.PETA_SIZE}; --quick 64x32)")
+    common.add_data_args(p)
     p.add_argument("--batch-size", type=int, help="default 128 (--quick 32)")
     p.add_argument("--steps", type=int, help="timed steps per round (default 30)")
     p.add_argument("--rounds", type=int, help="A/B rounds (default 3)")
