@@ -61,28 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Later stages' subcommands: (module, function). A module not yet present is skipped.
-OPTIONAL_COMMANDS = [
-    ("attrfit.lr_find", "register"),
-    ("attrfit.report", "register"),
-    ("attrfit.predict", "register"),
-    ("attrfit.export", "register"),
-]
-
-
 def commands() -> list:
-    import importlib
+    """Every subcommand's register function, in ``--help`` order.
 
+    Imported here, not at module level: the stage modules import helpers from
+    ``attrfit.commands``, which imports this module.
+    """
     from attrfit import commands as core
+    from attrfit import export, lr_find, predict, report
 
-    found = list(core.REGISTRY)
-    for module, name in OPTIONAL_COMMANDS:
-        try:
-            found.append(getattr(importlib.import_module(module), name))
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-    return found
+    return [*core.REGISTRY, lr_find.register, report.register, predict.register, export.register]
 
 
 def main(argv: list[str] | None = None) -> int:
