@@ -510,8 +510,12 @@ def make_figures(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> dic
     return figs
 
 
-def make_report(run: str | Path, side: str = "test", progress: bool = False, n_boot: int = N_BOOT) -> Report:
+def make_report(run: str | Path, side: str = "test", progress: bool = False, n_boot: int = N_BOOT,
+                scored=None) -> Report:
     """Score the run's best checkpoint on ``side`` and render the report (nothing is written).
+
+    ``scored`` (an :class:`attrfit.evaluate.Scored` of best.pt on ``side``) skips the scoring:
+    ``attrfit train`` passes the one it has just computed.
 
     >>> report = make_report("runs/demo")  # doctest: +SKIP
     >>> report.warnings  # doctest: +SKIP
@@ -525,7 +529,8 @@ def make_report(run: str | Path, side: str = "test", progress: bool = False, n_b
         raise AttrfitError(f"report --side must be test or val, not {side!r}")
     if not (run / "best.pt").is_file():
         raise AttrfitError(f"{run}: not a run folder with a best.pt; give the folder 'attrfit train' wrote")
-    scored = score_checkpoint(str(run), side=side, progress=progress)
+    if scored is None:
+        scored = score_checkpoint(str(run), side=side, progress=progress)
     facts = read_run(run, scored)
     majority = majority_classes(facts.table.labels[facts.sides["train"]])
     rows = head_table_rows(scored, majority, n_boot)
@@ -562,13 +567,14 @@ def save_report(report: Report, out: str | Path) -> Path:
     return out
 
 
-def write_report(run: str | Path, side: str = "test", out: str | Path | None = None, progress: bool = False) -> Path:
+def write_report(run: str | Path, side: str = "test", out: str | Path | None = None, progress: bool = False,
+                 scored=None) -> Path:
     """Score, render and write the report of a run; return the HTML path (RUN/report.html by default).
 
     >>> write_report("runs/demo")  # doctest: +SKIP
     PosixPath('runs/demo/report.html')
     """
-    report = make_report(run, side, progress)
+    report = make_report(run, side, progress, scored=scored)
     path = save_report(report, out or default_out(Path(run), side))
     if report.warnings:
         heads = dict.fromkeys(w.split(": ", 1)[0] for w in report.warnings)  # in order, once each

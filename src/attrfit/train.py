@@ -682,15 +682,15 @@ def _empty_results(schema: Schema) -> dict:
 def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
     """Score the best checkpoint once on the test side; write results.json (and the report)."""
     from attrfit import runs
-    from attrfit.evaluate import json_ready
+    from attrfit.evaluate import Scored, json_ready
 
     best = checkpoint.load(run / "best.pt")
     model = model_from_checkpoint(best).to(t.device)
     if t.cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     test = data.sides["test"]
-    results, _ = evaluate_images(model, data.images[test], data.labels[test], data.labels[data.sides["train"]],
-                                 data.schema, t.device, t.precision, t.cfg.eval_batch_size)
+    results, probs = evaluate_images(model, data.images[test], data.labels[test], data.labels[data.sides["train"]],
+                                     data.schema, t.device, t.precision, t.cfg.eval_batch_size)
     out = json_ready({**results, "side": "test", "checkpoint": "best.pt", "best_epoch": prog.best_epoch,
                       "monitor": t.cfg.monitor, "wall_time_s": prog.wall_time,
                       "images_per_s": _mean_rate(run)})
@@ -699,7 +699,10 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
         from attrfit.report import write_report
 
         try:
-            write_report(run)
+            scored = Scored({**results, "side": "test", "checkpoint": str(run / "best.pt"),
+                             "epoch": best["progress"]["epoch"]}, probs, data.labels[test].numpy(),
+                            [data.image_paths[int(r)] for r in test], data.schema, best)
+            write_report(run, scored=scored)  # the test side is scored once, here
         except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report
             log.warning("the report could not be written (%s); make it later with 'attrfit report %s'", e, run)
     return out
