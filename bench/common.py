@@ -81,7 +81,7 @@ def require_peta() -> bool:
 def machine(device: torch.device) -> dict:
     """CPU model, cores, torch version and threads (attrfit's own record), plus bf16 support and the GPU."""
     from attrfit.runs import environment
-    from attrfit.train import cpu_has_fast_bf16
+    from attrfit.precision import cpu_has_fast_bf16
 
     env = environment()
     env["cpu_fast_bf16"] = cpu_has_fast_bf16()
@@ -141,7 +141,7 @@ class AttrfitSteps:
         loss, per_head, _ = train_step(t, x, y, self.step_no, lr, mom)
         self.step_no += 1
         if t.device.type == "cpu":
-            check_finite(loss, per_head, t.schema, self.step_no, lr)
+            check_finite(t, loss, per_head, self.step_no)
 
     def timed(self, warmup: int, steps: int) -> float:
         """Images/s over ``steps`` steps after ``warmup`` untimed ones."""

@@ -11,7 +11,6 @@ labelled samples. Results have one shape everywhere (``results.json``, ``evaluat
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,15 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from attrfit.metrics import head_metrics, majority_classes, summarize
+from attrfit.precision import autocast, guard_bf16, inference_batches, resolve_device, resolve_precision
 from attrfit.table import Schema
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for a resolved precision ('bf16', 'fp16' or 'fp32')."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -147,7 +139,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     from attrfit.dataset import load_data
     from attrfit.errors import AttrfitError
     from attrfit.split import same_split
-    from attrfit.train import model_from_checkpoint, resolve_device
+    from attrfit.train import model_from_checkpoint
 
     path = checkpoint.resolve(ckpt_or_run)
     ckpt = checkpoint.load(path)
@@ -161,8 +153,10 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
     rows = data.sides[side]
+    precision = inference_precision(ckpt, dev)
+    guard_bf16(model, precision, dev, tuple(data.images.shape[2:]), None, inference_batches(len(rows), cfg.eval_batch_size))
     results, probs = evaluate_images(model, data.images[rows], data.labels[rows], data.labels[data.sides["train"]],
-                                     schema, dev, inference_precision(ckpt, dev), cfg.eval_batch_size, tta)
+                                     schema, dev, precision, cfg.eval_batch_size, tta)
     results = {**results, "side": side, "checkpoint": str(path), "epoch": ckpt["progress"]["epoch"]}
     paths = [data.image_paths[int(r)] for r in rows]
     return Scored(results, probs, data.labels[rows].numpy(), paths, schema, ckpt)
@@ -176,7 +170,5 @@ def evaluate_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False,
 
 def inference_precision(ckpt: dict, device: torch.device) -> str:
     """The precision the run trained (and validated) with, where this device supports it."""
-    from attrfit.train import resolve_precision
-
     trained = ckpt.get("precision", "fp32")
     return "fp32" if trained == "fp16" and device.type == "cpu" else resolve_precision(trained, device)

@@ -79,8 +79,25 @@ def _check_config(cfg: ModelConfig) -> None:
         raise AttrfitError(f"model dropout must be in [0, 1), got {cfg.dropout!r}")
 
 
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that can be told to run in fp32 under autocast.
+
+    ``force_fp32`` is set by :func:`attrfit.precision.guard_bf16` for layers whose bf16
+    kernel is unsound on this machine; it is not part of the state dict (each machine
+    checks for itself).
+    """
+
+    force_fp32 = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.force_fp32:
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
-    conv = nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
+    conv = Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
     return nn.Sequential(conv, nn.BatchNorm2d(c_out))
 
 
@@ -104,7 +121,7 @@ def _make_trunk(cfg: ModelConfig) -> tuple[nn.Sequential, int]:
     """Stem + stages; returns the module and its output channel count."""
     width, stride = cfg.width, cfg.stem_stride
     layers: list[nn.Module] = [
-        nn.Conv2d(3, width, 3, stride, padding=1, bias=False),
+        Conv2d(3, width, 3, stride, padding=1, bias=False),
         nn.BatchNorm2d(width),
         nn.ReLU(inplace=True),
     ]

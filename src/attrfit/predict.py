@@ -41,6 +41,7 @@ from attrfit import checkpoint
 from attrfit.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
 from attrfit.errors import AttrfitError
 from attrfit.evaluate import inference_precision, predict_probs
+from attrfit.precision import guard_bf16, resolve_device
 from attrfit.progress import progress_bar
 from attrfit.table import IMAGE_COLUMN, Schema
 
@@ -50,6 +51,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 CHUNK = 256  # images decoded ahead of the model; at most two chunks of pixels are held at once
 OUTPUT_FORMATS = ("csv", "json")
 PROB_DECIMALS = 6  # probabilities in the written output
+PREDICT_BATCH = 64  # default batch size of prediction
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -151,15 +153,16 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, checkpoint_or_run: str | os.PathLike, device: str = "cpu") -> Predictor:
         """Load ``best.pt`` of a run folder (or the given checkpoint file) onto ``device`` ('cpu', 'cuda', 'auto')."""
-        from attrfit.train import model_from_checkpoint, resolve_device
+        from attrfit.train import model_from_checkpoint
 
         path = checkpoint.resolve(checkpoint_or_run)
         ckpt = checkpoint.load(path)
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
         data = ckpt.get("data") or ckpt["config"]["data"]  # {"size": "HxW", "resize": mode}
-        return cls(model, Schema.from_dict(ckpt["schema"]), parse_size(data["size"]), data["resize"], dev,
-                   inference_precision(ckpt, dev), str(path))
+        size, precision = parse_size(data["size"]), inference_precision(ckpt, dev)
+        guard_bf16(model, precision, dev, size, None, [PREDICT_BATCH])  # batch 1 is always checked too
+        return cls(model, Schema.from_dict(ckpt["schema"]), size, data["resize"], dev, precision, str(path))
 
     def spec(self) -> dict:
         """What a caller needs to feed the model: heads, classes, input size and mode, normalisation (0..255 units)."""
@@ -194,7 +197,7 @@ class Predictor:
             raise BadImage(f"{type(e).__name__}: {e}") from None
         return np.array(resize_image(rgb, self.size, self.resize))
 
-    def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 64, tta: bool = False) -> Predictions:
+    def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = PREDICT_BATCH, tta: bool = False) -> Predictions:
         """Predictions for images given as paths, PIL images or uint8 arrays (a single one or many).
 
         An unreadable image raises :class:`AttrfitError` naming it; ``tta`` averages with the mirror image.
@@ -213,7 +216,7 @@ class Predictor:
             parts.append(self.predict_pixels(stack_pixels([d.pixels for d in decoded]), batch_size, tta))
         return Predictions.concat(parts, self.schema.classes)
 
-    def predict_pixels(self, x: Tensor, batch_size: int = 64, tta: bool = False) -> Predictions:
+    def predict_pixels(self, x: Tensor, batch_size: int = PREDICT_BATCH, tta: bool = False) -> Predictions:
         """Predictions for already prepared images: uint8 N x 3 x H x W at :attr:`size`."""
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.size:
             raise AttrfitError(f"expected images N x 3 x {self.size[0]} x {self.size[1]}, got {tuple(x.shape)}")
@@ -321,7 +324,7 @@ def _csv_images(csv_path: Path, root: Path) -> list[tuple[str, Path]]:
     return [(n, root / n) for n in names]
 
 
-def predict_files(predictor: Predictor, items: Sequence[tuple[str, Path]], batch_size: int = 64,
+def predict_files(predictor: Predictor, items: Sequence[tuple[str, Path]], batch_size: int = PREDICT_BATCH,
                   tta: bool = False, all_probs: bool = False, progress: bool = True) -> Iterator[dict]:
     """One row per image in input order: ``image_path``, :func:`prediction_columns`, ``error``.
 

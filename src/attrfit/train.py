@@ -28,43 +28,16 @@ from attrfit.augment import augment_batch
 from attrfit.config import TrainConfig, to_dict, validate
 from attrfit.distributed import Dist
 from attrfit.errors import AttrfitError
-from attrfit.evaluate import autocast, evaluate_images
+from attrfit.evaluate import evaluate_images
 from attrfit.model import build_model
+from attrfit.precision import (PrecisionCheck, autocast, guard_bf16, inference_batches, resolve_device,
+                                resolve_precision, set_fp32_layers)
 from attrfit.progress import progress_bar
 from attrfit.schedule import lr_at, momentum_at
 from attrfit.split import assignment_digest, same_split
 from attrfit.table import Schema
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- devices and precision
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AttrfitError(f"device '{name}' asked for, but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None) or getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe and probe())
-    except Exception:
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on CPUs with native bf16 and on bf16-capable GPUs, fp16 on older GPUs, else fp32."""
-    if precision != "auto":
-        if precision == "fp16" and device.type == "cpu":
-            raise AttrfitError("fp16 training is for CUDA; on the CPU use bf16 or fp32")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
 # ---------------------------------------------------------------- pure functions of progress
@@ -221,6 +194,7 @@ class Trainer:
     max_lr: float
     dist: Dist
     scaler: torch.amp.GradScaler | None = None
+    check: PrecisionCheck | None = None  # the bf16 self-check: which layers run in fp32 here
     compiled: nn.Module | None = None
     stop_requested: bool = False  # set by Ctrl-C: finish the step, checkpoint, exit
 
@@ -243,13 +217,15 @@ def build_trainer(cfg: TrainConfig, schema: Schema, sides: Sides, max_lr: float,
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    check = guard_bf16(model, precision, device, tuple(sides.train_images.shape[2:]),
+                       cfg.batch_size // dist.world_size, inference_batches(len(sides.val_images), cfg.eval_batch_size))
     optimizer = make_optimizer(model, cfg)
-    ema = copy.deepcopy(model).eval() if cfg.optim.ema > 0 else None
+    ema = copy.deepcopy(model).eval() if cfg.optim.ema > 0 else None  # after the check: copies its fp32 marks
     n_train = len(sides.train_images) // dist.world_size
     total = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size // dist.world_size)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     trainer = Trainer(cfg, schema, model, optimizer, ema, device, precision,
-                      loss_spec(cfg, schema, sides.train_labels, device), total, max_lr, dist, scaler)
+                      loss_spec(cfg, schema, sides.train_labels, device), total, max_lr, dist, scaler, check)
     trainer.compiled = dist.wrap(model, cfg) if dist.enabled else (torch.compile(model) if cfg.compile else None)
     return trainer
 
@@ -292,14 +268,12 @@ def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum:
     return total.detach(), per_head.detach(), correct
 
 
-def check_finite(loss_sum: Tensor, per_head_sum: Tensor, schema: Schema, step: int, lr: float) -> None:
+def check_finite(t: Trainer, loss_sum: Tensor, per_head_sum: Tensor, step: int) -> None:
     if bool(torch.isfinite(loss_sum)):
         return
-    bad = [h for h, v in zip(schema.heads, per_head_sum.tolist()) if not math.isfinite(v)]
-    raise AttrfitError(
-        f"the loss became {float(loss_sum)} by step {step} (head(s) {', '.join(bad) or '?'}, lr {lr:.3g}); "
-        "training stopped and the last good checkpoint is kept. Lower --lr (try 'attrfit lr-find') or set --grad-clip"
-    )
+    bad = [h for h, v in zip(t.schema.heads, per_head_sum.tolist()) if not math.isfinite(v)]
+    raise AttrfitError(f"the loss became {float(loss_sum)} by step {step} (head(s) {', '.join(bad) or '?'}"
+                       f"{divergence_advice(t)}")
 
 
 def check_weights(t: Trainer, step: int) -> None:
@@ -309,10 +283,26 @@ def check_weights(t: Trainer, step: int) -> None:
     if bool(finite.all()):
         return
     first = [n for n, ok in zip(state, finite.tolist()) if not ok][0]
-    raise AttrfitError(
-        f"the weights became non-finite by step {step} (first: {first}; lr {t.optimizer.param_groups[0]['lr']:.3g}); "
-        "training stopped and the last good checkpoint is kept. Lower --lr (try 'attrfit lr-find') or set --grad-clip"
-    )
+    raise AttrfitError(f"the weights became non-finite by step {step} (first: {first}{divergence_advice(t)}")
+
+
+def divergence_advice(t: Trainer) -> str:
+    """The end of a divergence message: the LR, and what to try, which is not always a lower LR.
+
+    An LR below 1% of the run's peak (or below 1e-4) cannot blow up a network that trained
+    at the peak: then the cause is numerical (a faulty low-precision kernel) or the data.
+    """
+    lr = t.optimizer.param_groups[0]["lr"]
+    low_precision = t.precision != "fp32"
+    tiny = lr < max(1e-4, 0.01 * t.max_lr)
+    text = f"; lr {lr:.3g}); training stopped and the last good checkpoint is kept. "
+    if tiny:
+        text += "An LR this small does not cause divergence: "
+        return text + ("this looks like a numerical fault of " + t.precision + " on this machine; rerun with "
+                       "--precision fp32 and please report it" if low_precision else
+                       "check the images and labels of this run (e.g. constant or corrupt images)")
+    advice = "Lower --lr (try 'attrfit lr-find') or set --grad-clip"
+    return text + advice + ("; if that does not help, try --precision fp32" if low_precision else "")
 
 
 def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "callable | None", show: bool) -> None:
@@ -349,7 +339,7 @@ def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "c
         prog.epoch_step += 1
         done_here += 1
         if done_here % check_every == 0 or i == n_steps - 1:
-            check_finite(acc_loss, acc_head, t.schema, prog.step, t.optimizer.param_groups[0]["lr"])
+            check_finite(t, acc_loss, acc_head, prog.step)
         if done_here % 10 == 0 or i == n_steps - 1:
             rate = done_here * bs * t.dist.world_size / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{float(acc_loss) / done_here:.3f}", img_s=f"{rate:.0f}", refresh=False)
@@ -406,6 +396,7 @@ def checkpoint_payload(t: Trainer, prog: Progress, extra: dict) -> dict:
         "schema": t.schema.to_dict(),
         "max_lr": t.max_lr,
         "precision": t.precision,
+        "precision_check": t.check.to_dict() if t.check else None,
         **extra,
     }
 
@@ -585,7 +576,8 @@ def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
                                              "fingerprint": data.split["fingerprint"],
                                              "counts": data.split["counts"]})
     runs.write_json(run / "environment.json", {**runs.environment(), "device": str(t.device),
-                                               "precision": t.precision, "world_size": dist.world_size})
+                                               "precision": t.precision, "world_size": dist.world_size,
+                                               "precision_check": t.check.to_dict() if t.check else None})
 
 
 def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Dist) -> Path:
@@ -689,6 +681,9 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
     if t.cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     test = data.sides["test"]
+    extra = guard_bf16(model, t.precision, t.device, tuple(data.images.shape[2:]), None,
+                       inference_batches(len(test), t.cfg.eval_batch_size))  # the test side's batch sizes
+    set_fp32_layers(model, sorted({*extra.fp32_layers, *(t.check.fp32_layers if t.check else [])}))
     results, probs = evaluate_images(model, data.images[test], data.labels[test], data.labels[data.sides["train"]],
                                      data.schema, t.device, t.precision, t.cfg.eval_batch_size)
     out = json_ready({**results, "side": "test", "checkpoint": "best.pt", "best_epoch": prog.best_epoch,
