@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # of cpu-small at 128x64, batches 128 and 512, forward and backward, on an AMD EPYC with
 # AVX512-BF16). The AMX fault is off by 1e3..1e37 stds. 1.0 leaves a wide margin both ways.
 TOLERANCE = 1.0
+TILE = 4  # distinct random images in a checked batch (see bf16_error)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,31 +136,47 @@ def bf16_error(conv: nn.Conv2d, shape: tuple, channels_last: bool, backward: boo
 
     The error is the largest absolute difference in units of the fp32 result's std, over
     the output (and, with ``backward``, the input and weight gradients); two bf16 runs
-    that differ at all count as ``inf`` (a sound kernel is deterministic).
+    that differ at all count as ``inf`` (a sound kernel is deterministic). The batch
+    repeats ``TILE`` random images, so the slow fp32 reference is computed for those alone.
     """
+    n, k = shape[0], min(shape[0], TILE)
     g = torch.Generator(device="cpu").manual_seed(seed)
     layer = copy.deepcopy(conv).float()
     layer.force_fp32 = False
-    x = torch.randn(shape, generator=g).to(layer.weight.device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    ref = _run(layer, x, None, backward=False)
-    grad_out = torch.randn(ref[0].shape, generator=g).to(x.device) if backward else None
-    if backward:
-        ref = _run(layer, x, grad_out, backward=True)
-    first = _run(layer, x, grad_out, backward, bf16=True)
-    second = _run(layer, x, grad_out, backward, bf16=True)
+    device = layer.weight.device
+    base = torch.randn((k, *shape[1:]), generator=g).to(device)
+    counts = torch.bincount(torch.arange(n) % k, minlength=k).to(device).view(k, 1, 1, 1).float()
+    ref = _run(layer, _format(base, channels_last), None)
+    grad_base = torch.randn(ref[0].shape, generator=g).to(device) if backward else None
+    if backward:  # each image's gradient weighted by its copies: grad_w is then the whole batch's
+        ref = _run(layer, _format(base, channels_last), grad_base * counts)
+        ref = [ref[0], ref[1] / counts, ref[2]]
+    x = _format(_tile(base, n), channels_last)
+    grad_out = _tile(grad_base, n) if backward else None
+    first = _run(layer, x, grad_out, bf16=True)
+    second = _run(layer, x, grad_out, bf16=True)
     if any(not torch.equal(a, b) for a, b in zip(first, second)):
         return float("inf")
+    expected = [_tile(ref[0], n), *([_tile(ref[1], n), ref[2]] if backward else [])]
     worst = 0.0
-    for r, b in zip(ref, first):
-        diff = (b.float() - r).abs().max()
-        worst = max(worst, float(diff / r.std().clamp(min=1e-12)))
+    for r, b in zip(expected, first):
+        worst = max(worst, float((b.float() - r).abs().max() / r.std().clamp(min=1e-12)))
     return worst if worst == worst else float("inf")  # NaN counts as broken
 
 
-def _run(layer: nn.Conv2d, x: Tensor, grad_out: Tensor | None, backward: bool, bf16: bool = False) -> list[Tensor]:
+def _tile(t: Tensor, n: int) -> Tensor:
+    """``n`` images cycling through the ``len(t)`` of ``t`` (image i is ``t[i % len(t)]``)."""
+    return t.repeat(-(-n // len(t)), *([1] * (t.dim() - 1)))[:n]
+
+
+def _format(x: Tensor, channels_last: bool) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _run(layer: nn.Conv2d, x: Tensor, grad_out: Tensor | None, bf16: bool = False) -> list[Tensor]:
+    """Output, and with ``grad_out`` the input and weight gradients, in bf16 autocast or fp32."""
     layer.zero_grad(set_to_none=True)
+    backward = grad_out is not None
     x = x.detach().requires_grad_(backward)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.set_grad_enabled(backward), ctx:
