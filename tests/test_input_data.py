@@ -342,3 +342,15 @@ def test_reference_layout_is_unchanged(tmp_path):
     assert "None" in t.schema.classes["carryingbag"]
     assert (t.labels >= 0).all()
     assert np.array_equal(read_table(path, ignore_columns=[]).labels, t.labels)
+
+
+def test_excel_sep_line(tmp_path):
+    t = read_table(write(tmp_path / "l.csv", "sep=;\nimage_path;g\na.jpg;m\nb.jpg;f\n"), check_files=False)
+    assert t.schema.heads == ("g",) and t.paths == ["a.jpg", "b.jpg"]
+
+
+def test_heads_cannot_name_the_path_or_group_column(tiny_groups):
+    with pytest.raises(AttrfitError, match=r"--heads names \['pid'\]"):
+        read_table(tiny_groups, heads=["color", "pid"], group_column="pid")
+    with pytest.raises(AttrfitError, match=r"--heads names \['image_path'\]"):
+        read_table(tiny_groups, heads=["image_path", "color"])

@@ -193,7 +193,8 @@ def _read_rows(csv_path: Path) -> tuple[list[str], list[list[str]]]:
     if "\x00" in text:
         raise AttrfitError(f"{csv_path}: contains NUL bytes; this is not a text CSV file (if it is UTF-16 without "
                            "a byte-order mark, re-save it as UTF-8)")
-    delimiter = _delimiter(text)
+    text, delimiter = _excel_sep_line(text)
+    delimiter = delimiter or _delimiter(text)
     try:
         all_rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
     except csv.Error as e:
@@ -256,6 +257,13 @@ def _delimiter(text: str) -> str:
     return best if counts[best] else ","
 
 
+def _excel_sep_line(text: str) -> tuple[str, str | None]:
+    """Excel's optional first line ``sep=;`` names the delimiter; it is not the header."""
+    first, _, rest = text.partition("\n")
+    m = re.fullmatch(r'"?sep=(.)"?,*\r?', first.strip(" "))
+    return (rest, m[1]) if m else (text, None)
+
+
 def _check_image_column(header: list[str], csv_path: Path) -> None:
     if IMAGE_COLUMN in header:
         return
@@ -294,6 +302,10 @@ def _pick_heads(header, heads, ignore_columns, group_column, csv_path) -> list[s
         missing = [h for h in heads if h not in header]
         if missing:
             raise AttrfitError(f"{csv_path}: --heads {missing} not in the columns ({', '.join(header)})")
+        taken = [h for h in heads if h in (IMAGE_COLUMN, group_column)]
+        if taken:
+            raise AttrfitError(f"{csv_path}: --heads names {taken}, the image path or the group column; "
+                               "those are not labels")
         return list(heads)
     # --ignore-columns adds to the default list: 'filename' is never a label
     skip = {IMAGE_COLUMN, group_column, *DEFAULT_IGNORED, *ignore_columns}
