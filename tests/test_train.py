@@ -173,5 +173,7 @@ def test_evaluate_refuses_a_resplit_with_another_seed(tiny, tmp_path):
     run = fit(tiny_cfg(tiny, epochs=1), run_dir=tmp_path / "run", progress=False)
     split_file = tiny.with_name("labels.split.json")
     save_split(make_split(read_table(tiny), seed=7), split_file, force=True)  # same table, other sides
+    evaluate_checkpoint(str(run), progress=False)  # the run's own copy RUN/split.json is used
+    (run / "split.json").unlink()  # a run from before the copies existed
     with pytest.raises(AttrfitError, match="not the split"):
         evaluate_checkpoint(str(run), progress=False)

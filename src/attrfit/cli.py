@@ -30,10 +30,11 @@ def add_table_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--test-fraction", type=float, default=0.15, help="share of rows held out for test (default 0.15)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of rows for validation (default 0.1)")
-    p.add_argument("--stratify", help="head whose class ratios are kept across sides (default: the first head)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    # unset (None) unless given: an existing split file is checked against what was given
+    p.add_argument("--test-fraction", type=float, help="share of rows held out for test (default 0.15)")
+    p.add_argument("--val-fraction", type=float, help="share of rows for validation (default 0.1)")
+    p.add_argument("--stratify", help="head whose class ratios are kept across sides, or 'none' (default: the first head)")
+    p.add_argument("--seed", type=int, help="split seed (default 0)")
 
 
 def add_cache_args(p: argparse.ArgumentParser) -> None:

@@ -72,7 +72,8 @@ def describe_split(split: dict, table) -> str:
     lines = [
         f"{n} rows, heads: {', '.join(table.schema.heads)}",
         f"train {c['train']} ({c['train'] / n:.1%}), val {c['val']} ({c['val'] / n:.1%}), "
-        f"test {c['test']} ({c['test'] / n:.1%}); seed {split['seed']}{group}, stratified by '{split['stratify']}'",
+        f"test {c['test']} ({c['test'] / n:.1%}); seed {split['seed']}{group}, "
+        + (f"stratified by '{split['stratify']}'" if split["stratify"] != "none" else "not stratified"),
         f"fingerprint {split['fingerprint'][:16]}",
     ]
     return "\n".join(lines)
@@ -157,6 +158,10 @@ HELP = {
     "init_from": "start from these weights (checkpoint or run folder) with a new schedule",
     "precision": "auto | bf16 | fp16 | fp32",
     "split": "split file (default: <csv stem>.split.json beside the CSV; made once if absent)",
+    "test_fraction": "share of rows held out for test when a new split is made (default 0.15)",
+    "val_fraction": "share of rows for validation when a new split is made (default 0.1)",
+    "split_seed": "seed of a new split (default 0)",
+    "stratify": "head whose class ratios a new split keeps across sides, or 'none' (default: the first head)",
 }
 
 
@@ -170,7 +175,7 @@ def add_config_flags(p) -> None:
         if name is None:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        text = f"{HELP.get(name, key)} (default {default})"
+        text = HELP.get(name, key) + (f" (default {default})" if default is not None else "")
         if t is bool:
             group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg__{name}", default=None,
                                action=argparse.BooleanOptionalAction, help=text)

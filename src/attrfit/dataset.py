@@ -7,6 +7,7 @@ table, and loads the decoded images from the cache.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,13 @@ import torch
 
 from attrfit.cache import load_or_build, parse_size
 from attrfit.errors import AttrfitError
-from attrfit.split import SIDES, default_split_path, load_split, make_split, record_duplicates, save_split, verify_split
-from attrfit.table import Schema, Table, read_table
+from attrfit.split import (SIDES, default_split_path, load_split, make_split, new_split_advice, no_train_labels_message,
+                           record_duplicates, same_split, save_split, unlearnable_heads, verify_split)
+from attrfit.table import Schema, Table, read_table, with_class_order
 
 log = logging.getLogger(__name__)
+
+RUN_SPLIT = "split.json"  # each run's own copy of its split: evaluable even if the original is replaced
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,11 @@ class DataConfig:
     ignore_columns: tuple[str, ...] | None = None  # None: 'filename' where present
     group_column: str | None = None
     split: str | None = None  # split file; default: <csv stem>.split.json beside the CSV
-    test_fraction: float = 0.15
-    val_fraction: float = 0.1
-    split_seed: int = 0
+    # How a NEW split is made (None: 0.15, 0.1, seed 0, the first head). An existing split
+    # file keeps its own; a value given here that differs from it is an error, not ignored.
+    test_fraction: float | None = None
+    val_fraction: float | None = None
+    split_seed: int | None = None
     stratify: str | None = None
     size: str = "64x64"  # HxW the images are resized to
     resize: str = "stretch"
@@ -88,15 +94,111 @@ def obtain_split(cfg: DataConfig, table: Table, create: bool = True) -> tuple[di
     return split, path
 
 
-def load_data(cfg: DataConfig, schema: Schema | None = None, progress: bool = True, create_split: bool = True) -> Data:
-    table = read_config_table(cfg, schema)
-    split, split_path = obtain_split(cfg, table, create=create_split)
-    rows = verify_split(split, table, split_path)
-    if split.get("group_column") != cfg.group_column:
+def read_checked(cfg: DataConfig, schema: Schema | None = None, create_split: bool = True):
+    """The table and its split, verified against each other: ``(table, split, split_path, rows per side)``.
+
+    An existing split decides: its group column is used when none is given, and options
+    that differ from what it records (split settings, heads, group column) are refused
+    with the real cause. Without a split file one is made (``create_split``) and saved.
+    """
+    path = cfg.split_path()
+    if not path.exists():
+        table = read_config_table(cfg, schema)
+        split, path = obtain_split(cfg, table, create=create_split)
+    else:
+        split = load_split(path)
+        cfg = follow_split(cfg, split, path)
+        table = match_split_schema(read_config_table(cfg, schema), split, path)
+    return table, split, path, verify_split(split, table, path)
+
+
+SPLIT_OPTIONS = (("test_fraction", "test_fraction", "--test-fraction", "--test-fraction"),
+                 ("val_fraction", "val_fraction", "--val-fraction", "--val-fraction"),
+                 ("split_seed", "seed", "--split-seed", "--seed"),
+                 ("stratify", "stratify", "--stratify", "--stratify"))  # (field, split key, train flag, split flag)
+
+
+def follow_split(cfg: DataConfig, split: dict, path: Path) -> DataConfig:
+    """``cfg`` checked against the existing split ``split``; its group column filled in from it."""
+    differ = [(flag, new_flag, getattr(cfg, f), split.get(key)) for f, key, flag, new_flag in SPLIT_OPTIONS
+              if getattr(cfg, f) is not None and getattr(cfg, f) != split.get(key)]
+    if differ:
+        given = ", ".join(f"{flag} {mine} (the split: {theirs})" for flag, _, mine, theirs in differ)
+        options = " ".join(f"{new_flag} {mine}" for _, new_flag, mine, _ in differ)
         raise AttrfitError(
-            f"{split_path} was made with group column {split.get('group_column')!r}, not {cfg.group_column!r}; "
-            "pass the same --group-column or make a new split"
-        )
+            f"the split file {path} already exists and was made with other settings: {given}; a saved split is "
+            f"never re-made. Leave these options out to use it as it is, or "
+            f"{new_split_advice(f'{cfg.csv} {options}')}")
+    recorded = split.get("group_column")
+    if cfg.group_column is None and recorded:
+        log.info("using group column '%s', which %s was made with", recorded, path)
+        return dataclasses.replace(cfg, group_column=recorded)
+    if cfg.group_column != recorded:
+        made = f"group column '{recorded}'" if recorded else "no group column"
+        raise AttrfitError(
+            f"the split file {path} was made with {made}, not --group-column '{cfg.group_column}' (a split keeps "
+            f"groups on one side only for its own column); leave --group-column out to use the split's, or "
+            f"{new_split_advice(f'{cfg.csv} --group-column {cfg.group_column}')}")
+    return cfg
+
+
+def match_split_schema(table: Table, split: dict, path: Path) -> Table:
+    """Refuse other heads than the split's, naming them; adopt the split's class order where only that differs."""
+    if "schema" not in split:
+        return table
+    saved = Schema.from_dict(split["schema"])
+    if saved.heads != table.schema.heads:
+        raise AttrfitError(
+            f"the split file {path} was made for other heads: its heads are {list(saved.heads)}, the table's are "
+            f"{list(table.schema.heads)}; pass --heads {','.join(saved.heads)} to use it, or "
+            f"{new_split_advice(f'{table.csv_path} --heads ' + ','.join(table.schema.heads))}")
+    same_classes = all(set(saved.classes[h]) == set(table.schema.classes[h]) for h in saved.heads)
+    if same_classes and saved != table.schema:  # saved by an attrfit that ordered classes otherwise
+        return with_class_order(table, saved)
+    return table
+
+
+def saved_run_config(cfg: DataConfig, run: str | Path) -> DataConfig:
+    """The data options to re-read a run's data later (evaluate, report, resume).
+
+    Uses the run's own copy of its split (``RUN/split.json``) where there is one, so a
+    split file replaced or deleted since never makes the run unevaluable. The options for
+    making a split no longer apply: the split exists.
+    """
+    cfg = dataclasses.replace(cfg, test_fraction=None, val_fraction=None, split_seed=None, stratify=None)
+    copy = Path(run) / RUN_SPLIT
+    if not copy.is_file():
+        return cfg
+    original = cfg.split_path()
+    if not original.is_file():
+        log.info("%s is gone; using the run's own copy %s", original, copy)
+    elif not same_split(load_split(copy), load_split(original)):
+        log.info("%s changed since the run was trained; using the run's own copy %s", original, copy)
+    return dataclasses.replace(cfg, split=str(copy))
+
+
+def check_trainable(data: "Data") -> None:
+    """Refuse to train with an empty train or val side, or a head with no train label, naming the cause."""
+    counts, csv = data.split.get("counts", {}), data.table.csv_path
+    if len(data.sides["train"]) == 0:
+        raise AttrfitError(f"the train side of {data.split_path} is empty; {new_split_advice(csv)}")
+    if len(data.sides["val"]) == 0:
+        if counts.get("val", 0) > 0:
+            cause = f"all {counts['val']} of its images were unreadable and dropped (--skip-bad-images)"
+        elif data.split.get("val_fraction") == 0:
+            cause = "it was made with --val-fraction 0; training needs a val side to pick the best epoch"
+        else:
+            group = data.split.get("group_column")
+            cause = (f"its {len(data.table)} rows{f' (grouped by {group!r})' if group else ''} were too few for a "
+                     "val share (an older attrfit saved such splits)")
+        raise AttrfitError(f"the val side of {data.split_path} is empty: {cause}; {new_split_advice(csv)}")
+    unlabelled = unlearnable_heads(data.labels[data.sides["train"]].numpy(), data.schema.heads)
+    if unlabelled:
+        raise AttrfitError(no_train_labels_message(unlabelled, f"{data.split_path} leaves"))
+
+
+def load_data(cfg: DataConfig, schema: Schema | None = None, progress: bool = True, create_split: bool = True) -> Data:
+    table, split, split_path, rows = read_checked(cfg, schema, create_split)
     cache = load_or_build(
         table.paths, table.abs_paths(), parse_size(cfg.size), cfg.resize, cfg.cache_dir, cfg.skip_bad_images,
         progress=progress,

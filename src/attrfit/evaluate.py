@@ -136,7 +136,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
 
     from attrfit import checkpoint
     from attrfit.config import from_dict
-    from attrfit.dataset import load_data
+    from attrfit.dataset import load_data, saved_run_config
     from attrfit.errors import AttrfitError
     from attrfit.split import same_split
     from attrfit.train import model_from_checkpoint
@@ -144,7 +144,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     path = checkpoint.resolve(ckpt_or_run)
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt["config"])
-    data_cfg = dataclasses.replace(cfg.data, csv=csv) if csv else cfg.data
+    data_cfg = saved_run_config(dataclasses.replace(cfg.data, csv=csv) if csv else cfg.data, path.parent)
     schema = Schema.from_dict(ckpt["schema"])
     data = load_data(data_cfg, schema=schema, progress=progress, create_split=False)
     if "split" in ckpt and not same_split(ckpt["split"], data.split):

@@ -426,13 +426,10 @@ def read_run(run: Path, scored) -> RunFacts:
     """Read the run folder's files, and the table and split the best checkpoint was trained on."""
     from attrfit import runs
     from attrfit.config import from_dict
-    from attrfit.dataset import obtain_split, read_config_table
-    from attrfit.split import verify_split
+    from attrfit.dataset import read_checked, saved_run_config
 
     cfg = from_dict(scored.checkpoint["config"])
-    table = read_config_table(cfg.data, scored.schema)
-    split, split_path = obtain_split(cfg.data, table, create=False)
-    sides = verify_split(split, table, split_path)
+    table, split, split_path, sides = read_checked(saved_run_config(cfg.data, run), scored.schema, create_split=False)
     return RunFacts(run, scored.checkpoint["config"], _optional_json(run / "environment.json") or {},
                     _optional_json(run / "results.json"), _optional_json(run / "split_ref.json") or {},
                     split, Path(split_path), runs.MetricsLog(run / "metrics.csv").rows(), table, sides)

@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 
 SPLIT_FORMAT = 1
 SIDES = ("train", "val", "test")
+DEFAULT_TEST_FRACTION = 0.15
+DEFAULT_VAL_FRACTION = 0.1
+NO_STRATIFY = "none"  # --stratify none: one bucket, no class ratios kept
+
+
+def new_split_advice(csv_path: str | Path = "CSV") -> str:
+    """How to get a split that fits: a NEW file, so that runs made with the old one stay evaluable."""
+    return (f"write a new split file ('attrfit split {csv_path} --out NEW.split.json') and train with "
+            "'--split NEW.split.json'; replacing the old file (--force) leaves the runs made with it unable to be "
+            "evaluated on their own test side")
 
 
 def row_digest(table: Table, i: int) -> str:
@@ -49,30 +59,40 @@ def fingerprint(table: Table) -> str:
 
 def make_split(
     table: Table,
-    test_fraction: float = 0.15,
-    val_fraction: float = 0.1,
-    seed: int = 0,
+    test_fraction: float | None = None,
+    val_fraction: float | None = None,
+    seed: int | None = None,
     stratify: str | None = None,
 ) -> dict:
     """Assign every row to train/val/test, keeping each group on one side.
 
     Units (groups, or single rows without a group column) are bucketed by the stratify
     head's label (a group's most common label), shuffled with ``seed`` within each
-    bucket and cut by cumulative row counts, so class ratios match across sides.
+    bucket and cut by cumulative row counts, so class ratios match across sides
+    (``stratify="none"``: one bucket). None means the default (0.15, 0.1, seed 0, the
+    first head). A row whose group cell is empty is a group of its own. Refuses a split
+    with an empty test (or val) side and one whose train side has no label for a head.
 
     >>> split = make_split(table, 0.15, 0.1, seed=0)  # doctest: +SKIP
     >>> sorted(split["sides"])  # doctest: +SKIP
     ['test', 'train', 'val']
     """
+    test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+    val_fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+    seed = 0 if seed is None else seed
     _check_fractions(test_fraction, val_fraction)
     head = stratify or table.schema.heads[0]
-    if head not in table.schema.heads:
-        raise AttrfitError(f"--stratify '{head}' is not a head (heads: {', '.join(table.schema.heads)})")
+    if head not in (*table.schema.heads, NO_STRATIFY):
+        raise AttrfitError(f"--stratify '{head}' is not a head (heads: {', '.join(table.schema.heads)}; "
+                           f"or '{NO_STRATIFY}')")
     units = _units(table)
     side_of_unit = _assign(units, table, head, test_fraction, val_fraction, seed)
     sides: dict[str, list[str]] = {s: [] for s in SIDES}
+    rows_of: dict[str, list[int]] = {s: [] for s in SIDES}
     for unit, rows in units.items():
         sides[side_of_unit[unit]].extend(table.paths[i] for i in rows)
+        rows_of[side_of_unit[unit]].extend(rows)
+    _check_sides(table, units, rows_of, head, {"test": test_fraction, "val": val_fraction})
     digests = {table.paths[i]: row_digest(table, i) for i in range(len(table))}
     for s in SIDES:
         sides[s].sort()
@@ -110,20 +130,40 @@ def _check_fractions(test_fraction: float, val_fraction: float) -> None:
 
 
 def _units(table: Table) -> dict[str, list[int]]:
+    """Rows that move together: one group each, or one row each without a group column.
+
+    A row with an empty group cell is its own unit: lumping all blanks into one giant
+    "group" would put them all on one side.
+    """
     units: dict[str, list[int]] = defaultdict(list)
+    blank = 0
     for i in range(len(table)):
         key = table.groups[i] if table.groups is not None else table.paths[i]
+        if not key:
+            blank += 1
+            key = "\x00" + table.paths[i]  # no group value starts with NUL (the CSV reader refuses NUL)
         units[key].append(i)
+    if blank:
+        log.warning("%d row(s) have an empty --group-column '%s' cell: each of them is a group of its own",
+                    blank, table.group_column)
     return dict(units)
 
 
-def _assign(units, table, head, test_fraction, val_fraction, seed) -> dict[str, str]:
-    j = table.schema.heads.index(head)
+def _buckets(units, table, head) -> dict[int, list[str]]:
+    """Units by the stratify head's label (a group's most common label; -1: unlabelled)."""
     buckets: dict[int, list[str]] = defaultdict(list)
+    if head == NO_STRATIFY:
+        return {0: sorted(units)}
+    j = table.schema.heads.index(head)
     for unit in sorted(units):
         labels = table.labels[units[unit], j]
         labels = labels[labels >= 0]
         buckets[int(np.bincount(labels).argmax()) if len(labels) else -1].append(unit)
+    return buckets
+
+
+def _assign(units, table, head, test_fraction, val_fraction, seed) -> dict[str, str]:
+    buckets = _buckets(units, table, head)
     rng = np.random.default_rng(seed)
     side_of = {}
     for b in sorted(buckets):
@@ -133,6 +173,47 @@ def _assign(units, table, head, test_fraction, val_fraction, seed) -> dict[str, 
         for u, m in zip(order, mid):
             side_of[u] = "test" if m < test_fraction else "val" if m < test_fraction + val_fraction else "train"
     return side_of
+
+
+def _check_sides(table: Table, units, rows_of: dict[str, list[int]], head: str, fractions: dict) -> None:
+    """Refuse (naming the cause) a split with an empty test/val side or a head unlabelled on train."""
+    if fractions["val"] == 0:
+        log.warning("--val-fraction 0: the val side is empty, and 'attrfit train' needs one to pick the best epoch")
+    for side in ("test", "val"):
+        if fractions[side] > 0 and not rows_of[side]:
+            raise AttrfitError(f"the split would leave the {side} side empty: "
+                               f"{_empty_side_cause(table, units, head, side, fractions[side])}; nothing was saved")
+    unlabelled = unlearnable_heads(table.labels[rows_of["train"]], table.schema.heads)
+    if unlabelled:
+        raise AttrfitError(no_train_labels_message(unlabelled, "the split would leave"))
+
+
+def _empty_side_cause(table: Table, units, head: str, side: str, fraction: float) -> str:
+    word = f"groups of '{table.group_column}'" if table.group_column else "rows"
+    n = len(units)
+    if n * fraction < 1:
+        return (f"{n} {word} are too few for a {side} share of {fraction:g} (less than one); label more images, "
+                f"or raise --{side}-fraction to at least {1 / n:.2g}")
+    buckets = _buckets(units, table, head)
+    if len(buckets) > 1:
+        biggest = max(len(b) for b in buckets.values())
+        return (f"stratifying by '{head}' shares out each of its {len(buckets)} classes separately, and none has "
+                f"enough {word} for a {fraction:g} share (the largest has {biggest}); pass --stratify none, "
+                f"or --stratify with a head of fewer classes, or raise --{side}-fraction")
+    largest = max(len(r) for r in units.values())
+    return (f"the {word} are too large for a {fraction:g} share (the largest has {largest} of {len(table)} rows), "
+            f"so the {side} share falls inside one of them; raise --{side}-fraction, or split by smaller groups")
+
+
+def unlearnable_heads(train_labels: np.ndarray, heads) -> list[str]:
+    """Heads with no labelled row (label >= 0) among ``train_labels`` (N x H): they cannot learn."""
+    return [h for j, h in enumerate(heads) if not (np.asarray(train_labels)[:, j] >= 0).any()]
+
+
+def no_train_labels_message(heads: list[str], lead: str = "the split leaves") -> str:
+    return (f"{lead} head(s) {heads} with no labelled row on the train side: such a head cannot learn and its "
+            f"'majority class' would be arbitrary; leave it out (--ignore-columns {','.join(heads)}) or label "
+            "more of its rows")
 
 
 def default_split_path(csv_path: Path) -> Path:
@@ -145,7 +226,8 @@ def save_split(split: dict, path: str | Path, force: bool = False) -> Path:
     if path.exists() and not force:
         raise AttrfitError(
             f"{path} already exists; a saved split is never replaced silently (that is how test images "
-            "leak into training). Use it as it is, pass --out elsewhere, or --force to replace it"
+            "leak into training). Use it as it is, or write a new one with --out NEW.split.json (and train with "
+            "--split NEW.split.json); --force replaces it"
         )
     text = json.dumps(split, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     tmp = path.with_name(path.name + ".tmp")
@@ -175,7 +257,7 @@ def load_split(path: str | Path) -> dict:
         raise AttrfitError(f"{path}: {overlap}; the split file was edited by hand, make a new one with 'attrfit split'")
     if "assignment" in split and split["assignment"] != assignment_digest(sides):
         raise AttrfitError(f"{path}: the images on its sides were edited by hand (their digest does not match); "
-                           "make a new split with 'attrfit split --force' and retrain")
+                           f"{new_split_advice()}, and retrain")
     return split
 
 
@@ -207,7 +289,7 @@ def verify_split(split: dict, table: Table, split_path: str | Path = "split") ->
         what = [f"names {len(unknown)} image(s) not in {table.csv_path} (e.g. {', '.join(unknown[:3])})"] if unknown else []
         what += [f"leaves out {len(unlisted)} of its rows (e.g. {', '.join(unlisted[:3])})"] if unlisted else []
         raise AttrfitError(f"{split_path}: the split {' and '.join(what) or 'lists an image twice'}; it was edited "
-                           "by hand, make a new one with 'attrfit split --force'")
+                           f"by hand: {new_split_advice(table.csv_path)}")
     return {s: np.array([index[p] for p in split["sides"][s]], dtype=np.int64) for s in SIDES}
 
 
@@ -228,8 +310,8 @@ def describe_difference(split: dict, table: Table) -> str:
                      if heads not in (None, list(table.schema.heads)) else "the heads or group column differ")
     return (
         "; ".join(parts)
-        + ". A split is never re-made silently: make a new one with 'attrfit split --force' "
-        "(and retrain), or restore the original table"
+        + f". A split is never re-made silently: restore the original table, or {new_split_advice(table.csv_path)} "
+        "(and retrain)"
     )
 
 

@@ -12,6 +12,7 @@ the best checkpoint.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -34,7 +35,7 @@ from attrfit.precision import (PrecisionCheck, autocast, guard_bf16, inference_b
                                 resolve_precision, set_fp32_layers)
 from attrfit.progress import progress_bar
 from attrfit.schedule import lr_at, momentum_at
-from attrfit.split import assignment_digest, same_split
+from attrfit.split import assignment_digest, same_split, save_split
 from attrfit.table import Schema
 
 log = logging.getLogger(__name__)
@@ -431,11 +432,10 @@ def init_weights_from(t: Trainer, source: str) -> None:
 # ---------------------------------------------------------------- the whole run
 
 def make_sides(data) -> Sides:
+    from attrfit.dataset import check_trainable
+
+    check_trainable(data)
     tr, va = data.sides["train"], data.sides["val"]
-    if len(tr) == 0:
-        raise AttrfitError("the train side of the split is empty")
-    if len(va) == 0:
-        raise AttrfitError("the val side of the split is empty; make the split with --val-fraction > 0")
     return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va], tr)
 
 
@@ -496,7 +496,10 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
     from attrfit.distributed import from_env
 
     if resume is not None:
+        from attrfit.dataset import saved_run_config
+
         cfg = from_dict(runs.read_json(Path(resume) / "config.json"))
+        cfg = dataclasses.replace(cfg, data=saved_run_config(cfg.data, resume))
     dist = from_env(cfg.device)
     try:
         return _fit(cfg, run_dir, resume, progress, dist)
@@ -567,11 +570,13 @@ def _max_lr(cfg: TrainConfig, ckpt, run: Path, data, sides, dist: Dist, progress
 
 def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
     from attrfit import runs
+    from attrfit.dataset import RUN_SPLIT
 
     if not dist.is_main:
         return
     runs.write_json(run / "config.json", to_dict(t.cfg))
     data.schema.save(run / "schema.json")
+    save_split(data.split, run / RUN_SPLIT, force=True)  # evaluable later, whatever happens to the original
     runs.write_json(run / "split_ref.json", {"path": str(Path(data.split_path).resolve()),
                                              "fingerprint": data.split["fingerprint"],
                                              "counts": data.split["counts"]})
