@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,8 @@ class Outcome:
 
 
 def load_mutations(path: Path = DEFAULT_LIST) -> list[Mutation]:
+    import tomllib  # Python 3.11+; the package itself still runs on 3.10
+
     with open(path, "rb") as f:
         entries = tomllib.load(f)["mutation"]
     return [Mutation(e["name"], e["file"], e["original"], e["mutated"], tuple(e["tests"]), e.get("why", ""))
