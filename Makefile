@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[test,export]'
 	touch $@
 
-.PHONY: setup demo test bench-quick clean
+.PHONY: setup demo test bench-quick mutate clean
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -23,6 +23,10 @@ test: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/test_bench_quick.py
+
+# Put each bug of bench/mutations.toml into src/ in turn and check its tests fail (minutes; not in `make test`).
+mutate: $(VENV)/.installed
+	$(VENV)/bin/python bench/mutations.py
 
 clean:
 	rm -rf $(VENV) demo runs .pytest_cache
