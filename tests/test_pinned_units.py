@@ -217,7 +217,7 @@ def test_an_image_rewritten_in_place_is_decoded_again(tmp_path):
     """Same path, same byte size (BMP), new pixels: only the mtime tells the cache."""
     from attrfit.dataset import DataConfig, load_data
 
-    path = write_tiny(tmp_path / "d", n=12, size=16, fmt="bmp")
+    path = write_tiny(tmp_path / "d", n=40, size=16, fmt="bmp")
     cfg = DataConfig(csv=str(path), size="16x16", cache_dir=str(tmp_path / "c"))
     first = load_data(cfg, progress=False)
     image = path.parent / "img/0.bmp"
