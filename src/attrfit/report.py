@@ -49,6 +49,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from attrfit import files
 from attrfit.errors import AttrfitError
 
 log = logging.getLogger(__name__)
@@ -558,9 +559,7 @@ def save_report(report: Report, out: str | Path) -> Path:
             old.unlink()
         for name, data in report.figures.items():
             (folder / name).write_bytes(data)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(report.html, encoding="utf-8")
-        tmp.replace(out)
+        files.write_text(out, report.html, "the report", "pass --out to a writable place")
     except OSError as e:
         raise AttrfitError(f"cannot write the report {out}: {e.strerror or e}; "
                            "pass --out to a writable place") from None
