@@ -142,7 +142,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     """
     import dataclasses
 
-    from attrfit import checkpoint
+    from attrfit import checkpoint, runs
     from attrfit.config import from_dict
     from attrfit.dataset import load_data
     from attrfit.errors import AttrfitError
@@ -152,6 +152,8 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     path = checkpoint.resolve(ckpt_or_run)
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt["config"])
+    if not csv:
+        runs.check_recorded_paths(cfg.data, path, "or (attrfit evaluate) give its new place with --csv NEW.csv")
     data_cfg = dataclasses.replace(cfg.data, csv=csv) if csv else cfg.data
     schema = Schema.from_dict(ckpt["schema"])
     data = load_data(data_cfg, schema=schema, progress=progress, create_split=False)
