@@ -500,3 +500,32 @@ def test_two_processes_building_one_cache_at_once(tiny, tmp_path):
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0 and b"images (60, 3, 16, 16)" in out, err
     assert len(os.listdir(tmp_path / "c")) == 1 and temps(tmp_path / "c") == []
+
+
+# ---------------------------------------------------------------- more of the same kind
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
+    a, b = runs.new_run_dir(None, "labels.csv"), runs.new_run_dir(None, "labels.csv")
+    assert (a.name, b.name) == ("20260101-000000-labels", "20260101-000000-labels-2")
+    monkeypatch.chdir(tmp_path / "runs")
+    Path("runs").write_text("a file")
+    with pytest.raises(AttrfitError, match="runs is a file, not a folder"):
+        runs.new_run_dir(None, "labels.csv")
+
+
+def test_train_log_on_a_full_disk_steps_aside_without_tracebacks(tmp_path, capsys, caplog):
+    import logging
+
+    handler = runs.add_file_log(tmp_path)
+    try:
+        handler.stream = open("/dev/full", "w") if os.path.exists("/dev/full") else pytest.skip("needs /dev/full")
+        logging.getLogger("attrfit.test").warning("epoch 1 done")
+        logging.getLogger("attrfit.test").warning("epoch 2 done")
+    finally:
+        logging.getLogger("attrfit").removeHandler(handler)
+        handler.close()
+    assert "Traceback" not in capsys.readouterr().err
+    assert caplog.text.count("cannot write") == 1 and "train.log any more" in caplog.text

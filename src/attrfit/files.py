@@ -196,15 +196,22 @@ def blocker(folder: Path) -> Path | None:
     return None
 
 
-def probe_folder(folder: Path, what: str = "output") -> None:
-    """Fail now, not after the work, when no file can be created in ``folder``."""
+def cannot_create_in(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (None when one can): tried, not guessed from mode bits."""
+    tmp = temp_path(folder / "probe")
     try:
-        tmp = temp_path(folder / "probe")
         _create(tmp).close()
         tmp.unlink()
     except OSError as e:
-        raise AttrfitError(f"cannot write the {what} in {folder}: {e.strerror or e}"
-                           f"{' (' + REASONS[e.errno] + ')' if e.errno in REASONS else ''}") from None
+        return f"{e.strerror or e}" + (f" ({REASONS[e.errno]})" if e.errno in REASONS else "")
+    return None
+
+
+def probe_folder(folder: Path, what: str = "output") -> None:
+    """Fail now, not after the work, when no file can be created in ``folder``."""
+    reason = cannot_create_in(folder)
+    if reason:
+        raise AttrfitError(f"cannot write the {what} in {folder}: {reason}")
 
 
 def same_file(a: Path, b: Path) -> bool:

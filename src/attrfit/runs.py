@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fcntl
+import itertools
 import json
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -34,15 +36,7 @@ def new_run_dir(run_dir: str | Path | None, csv_path: str, config: dict | None =
     With ``config`` the folder gets its ``config.json`` at once, so a run killed at any
     moment after this (even before its first checkpoint) continues with ``--resume``.
     """
-    if run_dir is None:
-        base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(csv_path).stem}"
-        run = base
-        k = 1
-        while run.exists():
-            k += 1
-            run = base.with_name(f"{base.name}-{k}")
-    else:
-        run = check_new_run_dir(run_dir)
+    run = claim_default_run_dir(csv_path) if run_dir is None else check_new_run_dir(run_dir)
     try:
         run.mkdir(parents=True, exist_ok=True)
         probe = run / ".write-test"
@@ -53,6 +47,22 @@ def new_run_dir(run_dir: str | Path | None, csv_path: str, config: dict | None =
     if config is not None:
         write_json(run / "config.json", config)
     return run
+
+
+def claim_default_run_dir(csv_path: str) -> Path:
+    """Make ``runs/<time>-<csv stem>[-k]`` with a plain mkdir, which only one process can win:
+    two runs started in the same second get two folders."""
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(csv_path).stem}"
+    files.make_folder(base.parent, "runs folder")
+    for k in itertools.count(1):
+        run = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise AttrfitError(f"cannot write to the run folder {run}: {e.strerror or e}") from None
 
 
 def check_new_run_dir(run_dir: str | Path) -> Path:
@@ -68,6 +78,10 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
             f"run folder {run} already exists and is not empty; a run is never overwritten. "
             f"Continue it with 'attrfit train --resume {run}' or choose another --run-dir"
         )
+    existing = next(p for p in [run, *run.parents] if p.exists())
+    reason = files.cannot_create_in(existing)
+    if reason:
+        raise AttrfitError(f"cannot write to the run folder {run}: {reason}")
     return run
 
 
@@ -239,8 +253,26 @@ def _fmt(v) -> str:
     return str(v)
 
 
+class RunLogHandler(logging.FileHandler):
+    """``train.log``. When it cannot be written (a full disk) it says so once and steps aside, rather than
+    printing a traceback for every line; the log goes on on the screen, and the run reports the disk itself."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger("attrfit")
+        if self in logger.handlers:
+            logger.removeHandler(self)
+            log.warning("cannot write %s any more (%s); logging to the screen only", self.baseFilename,
+                        sys.exc_info()[1])
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            pass  # the unwritten lines were already reported by handleError
+
+
 def add_file_log(run: Path) -> logging.Handler:
-    handler = logging.FileHandler(run / "train.log", encoding="utf-8", errors="backslashreplace")  # names need not be UTF-8
+    handler = RunLogHandler(run / "train.log", encoding="utf-8", errors="backslashreplace")  # names need not be UTF-8
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("attrfit").addHandler(handler)
     return handler
