@@ -55,11 +55,14 @@ def temps(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if ".tmp" in p.name) if folder.exists() else []
 
 
-def full_disk(monkeypatch) -> None:
-    """Every atomic write gets a real temp file, but its bytes go to /dev/full (ENOSPC from the kernel)."""
+def full_disk(monkeypatch, only: str = "") -> None:
+    """Atomic writes (of files whose name holds ``only``) get a real temp file, but their bytes go to
+    /dev/full (ENOSPC from the kernel)."""
     real = files._create
 
     def create(tmp, text=False, **open_args):
+        if only not in tmp.name:
+            return real(tmp, text, **open_args)
         real(tmp, text, **open_args).close()
         return open("/dev/full", "w" if text else "wb", **open_args)
 
@@ -262,9 +265,26 @@ def test_cache_dir_naming_a_file(capsys, tiny, a_file, monkeypatch):
     assert a_file.read_text() == "mine"
 
 
-def test_lr_find_out_naming_a_file(capsys, tiny, a_file):
+def test_lr_find_out_in_an_impossible_place(capsys, tiny, a_file, monkeypatch):
+    import attrfit.dataset
+
+    monkeypatch.setattr(attrfit.dataset, "load_data", lambda *a, **k: pytest.fail("checked after loading"))
     code, _, err = cli(capsys, "lr-find", tiny, "--size", "16x16", "--out", a_file / "lr", "--quiet")
     assert_one_error(code, err, "a_file is a file, not a folder")
+    code, _, err = cli(capsys, "lr-find", tiny, "--size", "16x16", "--out", "/proc/lr", "--quiet")
+    assert_one_error(code, err, "cannot write the LR range test folder /proc/lr")
+
+
+def test_report_out_in_an_impossible_place_or_on_a_run_file(capsys, run, a_file, monkeypatch):
+    import attrfit.report as rp
+
+    monkeypatch.setattr(rp, "make_report", lambda *a, **k: pytest.fail("checked after scoring"))
+    code, _, err = cli(capsys, "report", run, "--out", a_file / "r.html")
+    assert_one_error(code, err, "a_file is a file, not a folder")
+    code, _, err = cli(capsys, "report", run, "--out", a_file.parent)
+    assert_one_error(code, err, "is a folder")
+    code, _, err = cli(capsys, "report", run, "--out", run / "config.json")
+    assert_one_error(code, err, "never replaced")
 
 
 # ---------------------------------------------------------------- 4. --out never replaces an input or a run file
@@ -341,6 +361,21 @@ def test_demo_data_refuses_a_folder_with_other_images(capsys, tmp_path):
     make_demo(demo, n=10, size=(32, 32))
     assert Image.open(demo / "resized" / "3.jpg").size == (32, 32)
     assert temps(tmp_path) == []
+
+
+@needs_dev_full
+def test_demo_data_on_a_full_disk(capsys, tmp_path, monkeypatch):
+    from attrfit import demo
+
+    drawn = []
+    real = demo.render_person
+    monkeypatch.setattr(demo, "render_person", lambda *a: drawn.append(1) or real(*a))
+    full_disk(monkeypatch, only=".jpg")
+    code, _, err = cli(capsys, "demo-data", tmp_path / "d", "--n", 400, "--size", "32x32")
+    assert_one_error(code, err, "cannot write the demo image", "No space left on device")
+    assert len(drawn) < 100  # the queued images were dropped, not drawn
+    assert temps(tmp_path) == [] and list((tmp_path / "d" / "resized").iterdir()) == []
+    assert not (tmp_path / "d" / "annotations.csv").exists()
 
 
 # ---------------------------------------------------------------- 6. one process per run folder

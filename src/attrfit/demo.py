@@ -633,9 +633,14 @@ def make_demo(
     with ThreadPoolExecutor(max_workers=workers) as pool, bar:
         paths = [out / IMAGE_DIR / f"{i + 1}.jpg" for i in range(n)]
         futures = [pool.submit(_write_image, paths[i], true[i], seed, i, size) for i in range(n)]
-        for future in futures:
-            future.result()  # re-raises a worker's exception here
-            bar.update(1)
+        try:
+            for future in futures:
+                future.result()  # re-raises a worker's exception here
+                bar.update(1)
+        except BaseException:  # a full disk or Ctrl-C: do not draw the thousands of images still queued
+            for future in futures:
+                future.cancel()
+            raise
 
     with files.atomic_open(csv_path, "the demo labels", text=True, newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")

@@ -605,10 +605,9 @@ def run_lr_find(args) -> int:
     out = Path(args.out)
     if (out / "lr_find.json").exists() and not args.force:
         raise AttrfitError(f"{out / 'lr_find.json'} exists; pass --force to replace it, or choose another --out")
-    if files.blocker(out) is not None:  # found now, not after the range test
-        raise AttrfitError(f"--out {out}: {files.blocker(out)} is a file, not a folder; choose a folder")
     _check_args(args.min_lr, args.max_lr, args.steps, args.repeats)
     cfg = config_from_args(args)
+    files.probe_folder(files.make_folder(out, "LR range test folder"), "LR range test")  # now, not after it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_data(cfg.data, progress=not args.quiet)

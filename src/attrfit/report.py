@@ -825,8 +825,13 @@ def register(sub) -> None:
 
 
 def run_report(args) -> int:
+    from attrfit import runs
+
+    out = Path(args.out) if args.out else default_out(Path(args.run), args.side)
+    if args.out:  # a writable place that is not a file of the run, found before the scoring
+        files.check_output(out, True, [p for p in runs.own_files(Path(args.run)) if p.suffix != ".html"], "report")
     report = make_report(args.run, side=args.side, progress=not args.quiet)
-    path = save_report(report, args.out or default_out(Path(args.run), args.side))
+    path = save_report(report, out)
     for w in report.warnings:
         print(f"warning: {w}")
     print(f"report: {path}")
