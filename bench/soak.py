@@ -256,7 +256,7 @@ class Soak:
         problems = check_after_kill(run)
         if problems:
             raise SystemExit(f"soak: FAIL after kill {len(self.kills) + 1}: {'; '.join(problems)}")
-        mid_write = any(t.name.endswith(f".tmp{proc.pid}") for t in checkpoint_temps(run))
+        mid_write = any(f".tmp{proc.pid}-" in t.name for t in checkpoint_temps(run))  # .NAME.tmpPID-N
         between_renames = (run / "last.prev.pt").is_file() and not (run / "last.pt").is_file()
         self.kills.append({"mode": mode, "mid_write": mid_write or between_renames, "step": steps_done(run)})
         return mode

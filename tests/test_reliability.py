@@ -156,7 +156,7 @@ def test_disk_full_mid_run_is_one_line_and_resumable(capsys, tiny, tmp_path, mon
     calls = {"fsync": 0, "metrics": 0}
 
     def fsync(fd):  # the third checkpoint write hits a full disk
-        calls["fsync"] += 1
+        calls["fsync"] += ".pt.tmp" in os.readlink(f"/proc/self/fd/{fd}")
         if calls["fsync"] == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)

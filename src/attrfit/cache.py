@@ -1,9 +1,11 @@
 """Stage 3: decode every image once into one uint8 tensor N x 3 x H x W.
 
 The cache is a single ``.pt`` file keyed by what produced it: each image's path, file
-size and mtime, the target size and the resize mode. A second run with the same key
-loads it (memory-mapped) in about a second; any change rebuilds it. Training then never
-touches a JPEG again.
+size, mtime, ctime and inode, the target size and the resize mode. A second run with the
+same key loads it (memory-mapped) in about a second; any change rebuilds it. Training then
+never touches a JPEG again. It is written atomically (:mod:`attrfit.files`): two processes
+building the same cache each write their own temp file and the last rename wins, and a
+cache that cannot be written (full disk, read-only folder) only costs the next run time.
 
 Decoding: Pillow, EXIF orientation applied, grayscale/palette/RGBA/16-bit converted to
 RGB, resized with a box/bilinear filter. A corrupt or unreadable image is reported by
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from attrfit import files
 from attrfit.errors import AttrfitError
 from attrfit.progress import progress_bar
 
@@ -107,19 +110,34 @@ def resize_image(im: Image.Image, size: tuple[int, int], mode: str) -> Image.Ima
 
 
 def cache_key(abs_paths: list[Path], size: tuple[int, int], resize: str) -> str:
-    """sha256 of (format, size, resize mode, each file's path, size in bytes and mtime)."""
+    """sha256 of (format, size, resize mode, each file's path, size in bytes, mtime, ctime and inode).
+
+    ctime and inode are there because ``cp -p`` and ``rsync -a`` copy a new image over an old
+    one keeping its mtime (and often its size); neither can set the ctime, and rsync writes a
+    new inode. Path bytes are hashed as the file system has them (names need not be UTF-8).
+    """
     h = hashlib.sha256(f"attrfit-cache-{CACHE_FORMAT}|{size[0]}x{size[1]}|{resize}".encode())
     for p in abs_paths:
+        h.update(b"\x1e" + os.fsencode(p))
         try:
             st = p.stat()
-            h.update(f"\x1e{p}\x1f{st.st_size}\x1f{st.st_mtime_ns}".encode())
+            h.update(f"\x1f{st.st_size}\x1f{st.st_mtime_ns}\x1f{st.st_ctime_ns}\x1f{st.st_ino}".encode())
         except OSError:
-            h.update(f"\x1e{p}\x1fmissing".encode())
+            h.update(b"\x1fmissing")
     return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("ATTRFIT_CACHE_DIR") or Path.home() / ".cache" / "attrfit")
+
+
+def cache_folder(cache_dir: str | Path | None) -> Path:
+    """The cache folder, refused at once (before any decoding) when a file is in its place."""
+    folder = Path(cache_dir or default_cache_dir())
+    if folder.exists() and not folder.is_dir():
+        source = "--cache-dir" if cache_dir else "$ATTRFIT_CACHE_DIR" if os.environ.get("ATTRFIT_CACHE_DIR") else "the cache"
+        raise AttrfitError(f"{source} {folder} is a file, not a folder; give a folder for the image cache")
+    return folder
 
 
 def load_or_build(
@@ -141,7 +159,7 @@ def load_or_build(
     if resize not in RESIZE_MODES:
         raise AttrfitError(f"resize mode '{resize}' unknown; choose one of {', '.join(RESIZE_MODES)}")
     key = cache_key(abs_paths, size, resize)
-    file = Path(cache_dir or default_cache_dir()) / f"{key[:24]}_{size[0]}x{size[1]}_{resize}.pt"
+    file = cache_folder(cache_dir) / f"{key[:24]}_{size[0]}x{size[1]}_{resize}.pt"
     cached = _load(file, key, skip_bad)
     if cached is not None:
         log.info("loaded %d images from cache %s", len(cached.paths), file)
@@ -193,14 +211,13 @@ def _save(cache: ImageCache, file: Path) -> None:
         "resize": cache.resize,
         "bad": cache.bad,
     }
-    tmp = file.with_name(file.name + f".tmp{os.getpid()}")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, tmp)
-        os.replace(tmp, file)
+        files.atomic_write(file, lambda f: torch.save(payload, f), "the image cache")
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         log.warning("could not write the image cache %s (%s); continuing without it", file, e.strerror or e)
+    except files.WriteFailed as e:  # a full disk, say: the cache only saves time, so the run goes on
+        log.warning("could not write %s; continuing without it", str(e).removeprefix("cannot write "))
 
 
 def _load(file: Path, key: str, skip_bad: bool) -> ImageCache | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from attrfit import __version__
+from attrfit import __version__, files
 from attrfit.errors import AttrfitError
 
 log = logging.getLogger(__name__)
@@ -42,51 +42,34 @@ def save(payload: dict, path: str | Path, keep_previous: bool = False) -> Path:
     buf = io.BytesIO()
     torch.save(payload, buf)
     body = buf.getvalue()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    _remove_stale_temps(path.parent, keep=tmp)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(body).digest() + body)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, previous_of(path))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise AttrfitError(
-            f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint is untouched "
-            "(free disk space or check permissions, then --resume)"
-        ) from None
+    data = MAGIC + hashlib.sha256(body).digest() + body
+    _remove_stale_temps(path.parent)
+    hint = "the previous checkpoint is untouched (free disk space or check permissions, then --resume)"
+    # the new file is complete on disk before the old one moves aside
+    aside = (lambda: _move_aside(path, hint)) if keep_previous and path.exists() else None
+    with files.atomic_open(path, "checkpoint", hint=hint, before_replace=aside) as f:
+        f.write(data)
     return path
 
 
-def _remove_stale_temps(folder: Path, keep: Path) -> None:
-    """Delete temp files that killed writers left in ``folder`` (one process writes a run folder at a time)."""
+def _move_aside(path: Path, hint: str) -> None:
+    try:
+        os.replace(path, previous_of(path))
+    except OSError as e:
+        raise files.write_error(e, previous_of(path), "checkpoint", hint) from None
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Delete temp files that killed writers left in ``folder`` (the run lock allows one writer per run folder)."""
     for stale in folder.glob(".*.pt.tmp*"):
-        if stale != keep:
-            try:
-                stale.unlink()
-            except OSError:
-                pass  # the write below reports a folder that cannot be written to
+        try:
+            stale.unlink()
+        except OSError:
+            pass  # the write below reports a folder that cannot be written to
 
 
 def previous_of(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    if hasattr(sys.stdout, "reconfigure"):  # file names need not be UTF-8: print them as the bytes they are
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         return int(args.func(args) or 0)
     except AttrfitError as e:

@@ -27,7 +27,7 @@ def register_demo_data(sub) -> None:
     p.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="224x224", help="HxW of the written images (default 224x224, as the reference)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing demo dataset")
+    p.add_argument("--force", action="store_true", help="write over an existing demo dataset, or into a folder holding other files")
     p.set_defaults(func=run_demo_data)
 
 
@@ -53,13 +53,16 @@ def register_split(sub) -> None:
 
 
 def run_split(args) -> int:
+    from attrfit import files
     from attrfit.split import default_split_path, make_split, record_duplicates, save_split
     from attrfit.table import read_table
 
+    out = Path(args.out) if args.out else default_split_path(Path(args.csv))
+    files.check_output(out, force=True, inputs=[Path(args.csv)], what="split file")  # save_split refuses to replace
     table = read_table(args.csv, args.images, args.heads, args.ignore_columns, args.group_column)
     split = make_split(table, args.test_fraction, args.val_fraction, args.seed, args.stratify)
     record_duplicates(split, table)
-    path = save_split(split, Path(args.out) if args.out else default_split_path(Path(args.csv)), force=args.force)
+    path = save_split(split, out, force=args.force)
     print(describe_split(split, table))
     print(f"saved {path}")
     return 0

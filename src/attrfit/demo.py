@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from attrfit import files
 from attrfit.errors import AttrfitError
 from attrfit.progress import progress_bar
 
@@ -74,6 +75,7 @@ CSV_NAME = "annotations.csv"
 # after noise even if they were never drawn as true labels; see class_probabilities.
 MAX_LABEL_NOISE = 0.15
 IMAGE_DIR = "resized"
+MARKER = ".attrfit-demo"  # marks a folder the demo wrote: it may write there again
 
 _CLASSES = {head: list(REFERENCE_COUNTS[head]) for head in HEAD_COLUMNS}
 
@@ -566,7 +568,28 @@ def _check_args(n: int, seed: int, size: tuple[int, int], label_noise: float, wo
 
 def _write_image(path: Path, classes: np.ndarray, seed: int, index: int, size: tuple[int, int]) -> None:
     img = render_person(classes, np.random.default_rng([seed, 0, index]), size)
-    img.save(path, format="JPEG", quality=JPEG_QUALITY)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    # never half an image, even on a full disk; no fsync per image (the CSV, written last, is fsynced)
+    files.write_bytes(path, buf.getvalue(), "the demo image", durable=False)
+
+
+def _check_out_dir(out: Path, force: bool) -> None:
+    """Write only into a new or empty folder, or over an earlier demo dataset (``force`` allows anything)."""
+    csv_path = out / CSV_NAME
+    if out.exists() and not out.is_dir():
+        raise AttrfitError(f"demo: {out} exists and is not a folder; choose another output folder")
+    if force or not out.exists():
+        return
+    if csv_path.exists():
+        raise AttrfitError(f"demo: {csv_path} already exists; use another folder, delete it, or pass force")
+    others = sorted(p.name for p in out.iterdir() if p.name != MARKER)
+    if others and not (out / MARKER).exists():
+        raise AttrfitError(
+            f"demo: {out} already holds files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) that "
+            f"the demo did not write, and it would overwrite {IMAGE_DIR}/N.jpg; choose a new or empty folder, "
+            "or pass --force to write over them"
+        )
 
 
 def make_demo(
@@ -583,8 +606,10 @@ def make_demo(
     """Write OUT_DIR/annotations.csv and OUT_DIR/resized/N.jpg (N = 1..n); return the CSV path.
 
     Same seed, same arguments -> byte-identical CSV and images, whatever ``workers``.
-    The CSV is written last (atomically), so its presence marks a finished dataset.
-    Raises AttrfitError if OUT_DIR/annotations.csv exists, unless ``force``.
+    The CSV is written last (atomically), so its presence marks a finished dataset; the
+    marker file ``.attrfit-demo``, written first, marks a folder the demo may write into
+    again. Raises AttrfitError if OUT_DIR/annotations.csv exists, or if OUT_DIR holds
+    files the demo did not write, unless ``force``.
 
     >>> csv_path = make_demo("demo", n=200, size=(64, 64))  # doctest: +SKIP
     """
@@ -592,11 +617,11 @@ def make_demo(
     _check_args(n, seed, size, label_noise, workers)
     out = Path(out_dir)
     csv_path = out / CSV_NAME
-    if out.exists() and not out.is_dir():
-        raise AttrfitError(f"demo: {out} exists and is not a folder; choose another output folder")
-    if csv_path.exists() and not force:
-        raise AttrfitError(f"demo: {csv_path} already exists; use another folder, delete it, or pass force")
-    (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out, force)
+    files.make_folder(out / IMAGE_DIR, "demo image folder")
+    files.write_text(out / MARKER, "written by attrfit demo-data; the folder may be written again\n")
+    if csv_path.exists():  # force: until the new CSV is written, the folder is an unfinished dataset
+        csv_path.unlink()
 
     true = sample_labels(n, seed, label_noise)
     observed = add_label_noise(true, label_noise, seed)
@@ -608,17 +633,20 @@ def make_demo(
     with ThreadPoolExecutor(max_workers=workers) as pool, bar:
         paths = [out / IMAGE_DIR / f"{i + 1}.jpg" for i in range(n)]
         futures = [pool.submit(_write_image, paths[i], true[i], seed, i, size) for i in range(n)]
-        for future in futures:
-            future.result()  # re-raises a worker's exception here
-            bar.update(1)
+        try:
+            for future in futures:
+                future.result()  # re-raises a worker's exception here
+                bar.update(1)
+        except BaseException:  # a full disk or Ctrl-C: do not draw the thousands of images still queued
+            for future in futures:
+                future.cancel()
+            raise
 
-    tmp = csv_path.with_name(CSV_NAME + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with files.atomic_open(csv_path, "the demo labels", text=True, newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for i in range(n):
             names = [_CLASSES[head][int(c)] for head, c in zip(HEAD_COLUMNS, observed[i])]
             writer.writerow([f"images/Set{1 + i % 4}/{i + 1}.jpg", *names, f"{IMAGE_DIR}/{i + 1}.jpg"])
-    os.replace(tmp, csv_path)
     log.info("demo: wrote %s (%d rows, label noise %.2f)", csv_path, n, label_noise)
     return csv_path

@@ -134,7 +134,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     """
     import dataclasses
 
-    from attrfit import checkpoint
+    from attrfit import checkpoint, runs
     from attrfit.config import from_dict
     from attrfit.dataset import load_data, saved_run_config
     from attrfit.errors import AttrfitError
@@ -145,6 +145,8 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt["config"])
     data_cfg = saved_run_config(dataclasses.replace(cfg.data, csv=csv) if csv else cfg.data, path.parent)
+    if not csv:
+        runs.check_recorded_paths(data_cfg, path, "or (attrfit evaluate) give its new place with --csv NEW.csv")
     schema = Schema.from_dict(ckpt["schema"])
     data = load_data(data_cfg, schema=schema, progress=progress, create_split=False)
     if "split" in ckpt and not same_split(ckpt["split"], data.split):

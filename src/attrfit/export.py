@@ -21,6 +21,7 @@ largest difference from PyTorch.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attrfit import __version__
+from attrfit import __version__, checkpoint, files, runs
 from attrfit.errors import AttrfitError
 from attrfit.predict import Predictor
 
@@ -87,8 +88,11 @@ def output_names(heads: list[str]) -> list[str]:
 
 
 def export_model(checkpoint_or_run: str | os.PathLike, out: str | os.PathLike, fmt: str | None = None,
-                 input_dtype: str = "uint8") -> Exported:
+                 input_dtype: str = "uint8", force: bool = False) -> Exported:
     """Write ``out`` (ONNX or TorchScript; ``fmt`` defaults from the suffix) and ``out.schema.json``.
+
+    Neither replaces an existing file without ``force``, nor ever the checkpoint or a file of its run.
+    Both are complete when written (see :mod:`attrfit.files`): a full disk leaves the old files or none.
 
     Example:
         >>> e = export_model("runs/demo", "demo.onnx")  # doctest: +SKIP
@@ -101,26 +105,23 @@ def export_model(checkpoint_or_run: str | os.PathLike, out: str | os.PathLike, f
         raise AttrfitError(f"{out}: say --format onnx or torchscript (or use a .onnx / .pt file name)")
     if input_dtype not in INPUT_DTYPES:
         raise AttrfitError(f"input dtype {input_dtype!r} unknown; choose one of {', '.join(INPUT_DTYPES)}")
-    predictor = Predictor.from_checkpoint(checkpoint_or_run, device="cpu")
+    schema_path = out.with_name(out.name + ".schema.json")
+    source = checkpoint.resolve(checkpoint_or_run)
+    for path in (out, schema_path):
+        files.check_output(path, force, inputs=[source, *runs.own_files(source.parent)], what="exported model")
+    predictor = Predictor.from_checkpoint(source, device="cpu")
     net = predictor.model.float().to(memory_format=torch.contiguous_format).eval()
     names = output_names(list(predictor.schema.heads))
     wrapper = ProbabilityModel(net, names).eval()
-    schema = export_schema(predictor, fmt, out, names, input_dtype)
-    text = json.dumps(schema, indent=1)
-    dtype = INPUT_DTYPES[input_dtype]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        if fmt == "onnx":
-            _write_onnx(wrapper, _pixels(2, predictor.size, dtype, seed=0), tmp, names, text)
-        else:
-            _write_torchscript(wrapper, _pixels(2, predictor.size, dtype, seed=0), tmp, text)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    schema_path = out.with_name(out.name + ".schema.json")
-    schema_path.write_text(text + "\n")
-    return Exported(out, schema_path, _check(wrapper, out, fmt, _pixels(CHECK_IMAGES, predictor.size, dtype, seed=1)))
+    text = json.dumps(export_schema(predictor, fmt, out, names, input_dtype), indent=1)
+    example = _pixels(2, predictor.size, INPUT_DTYPES[input_dtype], seed=0)
+    # Serialised in memory, written by Python: torch's own file writer aborts the process on a full disk.
+    data = _onnx_bytes(wrapper, example, names, text) if fmt == "onnx" else _torchscript_bytes(wrapper, example, text)
+    with files.atomic_open(out, "the exported model") as f, files.atomic_open(schema_path, "the schema") as g:
+        f.write(data)  # both files are complete on disk before either is renamed into place
+        g.write((text + "\n").encode())
+    check = _pixels(CHECK_IMAGES, predictor.size, INPUT_DTYPES[input_dtype], seed=1)
+    return Exported(out, schema_path, _check(wrapper, out, fmt, check))
 
 
 def export_schema(predictor: Predictor, fmt: str, out: Path, names: list[str], input_dtype: str) -> dict:
@@ -158,29 +159,32 @@ def _pixels(n: int, size: tuple[int, int], dtype: torch.dtype, seed: int) -> Ten
     return torch.randint(0, 256, (n, 3, *size), generator=g, dtype=torch.uint8).to(dtype)
 
 
-def _write_onnx(wrapper: nn.Module, example: Tensor, path: Path, names: list[str], schema_text: str) -> None:
+def _onnx_bytes(wrapper: nn.Module, example: Tensor, names: list[str], schema_text: str) -> bytes:
     try:
         import onnx
     except ImportError:
         raise AttrfitError(f"ONNX export needs the onnx package: {INSTALL_HINT}") from None
     # torch >= 2.9 defaults to the dynamo exporter (needs onnxscript); older torch has no `dynamo` argument.
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=names,
+        torch.onnx.export(wrapper, (example,), buf, input_names=[INPUT_NAME], output_names=names,
                           dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]}, opset_version=OPSET, **legacy)
-    model = onnx.load(str(path))
+    model = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(model)
     onnx.helper.set_model_props(model, {"attrfit_schema": schema_text})
-    onnx.save(model, str(path))
+    return model.SerializeToString()
 
 
-def _write_torchscript(wrapper: nn.Module, example: Tensor, path: Path, schema_text: str) -> None:
+def _torchscript_bytes(wrapper: nn.Module, example: Tensor, schema_text: str) -> bytes:
     # Traced on uint8: the cast to float inside the model is recorded as a cast, so float input works too.
+    buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(wrapper, (example,), strict=False)
-        traced.save(str(path), _extra_files={"attrfit_schema.json": schema_text})
+        torch.jit.save(traced, buf, _extra_files={"attrfit_schema.json": schema_text})
+    return buf.getvalue()
 
 
 def _check(wrapper: nn.Module, path: Path, fmt: str, x: Tensor) -> float | None:
@@ -212,13 +216,14 @@ def register(sub) -> None:
     p.add_argument("run", metavar="CKPT_OR_RUN", help="run folder (uses best.pt) or a checkpoint file")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx or model.pt; FILE.schema.json goes beside it")
     p.add_argument("--format", choices=FORMATS, help="default: from --out's suffix (.onnx; .pt or .ts for torchscript)")
+    p.add_argument("--force", action="store_true", help="replace an existing FILE and FILE.schema.json")
     p.add_argument("--input-dtype", choices=list(INPUT_DTYPES), default="uint8",
                    help="the ONNX input's type, pixels 0..255 either way (default uint8; TorchScript takes both)")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
-    e = export_model(args.run, args.out, args.format, args.input_dtype)
+    e = export_model(args.run, args.out, args.format, args.input_dtype, force=args.force)
     schema = json.loads(e.schema_path.read_text())
     h, w = schema["size"]
     print(f"wrote {e.path} ({schema['format']}; input '{INPUT_NAME}' {schema['input']['dtype']} N x 3 x {h} x {w}, "

@@ -42,6 +42,7 @@ RNG state, bit for bit, also when a step raises.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import math
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attrfit import files
 from attrfit.config import TrainConfig
 from attrfit.distributed import Dist
 from attrfit.errors import AttrfitError
@@ -487,10 +489,7 @@ def _warnings(result: dict) -> list[str]:
 def write_outputs(result: dict, out_dir: Path) -> None:
     from attrfit import runs
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise AttrfitError(f"cannot create {out_dir}: {e.strerror or e}") from None
+    files.make_folder(out_dir, "LR range test folder")
     runs.write_json(out_dir / "lr_find.json", result)
     plot(result, out_dir / "lr_find.png")
 
@@ -558,8 +557,10 @@ def plot(result: dict, path: str | Path) -> None:
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # outside: hides no curve
     fig.tight_layout()
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    files.write_bytes(path, buf.getvalue(), "the LR range test plot")
 
 
 def _y_range(curves: list[dict]) -> tuple[float, float]:
@@ -606,6 +607,7 @@ def run_lr_find(args) -> int:
         raise AttrfitError(f"{out / 'lr_find.json'} exists; pass --force to replace it, or choose another --out")
     _check_args(args.min_lr, args.max_lr, args.steps, args.repeats)
     cfg = config_from_args(args)
+    files.probe_folder(files.make_folder(out, "LR range test folder"), "LR range test")  # now, not after it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_data(cfg.data, progress=not args.quiet)

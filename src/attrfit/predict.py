@@ -37,7 +37,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
-from attrfit import checkpoint
+from attrfit import checkpoint, files, runs
 from attrfit.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
 from attrfit.errors import AttrfitError
 from attrfit.evaluate import inference_precision, predict_probs
@@ -311,7 +311,7 @@ def find_images(inputs: Sequence[str], images_root: str | None = None) -> list[t
 
 def _csv_images(csv_path: Path, root: Path) -> list[tuple[str, Path]]:
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
             if IMAGE_COLUMN not in (reader.fieldnames or []):
                 raise AttrfitError(f"{csv_path}: no '{IMAGE_COLUMN}' column; a CSV input lists images in one")
@@ -376,6 +376,7 @@ def register(sub) -> None:
     p.add_argument("inputs", metavar="INPUT", nargs="+",
                    help="image files, folders (searched recursively) or CSVs with an image_path column")
     p.add_argument("--out", metavar="FILE", help="file to write (default: stdout)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out FILE (never an input or a run file)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, help="csv or json (default: from --out's extension, else csv)")
     p.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per forward pass (default 64)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
@@ -391,7 +392,11 @@ def run_predict(args) -> int:
     if args.batch_size < 1:
         raise AttrfitError(f"--batch-size must be at least 1, got {args.batch_size}")
     items = find_images(args.inputs, args.images)
-    predictor = Predictor.from_checkpoint(args.run, device=args.device)
+    source = checkpoint.resolve(args.run)
+    if args.out:  # checked before any image is predicted
+        protected = [source, *runs.own_files(source.parent), *(Path(t) for t in args.inputs), *(p for _, p in items)]
+        files.check_output(args.out, args.force, inputs=protected, what="predictions")
+    predictor = Predictor.from_checkpoint(source, device=args.device)
     columns = [IMAGE_COLUMN, *prediction_columns(predictor.schema, args.all_probs), "error"]
     rows = predict_files(predictor, items, args.batch_size, args.tta, args.all_probs, progress=not args.quiet)
     with _output(args.out) as stream:
@@ -405,13 +410,15 @@ def run_predict(args) -> int:
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[TextIO]:
+    """stdout, or a file that appears complete or not at all (rows stream into a temp file beside it).
+
+    File names that are not valid UTF-8 are written as their raw bytes (``surrogateescape``), so the CSV's
+    ``image_path`` column holds exactly the name the file system has; JSON escapes them as ``\\udcXX``
+    (which Python's ``json`` and ``os.fsencode`` turn back into the same bytes).
+    """
     if not path:
-        yield sys.stdout
+        yield sys.stdout  # which cli.main set to surrogateescape
         return
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        f = open(path, "w", newline="", encoding="utf-8")
-    except OSError as e:
-        raise AttrfitError(f"{path}: cannot write ({e.strerror or e})") from None
-    with f:
+    with files.atomic_open(path, "the predictions", text=True, newline="", encoding="utf-8",
+                           errors="surrogateescape") as f:
         yield f

@@ -49,6 +49,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from attrfit import files
 from attrfit.errors import AttrfitError
 
 log = logging.getLogger(__name__)
@@ -555,9 +556,7 @@ def save_report(report: Report, out: str | Path) -> Path:
             old.unlink()
         for name, data in report.figures.items():
             (folder / name).write_bytes(data)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(report.html, encoding="utf-8")
-        tmp.replace(out)
+        files.write_text(out, report.html, "the report", "pass --out to a writable place")
     except OSError as e:
         raise AttrfitError(f"cannot write the report {out}: {e.strerror or e}; "
                            "pass --out to a writable place") from None
@@ -823,8 +822,13 @@ def register(sub) -> None:
 
 
 def run_report(args) -> int:
+    from attrfit import runs
+
+    out = Path(args.out) if args.out else default_out(Path(args.run), args.side)
+    if args.out:  # a writable place that is not a file of the run, found before the scoring
+        files.check_output(out, True, [p for p in runs.own_files(Path(args.run)) if p.suffix != ".html"], "report")
     report = make_report(args.run, side=args.side, progress=not args.quiet)
-    path = save_report(report, args.out or default_out(Path(args.run), args.side))
+    path = save_report(report, out)
     for w in report.warnings:
         print(f"warning: {w}")
     print(f"report: {path}")

@@ -9,41 +9,34 @@ checkpoint), ``train.log`` and, when made, ``lr_find/`` and ``report.html``.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import fcntl
+import itertools
 import json
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from attrfit import __version__
+from attrfit import __version__, files
 from attrfit.errors import AttrfitError
 
 log = logging.getLogger(__name__)
 
+LOCK_NAME = ".lock"  # held (flock) by the process training in a run folder; holds its PID
+
 
 def new_run_dir(run_dir: str | Path | None, csv_path: str, config: dict | None = None) -> Path:
-    """Create the run folder; refuse one that exists and is not empty.
+    """Create the run folder; refuse one that exists and is not empty, or a file.
 
     With ``config`` the folder gets its ``config.json`` at once, so a run killed at any
     moment after this (even before its first checkpoint) continues with ``--resume``.
     """
-    if run_dir is None:
-        base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(csv_path).stem}"
-        run = base
-        k = 1
-        while run.exists():
-            k += 1
-            run = base.with_name(f"{base.name}-{k}")
-    else:
-        run = Path(run_dir)
-        if run.exists() and any(run.iterdir()):
-            raise AttrfitError(
-                f"run folder {run} already exists and is not empty; a run is never overwritten. "
-                f"Continue it with 'attrfit train --resume {run}' or choose another --run-dir"
-            )
+    run = claim_default_run_dir(csv_path) if run_dir is None else check_new_run_dir(run_dir)
     try:
         run.mkdir(parents=True, exist_ok=True)
         probe = run / ".write-test"
@@ -56,15 +49,140 @@ def new_run_dir(run_dir: str | Path | None, csv_path: str, config: dict | None =
     return run
 
 
-def write_json(path: Path, obj) -> None:
-    """Atomic JSON write (temp file then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def claim_default_run_dir(csv_path: str) -> Path:
+    """Make ``runs/<time>-<csv stem>[-k]`` with a plain mkdir, which only one process can win:
+    two runs started in the same second get two folders."""
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(csv_path).stem}"
+    files.make_folder(base.parent, "runs folder")
+    for k in itertools.count(1):
+        run = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise AttrfitError(f"cannot write to the run folder {run}: {e.strerror or e}") from None
+
+
+def check_new_run_dir(run_dir: str | Path) -> Path:
+    """Refuse a ``--run-dir`` that is a file or a folder with contents (called before the data is loaded)."""
+    run = Path(run_dir)
+    blocker = files.blocker(run)
+    if blocker == run:
+        raise AttrfitError(f"--run-dir {run} is a file, not a folder; choose a new folder name")
+    if blocker is not None:
+        raise AttrfitError(f"--run-dir {run}: {blocker} is a file, not a folder; choose another place")
+    if run.is_dir() and any(p.name not in (LOCK_NAME, ".write-test") for p in run.iterdir()):
+        raise AttrfitError(
+            f"run folder {run} already exists and is not empty; a run is never overwritten. "
+            f"Continue it with 'attrfit train --resume {run}' or choose another --run-dir"
+        )
+    existing = next(p for p in [run, *run.parents] if p.exists())
+    reason = files.cannot_create_in(existing)
+    if reason:
+        raise AttrfitError(f"cannot write to the run folder {run}: {reason}")
+    return run
+
+
+RUN_FILES = ("config.json", "schema.json", "split_ref.json", "environment.json", "metrics.csv", "last.pt",
+             "last.prev.pt", "best.pt", "results.json", "train.log", "report.html", "report_val.html", LOCK_NAME)
+
+
+def own_files(folder: Path) -> list[Path]:
+    """The files a run writes, when ``folder`` is a run folder (else none): outputs never replace them."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return []
+    return [folder / n for n in RUN_FILES] + [folder / "lr_find" / n for n in ("lr_find.json", "lr_find.png")]
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN/.lock`` while a process trains in the run folder.
+
+    Non-blocking: a second ``train --resume RUN`` fails at once, naming the PID that holds
+    the run. The kernel drops the lock when its process dies (even by SIGKILL), so a stale
+    ``.lock`` file never blocks anything.
+    """
+
+    def __init__(self, run: Path) -> None:
+        self.run = Path(run)
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        path = self.run / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as e:
+            raise AttrfitError(f"cannot write to the run folder {self.run}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise AttrfitError(
+                f"the run {self.run} is in use by another attrfit process (PID {holder}); wait for it to end "
+                "or stop it, then try again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> str:
     try:
-        tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise AttrfitError(f"cannot write {path}: {e.strerror or e}") from None
+        return os.pread(fd, 32, 0).decode().strip() or "unknown"
+    except (OSError, UnicodeDecodeError):
+        return "unknown"
+
+
+def lock_run(run: Path) -> RunLock:
+    """Lock ``run`` for this process (see :class:`RunLock`); release with ``.release()`` or ``with``."""
+    return RunLock(run).acquire()
+
+
+def with_absolute_paths(cfg):
+    """``cfg`` (a TrainConfig) with its data paths absolute, as typed otherwise (symlinks kept)."""
+    def absolute(p: str | None) -> str | None:
+        return os.path.abspath(p) if p else p
+
+    d = cfg.data
+    data = dataclasses.replace(d, csv=absolute(d.csv), images=absolute(d.images), split=absolute(d.split),
+                               cache_dir=absolute(d.cache_dir))
+    return dataclasses.replace(cfg, data=data, init_from=absolute(cfg.init_from))
+
+
+def check_recorded_paths(data, where: Path | str, fix: str) -> None:
+    """Say which data path recorded in ``where`` (config.json, a checkpoint) is missing, and how to fix it.
+
+    Runs made before paths were stored absolute hold them as typed, relative to the folder
+    the run was started from.
+    """
+    for label, value, exists in (("labels CSV", data.csv, os.path.isfile), ("image folder", data.images, os.path.isdir),
+                                 ("split file", data.split, os.path.isfile)):
+        if value and not exists(value):
+            rel = "" if os.path.isabs(value) else f", a relative path looked up from {os.getcwd()}"
+            raise AttrfitError(
+                f"the {label} {value} recorded in {where} is not there{rel}; run from the folder the run was "
+                f"started in, move the data back, {fix}"
+            )
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic JSON write (see :mod:`attrfit.files`)."""
+    files.write_json(path, obj)
 
 
 def read_json(path: Path) -> dict:
@@ -121,18 +239,12 @@ class MetricsLog:
         self._write(rows)
 
     def _write(self, rows: list[dict]) -> None:
-        tmp = self.path.with_name(".metrics.csv.tmp")
-        try:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                if rows:
-                    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                    w.writeheader()
-                    w.writerows(rows)
-            os.replace(tmp, self.path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise AttrfitError(f"cannot write {self.path}: {e.strerror or e}; the previous checkpoint is "
-                               "untouched (free disk space, then --resume)") from None
+        hint = "the previous checkpoint is untouched (free disk space, then --resume)"
+        with files.atomic_open(self.path, text=True, hint=hint, newline="", encoding="utf-8") as f:
+            if rows:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
 
 
 def _fmt(v) -> str:
@@ -141,8 +253,26 @@ def _fmt(v) -> str:
     return str(v)
 
 
+class RunLogHandler(logging.FileHandler):
+    """``train.log``. When it cannot be written (a full disk) it says so once and steps aside, rather than
+    printing a traceback for every line; the log goes on on the screen, and the run reports the disk itself."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger("attrfit")
+        if self in logger.handlers:
+            logger.removeHandler(self)
+            log.warning("cannot write %s any more (%s); logging to the screen only", self.baseFilename,
+                        sys.exc_info()[1])
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            pass  # the unwritten lines were already reported by handleError
+
+
 def add_file_log(run: Path) -> logging.Handler:
-    handler = logging.FileHandler(run / "train.log", encoding="utf-8")
+    handler = RunLogHandler(run / "train.log", encoding="utf-8", errors="backslashreplace")  # names need not be UTF-8
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("attrfit").addHandler(handler)
     return handler

@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from attrfit import files
 from attrfit.errors import AttrfitError
 from attrfit.table import Schema, Table
 
@@ -230,14 +230,8 @@ def save_split(split: dict, path: str | Path, force: bool = False) -> Path:
             "--split NEW.split.json); --force replaces it"
         )
     text = json.dumps(split, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise AttrfitError(f"cannot write the split file {path}: {e.strerror or e}; choose a writable place for it "
-                           "(--split FILE, or --out FILE with 'attrfit split')") from None
+    files.write_text(path, text, "the split file",
+                     "choose a writable place for it (--split FILE, or --out FILE with 'attrfit split')")
     return path
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attrfit import files
 from attrfit.errors import AttrfitError
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,7 @@ class Schema:
     def save(self, path: Path) -> None:
         """Atomic write (temp file then rename): a crash never leaves half a schema."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise AttrfitError(f"cannot write {path}: {e.strerror or e}") from None
+        files.write_text(path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Schema":

@@ -500,9 +500,17 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
 
         cfg = from_dict(runs.read_json(Path(resume) / "config.json"))
         cfg = dataclasses.replace(cfg, data=saved_run_config(cfg.data, resume))
+        runs.check_recorded_paths(cfg.data, Path(resume) / "config.json", "or correct the path in that file")
+    else:
+        cfg = runs.with_absolute_paths(cfg)  # the run folder then works from any working folder
     dist = from_env(cfg.device)
+    held: list = []  # the run folder's lock (rank 0), released when this returns
     try:
-        return _fit(cfg, run_dir, resume, progress, dist)
+        if dist.is_main and resume is not None:
+            held.append(runs.lock_run(Path(resume)))
+        elif dist.is_main and run_dir is not None:
+            runs.check_new_run_dir(run_dir)  # before the data is loaded: fail in seconds, not after the cache
+        return _fit(cfg, run_dir, resume, progress, dist, held)
     except RuntimeError as e:  # torch.OutOfMemoryError is one; the CPU allocator raises a plain one
         if not is_out_of_memory(e):
             raise
@@ -512,6 +520,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
             f"(e.g. {max(1, cfg.batch_size // 2)}) or --size; checkpoints written so far are kept"
         ) from None
     finally:
+        for lock in held:
+            lock.release()
         dist.close()
 
 
@@ -519,7 +529,7 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
 
 
-def _fit(cfg, run_dir, resume, progress, dist: Dist) -> Path:
+def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list) -> Path:
     from attrfit import runs
     from attrfit.dataset import load_data
 
@@ -538,7 +548,11 @@ def _fit(cfg, run_dir, resume, progress, dist: Dist) -> Path:
     def make_run() -> str | None:  # only rank 0 creates the run folder; the others learn its path
         if not dist.is_main:
             return None
-        return str(resume) if resume is not None else str(runs.new_run_dir(run_dir, cfg.data.csv, to_dict(cfg)))
+        if resume is not None:
+            return str(resume)
+        run = runs.new_run_dir(run_dir, cfg.data.csv, to_dict(cfg))
+        held.append(runs.lock_run(run))
+        return str(run)
 
     run = Path(dist.broadcast_object(dist.main_first(make_run)))
     handler = runs.add_file_log(run) if dist.is_main else None
