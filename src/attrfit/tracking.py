@@ -75,7 +75,7 @@ def tag(key: str) -> str:
     return key
 
 
-def test_values(results: dict) -> dict[str, float]:
+def results_values(results: dict) -> dict[str, float]:
     """results.json as flat metrics: test_accuracy_<head>, test_mean_accuracy, test_instance_f1..."""
     out = {}
     for h, m in results.get("heads", {}).items():
@@ -107,7 +107,7 @@ class TensorBoardTracker:
         import numpy as np
         from PIL import Image
 
-        for k, v in test_values(results).items():
+        for k, v in results_values(results).items():
             self.writer.add_scalar(tag(k), v, best_epoch)
         for png in sorted((run / "report_files").glob("*.png")):  # the report's figures, as written
             with Image.open(png) as im:
@@ -170,7 +170,7 @@ class MlflowTracker:
         self._log(metric_values(row), int(float(row["epoch"])))
 
     def log_end(self, run: Path, results: dict, best_epoch: int) -> None:
-        self._log(test_values(results), best_epoch)
+        self._log(results_values(results), best_epoch)
         for name in ARTIFACTS:
             if (run / name).is_file():
                 self.client.log_artifact(self.run_id, str(run / name))
