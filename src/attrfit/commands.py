@@ -160,6 +160,7 @@ HELP = {
     "loss_weights": "per-head loss weights, e.g. gender=2,age=1",
     "init_from": "start from these weights (checkpoint or run folder) with a new schedule",
     "precision": "auto | bf16 | fp16 | fp32",
+    "log": "also log to experiment trackers: tensorboard, mlflow (comma-separated; needs attrfit[track])",
     "split": "split file (default: <csv stem>.split.json beside the CSV; made once if absent)",
     "test_fraction": "share of rows held out for test when a new split is made (default 0.15)",
     "val_fraction": "share of rows for validation when a new split is made (default 0.1)",

@@ -59,6 +59,7 @@ class TrainConfig:
     init_from: str | None = None  # start from these weights (a checkpoint or run folder), new schedule
     report: bool = True  # write the HTML report at the end
     sync_bn: bool = False  # SyncBatchNorm under torchrun
+    log: tuple[str, ...] = ()  # experiment trackers to mirror the run into: tensorboard, mlflow (attrfit.tracking)
 
 
 MONITORS = ("mean_accuracy", "mean_balanced_accuracy")

@@ -6,7 +6,10 @@ labelled samples. Results have one shape everywhere (``results.json``, ``evaluat
 --json``, the report)::
 
     {"heads": {HEAD: {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1", "n", ...}},
-     "mean": {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1"}}
+     "mean": {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1"},
+     "instance": {"mA", "accuracy", "precision", "recall", "f1", "n_images", "n_attributes"}}
+
+``instance`` is present only for a table of binary attributes (every head's classes are '0' and '1').
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attrfit.metrics import head_metrics, majority_classes, summarize
+from attrfit.metrics import head_metrics, instance_metrics, majority_classes, mean_accuracy_ma, summarize
 from attrfit.precision import autocast, guard_bf16, inference_batches, resolve_device, resolve_precision
 from attrfit.table import Schema
 
@@ -62,7 +65,37 @@ def score(
     for j, h in enumerate(schema.heads):
         pred = probs[j].argmax(1)
         heads[h] = head_metrics(pred, labels[:, j], len(schema.classes[h]), majority[j])
-    return {"heads": heads, "mean": summarize(heads)}
+    out = {"heads": heads, "mean": summarize(heads)}
+    binary = binary_table(schema)
+    if binary is not None:
+        pred = np.stack([probs[j].argmax(1) for j in range(len(schema.heads))], 1)
+        out["instance"] = attribute_metrics(pred, labels, binary)
+    return out
+
+
+BINARY_CLASSES = ("0", "1")  # a head whose classes are exactly these is a binary attribute (1 = present)
+
+
+def binary_table(schema: Schema) -> list[int] | None:
+    """For a table of binary attributes (every head has classes '0' and '1', two heads or more):
+    each head's index of class '1'; else None.
+
+    >>> binary_table(Schema(("hat", "bag"), {"hat": ("0", "1"), "bag": ("0", "1")}))
+    [1, 1]
+    """
+    if len(schema.heads) < 2 or any(schema.classes[h] != BINARY_CLASSES for h in schema.heads):
+        return None
+    return [schema.classes[h].index("1") for h in schema.heads]
+
+
+def attribute_metrics(pred: np.ndarray, labels: np.ndarray, positive: list[int]) -> dict:
+    """The pedestrian-attribute field's metrics (mA, instance accuracy/precision/recall/F1) of N x H class
+    indices, ``positive`` giving each head's index of class '1' (see attrfit.metrics)."""
+    pos = np.asarray(positive)
+    p = (pred == pos).astype(np.int64)
+    t = np.where(labels < 0, -1, (labels == pos).astype(np.int64))
+    return {"mA": mean_accuracy_ma(p, t), **instance_metrics(p, t), "n_images": int(len(t)),
+            "n_attributes": int(t.shape[1])}
 
 
 def evaluate_images(
@@ -97,7 +130,15 @@ def format_table(results: dict, title: str = "") -> str:
     rows.append(
         f"{'MEAN':<16} {mean['accuracy']:7.3f} {mean['balanced_accuracy']:7.3f} {mean['majority_accuracy']:8.3f} {gain:+7.3f}"
     )
+    if results.get("instance"):
+        rows.append(format_instance(results["instance"]))
     return (title + "\n" if title else "") + "\n".join(rows)
+
+
+def format_instance(m: dict) -> str:
+    """One line of the binary-attribute metrics (mA and the instance-based ones)."""
+    return (f"binary attributes ({m['n_attributes']}): mA {m['mA']:.3f}; instance-based accuracy "
+            f"{m['accuracy']:.3f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f}")
 
 
 def json_ready(results: dict) -> dict:

@@ -187,3 +187,77 @@ def collapsed(pred: np.ndarray, target: np.ndarray, threshold: float = 0.95) -> 
     if p.size == 0:
         return False
     return bool(np.bincount(p - p.min()).max() / p.size >= threshold)
+
+
+# ---------------------------------------------------------------- binary attribute tables (the PAR field's metrics)
+#
+# Pedestrian-attribute papers (Li et al. 2016, "A richly annotated dataset for pedestrian attribute
+# recognition"; Jia et al. 2020, "Rethinking of pedestrian attribute recognition") report, for a table of
+# binary attributes (N images x A attributes, 1 = present), besides mA:
+#
+#   per image i, P_i = predicted positives, Y_i = true positives (labelled attributes only):
+#   instance accuracy   mean_i |P_i & Y_i| / |P_i | Y_i|
+#   instance precision  mean_i |P_i & Y_i| / |P_i|
+#   instance recall     mean_i |P_i & Y_i| / |Y_i|
+#   instance F1         2 * precision * recall / (precision + recall)   (of the means, as Jia et al.'s code)
+#
+# An image whose denominator is empty (no true and/or no predicted positive) scores 0 for that ratio
+# and still counts in the mean: Jia et al.'s reference code adds eps to the denominator, and we keep
+# their convention so the numbers compare with published ones. A missing label (-1) leaves that
+# attribute out of both sets for that image.
+#   mA  mean over attributes of (positive recall + negative recall) / 2 (balanced accuracy of a
+#       binary head); an attribute with no labelled image is left out.
+
+INSTANCE_METRICS = ("accuracy", "precision", "recall", "f1")
+
+
+def instance_ratios(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image instance accuracy, precision and recall of N x A 0/1 predictions (target -1 = missing).
+
+    Example:
+        >>> r = instance_ratios(np.array([[1, 1, 0], [0, 0, 0]]), np.array([[1, 0, 0], [0, 1, -1]]))
+        >>> r["accuracy"].tolist(), r["precision"].tolist(), r["recall"].tolist()
+        ([0.5, 0.0], [0.5, 0.0], [1.0, 0.0])
+    """
+    pred, target = np.asarray(pred), np.asarray(target)
+    if pred.shape != target.shape or pred.ndim != 2:
+        raise ValueError(f"pred {pred.shape} and target {target.shape} must both be N x A")
+    labelled = target != -1
+    p = (pred == 1) & labelled
+    y = target == 1
+    inter = (p & y).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        def ratio(den: np.ndarray) -> np.ndarray:
+            return np.where(den > 0, inter / np.maximum(den, 1), 0.0)
+        return {"accuracy": ratio((p | y).sum(1)), "precision": ratio(p.sum(1)), "recall": ratio(y.sum(1))}
+
+
+def instance_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Instance-based accuracy, precision, recall and F1 over images (see the block comment above).
+
+    Example:
+        >>> m = instance_metrics(np.array([[1, 1, 0], [0, 0, 0]]), np.array([[1, 0, 0], [0, 1, -1]]))
+        >>> m["accuracy"], m["precision"], m["recall"], round(m["f1"], 4)
+        (0.25, 0.25, 0.5, 0.3333)
+    """
+    r = instance_ratios(pred, target)
+    if r["accuracy"].size == 0:
+        return dict.fromkeys(INSTANCE_METRICS, float("nan"))
+    prec, rec = float(r["precision"].mean()), float(r["recall"].mean())
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
+    return {"accuracy": float(r["accuracy"].mean()), "precision": prec, "recall": rec, "f1": f1}
+
+
+def mean_accuracy_ma(pred: np.ndarray, target: np.ndarray) -> float:
+    """mA: mean over attributes of (positive recall + negative recall) / 2, for N x A 0/1 arrays.
+
+    An attribute that has only one class among its labelled images counts that class's recall
+    alone (balanced accuracy over the classes present), one with no labelled image is left out.
+
+    Example:
+        >>> mean_accuracy_ma(np.array([[1, 0], [0, 0], [1, 1]]), np.array([[1, 0], [0, 1], [0, -1]]))
+        0.625
+    """
+    values = [head_metrics(p, t, 2, 0)["balanced_accuracy"] for p, t in zip(np.asarray(pred).T, np.asarray(target).T)]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")

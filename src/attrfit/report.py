@@ -627,6 +627,20 @@ def metrics_table(rows: list[HeadRow], mean: dict) -> Safe:
     return html_table(header, body, "metrics")
 
 
+def instance_html(m: dict | None) -> Safe:
+    """The binary-attribute metrics of the field (mA, instance-based), for tables of 0/1 heads."""
+    if not m:
+        return Safe("")
+    pairs = [("mA (mean balanced accuracy over attributes)", num(m["mA"])),
+             ("instance-based accuracy", num(m["accuracy"])), ("instance-based precision", num(m["precision"])),
+             ("instance-based recall", num(m["recall"])), ("instance-based F1", num(m["f1"]))]
+    note = ('<p class="note">Every head is a binary attribute, so the pedestrian-attribute field\'s metrics '
+            'apply (Li et al. 2016; Jia et al. 2020; defined in the README). Instance-based metrics compare '
+            'each image\'s set of predicted attributes with its true set; an image with an empty set scores 0, '
+            'as in Jia et al.\'s code.</p>')
+    return Safe(f"<h3>Binary attributes ({m['n_attributes']})</h3>" + kv_table(pairs) + note)
+
+
 def data_table(facts: RunFacts, schema, majority_rows: list[HeadRow]) -> Safe:
     labels = facts.table.labels
     body = []
@@ -732,7 +746,7 @@ def render_html(facts: RunFacts, scored, rows: list[HeadRow], warnings: list[str
                         f"{time.strftime('%Y-%m-%d %H:%M')}."),
         "warnings": warnings_html(warnings, schema.heads),
         "side": esc(side),
-        "metrics": metrics_table(rows, scored.results["mean"]),
+        "metrics": metrics_table(rows, scored.results["mean"]) + instance_html(scored.results.get("instance")),
         "curves": "\n".join(curves) or "<p>No metrics.csv rows: training did not finish an epoch.</p>",
         "confusions": "\n".join(confusions),
         "data": kv_table(data_pairs) + data_table(facts, schema, rows),

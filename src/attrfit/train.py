@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attrfit import checkpoint
+from attrfit import checkpoint, tracking
 from attrfit.augment import augment_batch
 from attrfit.config import TrainConfig, to_dict, validate
 from attrfit.distributed import Dist
@@ -539,6 +539,7 @@ def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list) -> Path:
         if (run / "last.pt").exists() or checkpoint.previous_of(run / "last.pt").exists():
             ckpt, _ = checkpoint.load_with_fallback(run / "last.pt")
     validate(cfg)
+    tracking.check(cfg.log)  # a missing tracker package stops us before a run folder is made
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # rank 0 makes the split and the cache first; the others then read them
@@ -633,16 +634,19 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
         t.stop_requested = True
 
     old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    tracker = tracking.open_tracker(cfg.log if dist.is_main else (), run, to_dict(cfg))
     try:
-        _epochs(t, sides, prog, metrics, run, save_last, extra, progress and dist.is_main)
+        _epochs(t, sides, prog, metrics, run, save_last, extra, progress and dist.is_main, tracker)
+        if t.stop_requested:
+            save_last()
+            raise KeyboardInterrupt(f"stopped; continue with: attrfit train --resume {run}")
+        if dist.is_main:
+            finish(run, t, data, prog)
+            tracker.log_end(run)
     finally:
+        tracker.close()
         if old is not None:
             signal.signal(signal.SIGINT, old)
-    if t.stop_requested:
-        save_last()
-        raise KeyboardInterrupt(f"stopped; continue with: attrfit train --resume {run}")
-    if dist.is_main:
-        finish(run, t, data, prog)
     dist.barrier()
     return run
 
@@ -653,7 +657,8 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _epochs(t: Trainer, sides: Sides, prog: Progress, metrics, run: Path, save_last, extra, show: bool) -> None:
+def _epochs(t: Trainer, sides: Sides, prog: Progress, metrics, run: Path, save_last, extra, show: bool,
+            tracker: tracking.Tracker) -> None:
     while prog.epoch < t.cfg.epochs:
         start = time.perf_counter()
         run_epoch(t, sides, prog, prog.epoch, save_last, show)
@@ -677,6 +682,7 @@ def _epochs(t: Trainer, sides: Sides, prog: Progress, metrics, run: Path, save_l
         check_weights(t, prog.step)
         if t.dist.is_main:
             metrics.append(row)
+            tracker.log_epoch(row)
             if improved:
                 checkpoint.save(checkpoint_payload(t, prog, {**extra, "val": val}), run / "best.pt")
         save_last()
