@@ -225,3 +225,15 @@ def test_a_fresh_unfinished_run_may_be_running(runs, tmp_path):
     live = shutil.copytree(runs.a, tmp_path / "live")
     (live / "results.json").unlink()
     assert list_runs(live)[0].state == "running"  # just written to: still training, or stopped just now
+
+
+def test_html_never_replaces_a_run_file_and_needs_force_for_others(runs, cache, tmp_path, capsys):
+    before = (runs.a / "results.json").read_bytes()
+    code = cli.main(["compare", str(runs.a), str(runs.b), "--html", str(runs.a / "results.json"), "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("attrfit: error:") == 1 and "never" in err
+    assert (runs.a / "results.json").read_bytes() == before
+    other = tmp_path / "old.html"
+    other.write_text("keep me")
+    assert cli.main(["compare", str(runs.a), str(runs.b), "--html", str(other)]) == 2
+    assert "--force" in capsys.readouterr().err and other.read_text() == "keep me"

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from attrfit import files
 from attrfit.errors import AttrfitError
 
 log = logging.getLogger(__name__)
@@ -502,16 +503,8 @@ PAGE = """<!DOCTYPE html>
 
 
 def write_html(c: Comparison, out: str | Path) -> Path:
-    """Write the page atomically (temp file, then rename)."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        tmp.write_text(render_html(c), encoding="utf-8")
-        tmp.replace(out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise AttrfitError(f"cannot write {out}: {e.strerror or e}; give --html a writable path") from None
-    return out
+    """Write the page atomically (see :mod:`attrfit.files`)."""
+    return files.write_text(Path(out), render_html(c), what="comparison page", hint="give --html a writable path")
 
 
 # ---------------------------------------------------------------- command line
@@ -520,6 +513,7 @@ def register_compare(sub) -> None:
     p = sub.add_parser("compare", help="compare runs on the same test images: paired differences and verdicts")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (the first is the baseline A)")
     p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page (figures embedded)")
+    p.add_argument("--force", action="store_true", help="replace an existing --html file")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -528,7 +522,11 @@ def register_compare(sub) -> None:
 
 def run_compare(args) -> int:
     from attrfit.commands import print_json
+    from attrfit.runs import own_files
 
+    if args.html:  # before the scoring: never a run's own file, no existing file without --force
+        run_files = [f for r in args.runs for f in own_files(Path(r))]
+        files.check_output(args.html, args.force, run_files, "comparison page", "--html")
     c = compare_runs(args.runs, n_boot=args.n_boot, seed=args.seed, progress=not args.json)
     if args.html:
         path = write_html(c, args.html)
