@@ -122,6 +122,9 @@ def run_prepare(args) -> int:
     return 0
 
 
+LISTED_CLASSES = 20  # classes named per head; a 500-class column would otherwise print one enormous line
+
+
 def label_summary(data) -> str:
     """Per head: classes with counts on the train side, missing labels, majority rate."""
     lines = []
@@ -132,7 +135,9 @@ def label_summary(data) -> str:
         counts = [(int((labelled == k).sum()), c) for k, c in enumerate(data.schema.classes[h])]
         top = max(counts)[0] / max(1, len(labelled))
         missing = int((col < 0).sum())
-        desc = ", ".join(f"{c} {n}" for n, c in counts)
+        shown = sorted(counts, key=lambda nc: -nc[0])[:LISTED_CLASSES] if len(counts) > LISTED_CLASSES else counts
+        more = f", … and {len(counts) - len(shown)} more classes" if len(shown) < len(counts) else ""
+        desc = ", ".join(f"{c} {n}" for n, c in shown) + more
         lines.append(f"  {h}: {desc}; missing {missing}; majority {top:.3f}")
     return "train side labels:\n" + "\n".join(lines)
 

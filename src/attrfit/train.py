@@ -445,7 +445,19 @@ def make_sides(data) -> Sides:
         raise AttrfitError("the train side of the split is empty")
     if len(va) == 0:
         raise AttrfitError("the val side of the split is empty; make the split with --val-fraction > 0")
+    _check_val_labels(data.labels[va], data.schema.heads)
     return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va], tr)
+
+
+def _check_val_labels(val_labels: Tensor, heads: tuple[str, ...]) -> None:
+    """The best epoch is picked on val labels: none at all is an error; a head without any only counts less."""
+    labelled = (val_labels >= 0).sum(0).tolist()
+    if not any(labelled):
+        raise AttrfitError("no head has a labelled row on the val side, so no epoch could be picked as the best; "
+                           "make a split with a larger --val-fraction or fill in labels")
+    empty = [h for h, n in zip(heads, labelled) if not n]
+    if empty:
+        log.warning("no labelled val rows for %s: left out of the val means that pick the best epoch", ", ".join(empty))
 
 
 def monitored(cfg: TrainConfig, results: dict) -> float:
@@ -705,6 +717,11 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
             write_report(run, scored=scored)  # the test side is scored once, here
         except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report
             log.warning("the report could not be written (%s); make it later with 'attrfit report %s'", e, run)
+        except (MemoryError, RuntimeError) as e:  # not --batch-size's fault: say where it came from
+            if not isinstance(e, MemoryError) and not is_out_of_memory(e):
+                raise
+            log.warning("the report ran out of memory while drawing its figures; the run itself is complete and "
+                        "kept in %s. Make the report later with 'attrfit report %s'", run, run)
     return out
 
 
