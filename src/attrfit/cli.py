@@ -7,6 +7,7 @@ details and tracebacks. Ctrl-C exits 130. Anything else is a bug and keeps its t
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -24,8 +25,21 @@ EXIT_INTERRUPTED = 130
 class Parser(argparse.ArgumentParser):
     """argparse whose mistakes end as attrfit's one error line (exit 2), not usage text and a second format."""
 
+    commands: dict[str, argparse.ArgumentParser] = {}  # set on the top-level parser by build_parser
+
     def error(self, message: str):
         raise AttrfitError(f"{message} (see '{self.prog} --help')")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse, but an unknown flag is named with the command's flag it most resembles."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = self.commands.get(getattr(ns, "command", None) or "", self)
+            flags = [o for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
+            close = difflib.get_close_matches(extras[0].split("=")[0], flags, n=1, cutoff=0.7)
+            hint = f"; did you mean {close[0]}?" if close and extras[0].startswith("-") else ""
+            raise AttrfitError(f"unrecognized argument(s) {' '.join(extras)}{hint} (see '{sub.prog} --help')")
+        return ns
 
 
 def config_flag(p: argparse.ArgumentParser, key: str, flag: str | None = None) -> None:
@@ -89,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         register(sub)
     for p in sub.choices.values():  # -v also after the command; SUPPRESS keeps a -v given before it
         add_verbose(p, default=argparse.SUPPRESS)
+    parser.commands = dict(sub.choices)
     return parser
 
 

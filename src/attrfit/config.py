@@ -129,13 +129,13 @@ def coerce(key: str, t, value):
             raise AttrfitError(f"{key}: expected a number, got {value!r}")
         try:
             v = t(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(1e400) from a config file
             raise AttrfitError(f"{key}: expected {'an integer' if t is int else 'a number'}, got {value!r}") from None
         if t is int and isinstance(value, float) and v != value:
             raise AttrfitError(f"{key}: expected an integer, got {value!r}")
         return v
     if t is str:
-        if isinstance(value, (dict, list)):
+        if isinstance(value, (dict, list, bool)):  # a TOML true is not the text "True"
             raise AttrfitError(f"{key}: expected a string, got {value!r}")
         return str(value)
     if origin is tuple:
@@ -162,8 +162,11 @@ def _coerce_weights(key: str, value) -> dict[str, float]:
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
     out = {}
+    leaves = leaf_fields()
+    dict_leaves = {k for k, (t, _) in leaves.items() if typing.get_origin(t) is dict}
+    dict_flags = {flag_name(k) for k in dict_leaves}  # loss_weights = {...} at the top level, as --loss-weights
     for k, v in d.items():
-        if isinstance(v, dict) and prefix + k not in leaf_fields():
+        if isinstance(v, dict) and prefix + k not in dict_leaves and not (not prefix and k in dict_flags):
             out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[prefix + k] = v

@@ -131,7 +131,9 @@ def format_table(results: dict, title: str = "") -> str:
     mean = results["mean"]
     rows.append(f"{'MEAN':<16} {_cell(mean.get('accuracy'), 7)} {_cell(mean.get('balanced_accuracy'), 7)} "
                 f"{_cell(mean.get('majority_accuracy'), 8)} {_cell(_gain(mean), 7, '+.3f')}")
-    if empty:
+    if empty and len(empty) == len(results["heads"]):
+        rows.append(f"{NO_LABELS}: no head has a labelled row on this side (is it empty?), so there is nothing to score")
+    elif empty:
         rows.append(f"{NO_LABELS}: {', '.join(empty)} had no labelled rows on this side, so no score; "
                     "the means are over the other heads")
     return (title + "\n" if title else "") + "\n".join(rows)

@@ -400,8 +400,8 @@ def summarize(curves: list[dict], rule: str) -> dict:
 
 
 def _check_args(min_lr: float, max_lr: float, steps: int, repeats: int) -> None:
-    if not 0 < min_lr < max_lr:
-        raise AttrfitError(f"the LR range test needs 0 < min-lr < max-lr, got {min_lr:g} and {max_lr:g}")
+    if not 0 < min_lr < max_lr < math.inf:
+        raise AttrfitError(f"the LR range test needs 0 < min-lr < max-lr (finite), got {min_lr:g} and {max_lr:g}")
     if steps < 2 * MIN_POINTS:
         raise AttrfitError(f"--steps {steps} is too few for a range test; use at least {2 * MIN_POINTS} (100 is usual)")
     if repeats < 1:

@@ -446,6 +446,9 @@ def make_sides(data) -> Sides:
     if len(va) == 0:
         raise AttrfitError("the val side of the split is empty; make the split with --val-fraction > 0")
     _check_val_labels(data.labels[va], data.schema.heads)
+    if len(data.sides["test"]) == 0:
+        log.warning("the test side of the split is empty: the run trains, but its final test scores will be n/a; "
+                    "make the split with a larger --test-fraction for a held-out score")
     return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va], tr)
 
 
