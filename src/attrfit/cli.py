@@ -36,7 +36,7 @@ class Parser(argparse.ArgumentParser):
         if extras:
             sub = self.commands.get(getattr(ns, "command", None) or "", self)
             flags = [o for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
-            close = difflib.get_close_matches(extras[0].split("=")[0], flags, n=1, cutoff=0.7)
+            close = difflib.get_close_matches(extras[0].split("=")[0], flags, n=1)
             hint = f"; did you mean {close[0]}?" if close and extras[0].startswith("-") else ""
             raise AttrfitError(f"unrecognized argument(s) {' '.join(extras)}{hint} (see '{sub.prog} --help')")
         return ns
