@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attrfit.errors import AttrfitError
+from attrfit.options import Range, check_fields, option
 
 
 @dataclass(frozen=True)
@@ -32,18 +32,19 @@ class AugmentConfig:
         4
     """
 
-    flip: bool = True  # horizontal, p = 0.5 per sample
-    translate: int = 4  # max shift in pixels, each axis, per sample
-    cutout: float = 0.0  # >= 1: square side in pixels; in (0, 1): fraction of shorter side
-    cutout_count: int = 1  # squares per image
-    brightness: float = 0.0  # factor uniform in [1 - b, 1 + b] per sample
-    contrast: float = 0.0  # factor uniform in [1 - c, 1 + c] per sample, about the image mean
+    flip: bool = option(True, "mirror each training image left-right with probability 0.5")
+    translate: int = option(4, "max random shift of each training image, in pixels per axis (0 = off)", "PX",
+                            Range(0, 256))
+    cutout: float = option(0.0, "cutout square per training image: side in pixels if >= 1, fraction of the "
+                           "shorter side if < 1; 0 = off", "PX|FRAC", Range(0, 4096))
+    cutout_count: int = option(1, "cutout squares per image", "N", Range(0, 64))
+    brightness: float = option(0.0, "random brightness: factor uniform in [1 - B, 1 + B] per image; 0 = off", "B",
+                               Range(0, 1))
+    contrast: float = option(0.0, "random contrast about the image mean: factor in [1 - C, 1 + C]; 0 = off", "C",
+                             Range(0, 1))
 
     def __post_init__(self) -> None:
-        if self.translate < 0 or self.cutout < 0 or self.cutout_count < 0:
-            raise AttrfitError(f"augment translate, cutout and cutout_count must be >= 0: {self}")
-        if not (0 <= self.brightness <= 1 and 0 <= self.contrast <= 1):
-            raise AttrfitError(f"augment brightness and contrast must be in [0, 1]: {self}")
+        check_fields(self, "augment")
 
 
 def augment_batch(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:

@@ -7,7 +7,6 @@ stage modules. Results go to stdout, progress and logs to stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -126,6 +125,9 @@ def run_prepare(args) -> int:
     return 0
 
 
+LISTED_CLASSES = 20  # classes named per head; a 500-class column would otherwise print one enormous line
+
+
 def label_summary(data) -> str:
     """Per head: classes with counts on the train side, missing labels, majority rate."""
     lines = []
@@ -136,7 +138,9 @@ def label_summary(data) -> str:
         counts = [(int((labelled == k).sum()), c) for k, c in enumerate(data.schema.classes[h])]
         top = max(counts)[0] / max(1, len(labelled))
         missing = int((col < 0).sum())
-        desc = ", ".join(f"{c} {n}" for n, c in counts)
+        shown = sorted(counts, key=lambda nc: -nc[0])[:LISTED_CLASSES] if len(counts) > LISTED_CLASSES else counts
+        more = f", … and {len(counts) - len(shown)} more classes" if len(shown) < len(counts) else ""
+        desc = ", ".join(f"{c} {n}" for n, c in shown) + more
         lines.append(f"  {h}: {desc}; missing {missing}; majority {top:.3f}")
     return "train side labels:\n" + "\n".join(lines)
 
@@ -148,50 +152,64 @@ def print_json(obj) -> None:
 
 # ---------------------------------------------------------------- train
 
-HELP = {
-    "lr": "max learning rate of the schedule, or 'auto' to run the LR range test first",
-    "epochs": "number of epochs",
-    "batch_size": "global batch size",
-    "size": "HxW the images are resized to, e.g. 128x64 (people are tall)",
-    "schedule": "onecycle (super-convergence) | constant | cosine | linear",
-    "preset": "model preset: cpu-small | cpu-base | gpu-base | gpu-large",
-    "cutout": "cutout square: pixels if >= 1, fraction of the shorter side if < 1; 0 = off",
-    "monitor": "what picks the best epoch: mean_accuracy | mean_balanced_accuracy",
-    "loss_weights": "per-head loss weights, e.g. gender=2,age=1",
-    "init_from": "start from these weights (checkpoint or run folder) with a new schedule",
-    "precision": "auto | bf16 | fp16 | fp32",
-    "log": "also log to experiment trackers: tensorboard, mlflow (comma-separated; needs attrfit[track])",
-    "split": "split file (default: <csv stem>.split.json beside the CSV; made once if absent)",
-    "test_fraction": "share of rows held out for test when a new split is made (default 0.15)",
-    "val_fraction": "share of rows for validation when a new split is made (default 0.1)",
-    "split_seed": "seed of a new split (default 0)",
-    "stratify": "head whose class ratios a new split keeps across sides, or 'none' (default: the first head)",
+SECTION_TITLES = {
+    "data": "data options", "model": "model options", "augment": "augmentation of training images",
+    "schedule": "LR schedule", "optim": "optimizer and loss", "": "run options",
 }
 
 
-def add_config_flags(p) -> None:
-    """One flag per config leaf (``--lr``, ``--cutout``, ``--flip/--no-flip``...); unset flags stay None."""
-    from attrfit.config import flag_name, leaf_fields
+def add_config_flags(p, lr_find: bool = False) -> None:
+    """One flag per config field (``--lr``, ``--cutout``, ``--flip/--no-flip``...), grouped by section.
 
-    group = p.add_argument_group("training options (also settable in --config FILE)")
+    Help sentence, placeholder and range check come from the field (:mod:`attrfit.options`);
+    unset flags stay None so a ``--config`` file (or the default) applies. With ``lr_find``,
+    the flags of options the LR range test does not use are refused by name.
+    """
+    from attrfit.config import leaf_fields
+    from attrfit.options import flag_of, help_text
+
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for key, (t, f) in leaf_fields().items():
-        name = flag_name(key)
+        name = flag_of(f)
         if name is None:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        text = HELP.get(name, key) + (f" (default {default})" if default is not None else "")
-        if t is bool:
-            group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg__{name}", default=None,
-                               action=argparse.BooleanOptionalAction, help=text)
+        section = key.rpartition(".")[0]
+        if section not in groups:
+            groups[section] = p.add_argument_group(f"{SECTION_TITLES.get(section, section)} "
+                                                   "(also settable in --config FILE)")
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--no-{name.replace('_', '-')}"] if t is bool else [])
+        if lr_find and not f.metadata.get("lr_find", True):
+            groups[section].add_argument(*flags, nargs=0 if t is bool else None, action=NotForLrFind,
+                                         help=argparse.SUPPRESS)
+        elif t is bool:
+            groups[section].add_argument(flags[0], dest=f"cfg__{name}", default=None,
+                                         action=argparse.BooleanOptionalAction, help=help_text(f))
         else:
-            group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg__{name}", default=None, metavar="V", help=text)
+            groups[section].add_argument(flags[0], dest=f"cfg__{name}", default=None, type=nonempty,
+                                         metavar=f.metadata.get("metavar") or "VALUE", help=help_text(f))
+
+
+def nonempty(text: str) -> str:
+    """A flag value as typed; an empty one (often an unset shell variable) is refused, not read as 'default'."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty value; give a value or leave the flag out")
+    return text
+
+
+class NotForLrFind(argparse.Action):
+    """A training-only flag given to ``lr-find``: refused, since the range test would silently ignore it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not used by lr-find (the LR range test sweeps the LR itself and "
+                     "trains no epochs, so it never evaluates, reports or checkpoints); leave it out "
+                     "(in a --config file it is allowed and ignored)")
 
 
 def register_train(sub) -> None:
     p = sub.add_parser("train", help="train a model; evaluates the best epoch on the held-out test side at the end")
     p.add_argument("csv", nargs="?", help="labels CSV (not needed with --resume)")
-    p.add_argument("--config", help="TOML (or YAML) file of options; flags override it")
-    p.add_argument("--run-dir", help="new run folder (default runs/<time>-<csv name>); never overwritten")
+    p.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of options; flags override it")
+    p.add_argument("--run-dir", metavar="DIR", help="new run folder (default runs/<time>-<csv name>); never overwritten")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(p)
@@ -200,6 +218,7 @@ def register_train(sub) -> None:
 
 def config_from_args(args):
     from attrfit.config import TrainConfig, apply, load_file
+    from attrfit.errors import AttrfitError
 
     cfg = TrainConfig()
     if getattr(args, "config", None):
@@ -207,7 +226,10 @@ def config_from_args(args):
     flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
     if getattr(args, "csv", None):
         flags["data.csv"] = args.csv
-    return apply(cfg, flags, source="command line")
+    cfg = apply(cfg, flags, source="command line")  # range-checked: nothing is read or written before this
+    if cfg.init_from and not Path(cfg.init_from).exists():
+        raise AttrfitError(f"--init-from {cfg.init_from}: no such checkpoint or run folder")
+    return cfg
 
 
 def run_train(args) -> int:
@@ -292,11 +314,12 @@ def run_demo(args) -> int:
 
     out = Path(args.out)
     csv_path = out / "data" / "annotations.csv"
+    flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
+    # options first: a bad one must not cost the minute of writing the demo images
+    cfg = apply(TrainConfig(), {**DEMO_DEFAULTS, **flags, "data.csv": str(csv_path)}, source="command line")
     if not csv_path.exists():
         log.info("writing %d demo images to %s", args.n, csv_path.parent)
         make_demo(csv_path.parent, n=args.n, progress=not args.quiet)
-    flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
-    cfg = apply(TrainConfig(), {**DEMO_DEFAULTS, **flags, "data.csv": str(csv_path)}, source="command line")
     run = fit(cfg, run_dir=out / "runs" / time.strftime("%Y%m%d-%H%M%S"), progress=not args.quiet)
     print_results(run)
     return 0

@@ -21,21 +21,35 @@ from attrfit.augment import AugmentConfig
 from attrfit.dataset import DataConfig
 from attrfit.errors import AttrfitError
 from attrfit.model import ModelConfig
+from attrfit.options import EachValue, OneOf, OrWord, Pattern, Range, check_value, flag_of, option
 from attrfit.schedule import ScheduleConfig
+from attrfit.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
+
+
+MONITORS = ("mean_accuracy", "mean_balanced_accuracy")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+OPTIMIZERS = ("sgd", "adamw")
+FRACTION = Range(0, 1, hi_open=True)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
-    lr: float | str = 0.2  # max LR of the schedule, or "auto" (LR range test first)
-    momentum: float = 0.9  # SGD momentum (one-cycle cycles it between schedule.momentum_min/max)
-    nesterov: bool = True
-    weight_decay: float = 5e-4  # L2, on conv/linear weights only (not BatchNorm, not biases)
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    label_smoothing: float = 0.0
-    class_weights: bool = False  # inverse-frequency class weights per head (from the train side)
-    loss_weights: dict[str, float] = field(default_factory=dict)  # head -> weight (default 1)
-    ema: float = 0.0  # EMA decay of weights for evaluation (e.g. 0.999); 0 = off
+    optimizer: str = option("sgd", "sgd (with Nesterov momentum) or adamw", "{sgd,adamw}", OneOf(*OPTIMIZERS))
+    lr: float | str = option(0.2, "max learning rate of the schedule, or 'auto' to run the LR range test first",
+                             "LR|auto", OrWord("auto", Range(0, 100, lo_open=True)), lr_find=False)
+    momentum: float = option(0.9, "SGD momentum, or AdamW beta1 (onecycle cycles it between --momentum-max and "
+                             "--momentum-min instead)", "M", FRACTION)
+    nesterov: bool = option(True, "Nesterov momentum for SGD")
+    weight_decay: float = option(5e-4, "L2 penalty on conv and linear weights (not BatchNorm, not biases)", "WD",
+                                 Range(0, 1))
+    grad_clip: float = option(0.0, "clip the global gradient norm to this; 0 = off", "NORM", Range(0, 1_000_000))
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", "EPS", FRACTION)
+    class_weights: bool = option(False, "weight each class by its inverse frequency on the train side")
+    loss_weights: dict[str, float] = option(
+        help="per-head loss weights, e.g. gender=2,age=1 (others 1)", metavar="HEAD=W,...",
+        check=EachValue(Range(0, 1000)), default_factory=dict, default_text="1 for every head")
+    ema: float = option(0.0, "decay of an exponential moving average of the weights used for evaluation "
+                        "(e.g. 0.999); 0 = off", "DECAY", FRACTION, lr_find=False)
 
 
 @dataclass(frozen=True)
@@ -45,32 +59,30 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    epochs: int = 12
-    batch_size: int = 128  # global batch size (split across processes under torchrun)
-    seed: int = 0  # model init, batch order, augmentation
-    monitor: str = "mean_accuracy"  # mean_accuracy | mean_balanced_accuracy: picks the best epoch
-    precision: str = "auto"  # auto (bf16 where fast, else fp32) | bf16 | fp16 | fp32
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = torch default
-    eval_batch_size: int = 512
-    checkpoint_every: int = 0  # also write last.pt every N steps inside an epoch; 0 = each epoch only
-    init_from: str | None = None  # start from these weights (a checkpoint or run folder), new schedule
-    report: bool = True  # write the HTML report at the end
-    sync_bn: bool = False  # SyncBatchNorm under torchrun
-    log: tuple[str, ...] = ()  # experiment trackers to mirror the run into: tensorboard, mlflow (attrfit.tracking)
-
-
-MONITORS = ("mean_accuracy", "mean_balanced_accuracy")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-
-# Flags whose name is not simply the field name.
-FLAG_NAMES = {
-    "schedule.kind": "schedule",
-    "data.split_seed": "split_seed",
-    "data.csv": None,  # positional
-}
+    epochs: int = option(12, "passes over the train side", "N", Range(1), lr_find=False)
+    batch_size: int = option(128, "global batch size (split across processes under torchrun)", "N",
+                             Range(2, why="BatchNorm needs two or more images per batch"))
+    seed: int = option(0, "seed of the model's initial weights, the batch order and the augmentation", "N",
+                       Range(0, 2**32 - 1))
+    monitor: str = option("mean_accuracy", "the val-side mean that picks the best epoch", "METRIC",
+                          OneOf(*MONITORS), lr_find=False)
+    precision: str = option("auto", "auto (bf16 where the hardware is fast at it, else fp32), bf16, fp16 or fp32",
+                            "{" + ",".join(PRECISIONS) + "}", OneOf(*PRECISIONS))
+    channels_last: bool = option(True, "channels-last memory layout (faster convolutions on most hardware)")
+    compile: bool = option(False, "torch.compile the model (slow start, faster steps)")
+    device: str = option("auto", "where to train; auto picks a CUDA GPU if there is one", "DEVICE",
+                         Pattern(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N (N a GPU index)"))
+    threads: int = option(0, "torch CPU threads; 0 = torch's default", "N", Range(0, 4096))
+    eval_batch_size: int = option(512, "batch size for validation and test scoring (no gradients)", "N",
+                                  Range(1), lr_find=False)
+    checkpoint_every: int = option(0, "also write last.pt every N steps inside an epoch; 0 = at epoch ends only",
+                                   "N", Range(0), lr_find=False)
+    init_from: str | None = option(None, "start from these weights (a checkpoint or run folder) with a new "
+                                   "schedule", "PATH")
+    report: bool = option(True, "write the HTML report at the end", lr_find=False)
+    sync_bn: bool = option(False, "SyncBatchNorm across processes under torchrun")
+    log: tuple[str, ...] = option((), "also mirror the run into experiment trackers: tensorboard, mlflow "
+                                  "(comma-separated; needs attrfit[track])", "NAME,...", lr_find=False)
 
 
 def leaf_fields(cls=TrainConfig, prefix: str = "") -> dict[str, tuple[type, object]]:
@@ -87,9 +99,8 @@ def leaf_fields(cls=TrainConfig, prefix: str = "") -> dict[str, tuple[type, obje
 
 
 def flag_name(key: str) -> str | None:
-    if key in FLAG_NAMES:
-        return FLAG_NAMES[key]
-    return key.rsplit(".", 1)[-1]
+    """The flag of a config key without its dashes (``optim.lr`` -> ``lr``); None for the positional CSV."""
+    return flag_of(leaf_fields()[key][1])
 
 
 def coerce(key: str, t, value):
@@ -99,7 +110,9 @@ def coerce(key: str, t, value):
         options = typing.get_args(t)
         if value is None and type(None) in options:
             return None
-        if isinstance(value, str) and value.lower() in ("none", "null", "") and type(None) in options:
+        # "none"/"null" mean unset for numbers; for text they may be a value (``--stratify none``)
+        words = ("",) if str in options else ("none", "null", "")
+        if isinstance(value, str) and value.lower() in words and type(None) in options:
             return None
         errors = []
         for o in options:
@@ -121,13 +134,13 @@ def coerce(key: str, t, value):
             raise AttrfitError(f"{key}: expected a number, got {value!r}")
         try:
             v = t(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(1e400) from a config file
             raise AttrfitError(f"{key}: expected {'an integer' if t is int else 'a number'}, got {value!r}") from None
         if t is int and isinstance(value, float) and v != value:
             raise AttrfitError(f"{key}: expected an integer, got {value!r}")
         return v
     if t is str:
-        if isinstance(value, (dict, list)):
+        if isinstance(value, (dict, list, bool)):  # a TOML true is not the text "True"
             raise AttrfitError(f"{key}: expected a string, got {value!r}")
         return str(value)
     if origin is tuple:
@@ -154,16 +167,24 @@ def _coerce_weights(key: str, value) -> dict[str, float]:
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
     out = {}
+    leaves = leaf_fields()
+    dict_leaves = {k for k, (t, _) in leaves.items() if typing.get_origin(t) is dict}
+    dict_flags = {flag_name(k) for k in dict_leaves}  # loss_weights = {...} at the top level, as --loss-weights
     for k, v in d.items():
-        if isinstance(v, dict) and prefix + k not in leaf_fields():
+        if isinstance(v, dict) and prefix + k not in dict_leaves and not (not prefix and k in dict_flags):
             out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[prefix + k] = v
     return out
 
 
-def apply(cfg: TrainConfig, overrides: dict[str, object], source: str = "override") -> TrainConfig:
-    """Return ``cfg`` with dotted-key overrides applied, type-checked."""
+def apply(cfg: TrainConfig, overrides: dict[str, object], source: str = "override", check: bool = True) -> TrainConfig:
+    """Return ``cfg`` with dotted-key overrides applied, type-checked and (unless ``check`` is False) range-checked.
+
+    Example:
+        >>> apply(TrainConfig(), {"lr": "0.1", "optim.momentum": 0.8}).optim.lr
+        0.1
+    """
     leaves = leaf_fields()
     by_flag = {flag_name(k): k for k in leaves if flag_name(k)}
     d = to_dict(cfg)
@@ -176,7 +197,10 @@ def apply(cfg: TrainConfig, overrides: dict[str, object], source: str = "overrid
         section, _, name = full.rpartition(".")
         target = d[section] if section else d
         target[name] = coerce(full, leaves[full][0], value)
-    return from_dict(d)
+    out = from_dict(d)
+    if check:
+        validate(out)
+    return out
 
 
 def to_dict(cfg) -> dict:
@@ -227,13 +251,19 @@ def load_file(path: str | Path) -> dict[str, object]:
 
 
 def validate(cfg: TrainConfig) -> None:
-    if cfg.monitor not in MONITORS:
-        raise AttrfitError(f"monitor '{cfg.monitor}' unknown; choose one of {', '.join(MONITORS)}")
-    if cfg.precision not in PRECISIONS:
-        raise AttrfitError(f"precision '{cfg.precision}' unknown; choose one of {', '.join(PRECISIONS)}")
-    if cfg.optim.optimizer not in ("sgd", "adamw"):
-        raise AttrfitError(f"optimizer '{cfg.optim.optimizer}' unknown; choose sgd or adamw")
-    if isinstance(cfg.optim.lr, str) and cfg.optim.lr != "auto":
-        raise AttrfitError(f"lr must be a number or 'auto', got '{cfg.optim.lr}'")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise AttrfitError("epochs and batch-size must be at least 1")
+    """Check every option against its field's range (see :mod:`attrfit.options`), then the pairs that interact.
+
+    Example:
+        >>> validate(apply(TrainConfig(), {"batch_size": 1}, check=False))
+        Traceback (most recent call last):
+        attrfit.errors.AttrfitError: --batch-size (config key batch_size) must be >= 2 (BatchNorm needs two or more images per batch), got 1
+    """
+    for key, (_, f) in leaf_fields().items():
+        section, _, name = key.rpartition(".")
+        check_value(key, flag_of(f), f, getattr(getattr(cfg, section) if section else cfg, name))
+    d = cfg.data
+    test = DEFAULT_TEST_FRACTION if d.test_fraction is None else d.test_fraction
+    val = DEFAULT_VAL_FRACTION if d.val_fraction is None else d.val_fraction
+    if test + val >= 1:
+        raise AttrfitError(f"--test-fraction {test} + --val-fraction {val} leave no rows for "
+                           "the train side; make their sum less than 1")

@@ -17,6 +17,7 @@ import torch
 
 from attrfit.cache import load_or_build, parse_size
 from attrfit.errors import AttrfitError
+from attrfit.options import OneOf, Range, option
 from attrfit.split import (SIDES, default_split_path, load_split, make_split, new_split_advice, no_train_labels_message,
                            record_duplicates, same_split, save_split, unlearnable_heads, verify_split)
 from attrfit.table import Schema, Table, read_table, with_class_order
@@ -26,26 +27,43 @@ log = logging.getLogger(__name__)
 RUN_SPLIT = "split.json"  # each run's own copy of its split: evaluable even if the original is replaced
 
 
+def _size_check(text) -> str | None:
+    try:
+        parse_size(text)
+    except AttrfitError:
+        return "HxW with each side 8 to 4096 pixels, e.g. 128x64"
+    return None
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data is and how to read it (every field is a CLI option and a config key)."""
 
-    csv: str = ""
-    images: str | None = None
-    heads: tuple[str, ...] = ()
-    ignore_columns: tuple[str, ...] | None = None  # None: 'filename' where present
-    group_column: str | None = None
-    split: str | None = None  # split file; default: <csv stem>.split.json beside the CSV
+    csv: str = option("", "labels CSV: an image_path column and one column per attribute", flag="")
+    images: str | None = option(None, "folder the image paths are relative to", "DIR",
+                                default_text="the CSV's folder")
+    heads: tuple[str, ...] = option((), "comma-separated label columns to train", "COL,...",
+                                    default_text="every other column")
+    ignore_columns: tuple[str, ...] | None = option(None, "comma-separated columns that are not labels", "COL,...",
+                                                    default_text="filename")
+    group_column: str | None = option(None, "column whose values never straddle sides (e.g. person_id)", "COL")
+    split: str | None = option(None, "split file; made once if absent", "PATH",
+                               default_text="<csv stem>.split.json beside the CSV")
     # How a NEW split is made (None: 0.15, 0.1, seed 0, the first head). An existing split
     # file keeps its own; a value given here that differs from it is an error, not ignored.
-    test_fraction: float | None = None
-    val_fraction: float | None = None
-    split_seed: int | None = None
-    stratify: str | None = None
-    size: str = "64x64"  # HxW the images are resized to
-    resize: str = "stretch"
-    cache_dir: str | None = None
-    skip_bad_images: bool = False
+    test_fraction: float | None = option(None, "share of rows held out for the test side of a new split", "FRAC",
+                                         Range(0, 1, lo_open=True, hi_open=True), default_text="0.15")
+    val_fraction: float | None = option(None, "share of rows for the val side of a new split (picks the best "
+                                        "epoch)", "FRAC", Range(0, 1, hi_open=True), default_text="0.1")
+    split_seed: int | None = option(None, "seed of a new split", "N", Range(0, 2**32 - 1), default_text="0")
+    stratify: str | None = option(None, "head whose class shares a new split keeps the same on every side, "
+                                  "or 'none'", "HEAD", default_text="the first head")
+    size: str = option("64x64", "HxW the images are resized to, e.g. 128x64 (people are tall)", "HxW", _size_check)
+    resize: str = option("stretch", "stretch to HxW, or keep the aspect ratio and pad", "{stretch,pad}",
+                         OneOf("stretch", "pad"))
+    cache_dir: str | None = option(None, "where decoded images are cached", "DIR",
+                                   default_text="$ATTRFIT_CACHE_DIR or ~/.cache/attrfit")
+    skip_bad_images: bool = option(False, "drop unreadable images from every side instead of stopping")
 
     def split_path(self) -> Path:
         return Path(self.split) if self.split else default_split_path(Path(self.csv))

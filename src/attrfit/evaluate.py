@@ -14,13 +14,15 @@ labelled samples. Results have one shape everywhere (``results.json``, ``evaluat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attrfit.metrics import head_metrics, instance_metrics, majority_classes, mean_accuracy_ma, summarize
+from attrfit.metrics import (head_metrics, instance_metrics, is_collapsed, majority_classes, mean_accuracy_ma,
+                             summarize)
 from attrfit.precision import autocast, guard_bf16, inference_batches, resolve_device, resolve_precision
 from attrfit.table import Schema
 
@@ -115,21 +117,51 @@ def evaluate_images(
     return score(probs, labels.numpy(), schema, majority), probs
 
 
+NO_LABELS = "n/a"  # a head with no labelled rows on the side: no score, n = 0, left out of the means
+
+
+def _cell(value, width: int, spec: str = ".3f") -> str:
+    """``value`` right-aligned in ``width`` (``spec`` like '.3f' or '+.3f'), or 'n/a' for None (results.json) and NaN."""
+    if value is None or not math.isfinite(value):
+        return f"{NO_LABELS:>{width}}"
+    return f"{value:{spec[0] if spec[0] == '+' else ''}{width}{spec.lstrip('+')}}"
+
+
+def _gain(m: dict):
+    a, b = m.get("accuracy"), m.get("majority_accuracy")
+    return None if a is None or b is None else a - b
+
+
 def format_table(results: dict, title: str = "") -> str:
-    """A plain-text table: per head accuracy, balanced accuracy, majority accuracy, gain, n; then the means."""
+    """A plain-text table: per head accuracy, balanced accuracy, majority accuracy, gain, n; then the means.
+
+    A head without labelled rows on the side shows 'n/a' and n = 0 and is left out of the means (said below).
+
+    Example:
+        >>> r = {"heads": {"a": {"accuracy": 0.9, "balanced_accuracy": 0.8, "majority_accuracy": 0.5, "n": 10},
+        ...                "b": {"accuracy": None, "balanced_accuracy": None, "majority_accuracy": None, "n": 0}},
+        ...      "mean": {"accuracy": 0.9, "balanced_accuracy": 0.8, "majority_accuracy": 0.5}}
+        >>> print(format_table(r).splitlines()[2])
+        b                    n/a     n/a      n/a     n/a      0  <- no labelled rows on this side
+    """
     rows = [f"{'head':<16} {'acc':>7} {'bal_acc':>7} {'majority':>8} {'gain':>7} {'n':>6}"]
+    empty = []
     for h, m in results["heads"].items():
-        gain = m["accuracy"] - m["majority_accuracy"]
-        flag = "  <- collapsed to one class" if m.get("pred_top_share", 0) >= 0.95 else ""
-        rows.append(
-            f"{h:<16} {m['accuracy']:7.3f} {m['balanced_accuracy']:7.3f} {m['majority_accuracy']:8.3f} "
-            f"{gain:+7.3f} {m['n']:6d}{flag}"
-        )
+        if not m.get("n"):
+            empty.append(h)
+        flag = ("  <- no labelled rows on this side" if not m.get("n") else
+                "  <- collapsed to one class" if is_collapsed(m.get("pred_top_share"), m.get("n")) else "")
+        rows.append(f"{h:<16} {_cell(m.get('accuracy'), 7)} {_cell(m.get('balanced_accuracy'), 7)} "
+                    f"{_cell(m.get('majority_accuracy'), 8)} {_cell(_gain(m), 7, '+.3f')} "
+                    f"{m.get('n') or 0:6d}{flag}")
     mean = results["mean"]
-    gain = mean["accuracy"] - mean["majority_accuracy"]
-    rows.append(
-        f"{'MEAN':<16} {mean['accuracy']:7.3f} {mean['balanced_accuracy']:7.3f} {mean['majority_accuracy']:8.3f} {gain:+7.3f}"
-    )
+    rows.append(f"{'MEAN':<16} {_cell(mean.get('accuracy'), 7)} {_cell(mean.get('balanced_accuracy'), 7)} "
+                f"{_cell(mean.get('majority_accuracy'), 8)} {_cell(_gain(mean), 7, '+.3f')}")
+    if empty and len(empty) == len(results["heads"]):
+        rows.append(f"{NO_LABELS}: no head has a labelled row on this side (is it empty?), so there is nothing to score")
+    elif empty:
+        rows.append(f"{NO_LABELS}: {', '.join(empty)} had no labelled rows on this side, so no score; "
+                    "the means are over the other heads")
     if results.get("instance"):
         rows.append(format_instance(results["instance"]))
     return (title + "\n" if title else "") + "\n".join(rows)

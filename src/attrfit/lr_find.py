@@ -402,8 +402,8 @@ def summarize(curves: list[dict], rule: str) -> dict:
 
 
 def _check_args(min_lr: float, max_lr: float, steps: int, repeats: int) -> None:
-    if not 0 < min_lr < max_lr:
-        raise AttrfitError(f"the LR range test needs 0 < min-lr < max-lr, got {min_lr:g} and {max_lr:g}")
+    if not 0 < min_lr < max_lr < math.inf:
+        raise AttrfitError(f"the LR range test needs 0 < min-lr < max-lr (finite), got {min_lr:g} and {max_lr:g}")
     if steps < 2 * MIN_POINTS:
         raise AttrfitError(f"--steps {steps} is too few for a range test; use at least {2 * MIN_POINTS} (100 is usual)")
     if repeats < 1:
@@ -583,7 +583,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("lr-find", help="LR range test: suggest the max learning rate (train side only)")
     p.add_argument("csv", help="labels CSV")
-    p.add_argument("--config", help="TOML (or YAML) file of options, as for train; flags override it")
+    p.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of options, as for train; flags override it")
     p.add_argument("--min-lr", type=float, default=1e-6, help="first LR of the sweep (default 1e-6)")
     p.add_argument("--max-lr", type=float, default=10.0, help="last LR of the sweep (default 10)")
     p.add_argument("--steps", type=int, default=100, help="training steps per sweep (default 100)")
@@ -593,7 +593,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="lr_find", help="folder for lr_find.json and lr_find.png (default ./lr_find)")
     p.add_argument("--force", action="store_true", help="replace an existing lr_find.json in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_flags(p)
+    add_config_flags(p, lr_find=True)  # training-only flags (--lr, --epochs, --report...) are refused
     p.set_defaults(func=run_lr_find)
 
 
@@ -603,10 +603,10 @@ def run_lr_find(args) -> int:
     from attrfit.train import make_sides
 
     out = Path(args.out)
+    _check_args(args.min_lr, args.max_lr, args.steps, args.repeats)
+    cfg = config_from_args(args)  # every option checked before anything is read or written
     if (out / "lr_find.json").exists() and not args.force:
         raise AttrfitError(f"{out / 'lr_find.json'} exists; pass --force to replace it, or choose another --out")
-    _check_args(args.min_lr, args.max_lr, args.steps, args.repeats)
-    cfg = config_from_args(args)
     files.probe_folder(files.make_folder(out, "LR range test folder"), "LR range test")  # now, not after it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -19,6 +19,9 @@ from attrfit.errors import AttrfitError
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
+COLLAPSE_SHARE = 0.95  # see is_collapsed
+
+
 def _labelled(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(pred, target) restricted to rows whose target is not -1, as int64."""
     pred = np.asarray(pred, dtype=np.int64).reshape(-1)
@@ -175,8 +178,20 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def collapsed(pred: np.ndarray, target: np.ndarray, threshold: float = 0.95) -> bool:
-    """True when one class makes up >= ``threshold`` of predictions on labelled rows.
+def is_collapsed(top_share: float | None, n: int | None = 1) -> bool:
+    """The one collapse rule: a head whose most predicted class takes >= ``COLLAPSE_SHARE`` of
+    the labelled rows' predictions has collapsed to one class (its accuracy is then the
+    majority rate). ``top_share`` is ``pred_top_share`` of :func:`head_metrics`; no rows, no collapse.
+
+    Example:
+        >>> is_collapsed(0.95), is_collapsed(0.949), is_collapsed(1.0, n=0), is_collapsed(None)
+        (True, False, False, False)
+    """
+    return bool(n) and top_share is not None and top_share >= COLLAPSE_SHARE
+
+
+def collapsed(pred: np.ndarray, target: np.ndarray) -> bool:
+    """:func:`is_collapsed` from predictions: the top class's share of predictions on labelled rows.
 
     Example:
         >>> target = np.arange(10) % 2
@@ -184,9 +199,7 @@ def collapsed(pred: np.ndarray, target: np.ndarray, threshold: float = 0.95) -> 
         (True, False)
     """
     p, _ = _labelled(pred, target)
-    if p.size == 0:
-        return False
-    return bool(np.bincount(p - p.min()).max() / p.size >= threshold)
+    return is_collapsed(np.bincount(p - p.min()).max() / p.size if p.size else None, p.size)
 
 
 # ---------------------------------------------------------------- binary attribute tables (the PAR field's metrics)

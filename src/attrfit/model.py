@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attrfit.errors import AttrfitError
+from attrfit.options import OneOf, Range, check_fields, option
 
 # Named presets. Widths double per stage up to WIDTH_CAP_FACTOR * width.
 # stem_stride 2 quarters the cost of everything after the stem; CPU presets need that
@@ -43,12 +44,19 @@ class ModelConfig:
         ModelConfig(preset='cpu-small', width=32, depth=1, stages=4, stem_stride=2, dropout=0.0)
     """
 
-    preset: str = "cpu-small"
-    width: int | None = None  # channels after the stem and in stage 0
-    depth: int | None = None  # BasicBlocks per stage
-    stages: int | None = None  # each stage halves resolution and doubles width (capped)
-    stem_stride: int | None = None  # 1 or 2
-    dropout: float = 0.0  # before the heads
+    preset: str = option("cpu-small", "model size preset; the options below override its parts",
+                         "{" + ",".join(PRESETS) + "}", OneOf(*PRESETS))
+    width: int | None = option(None, "channels after the stem and in the first stage", "N", Range(1, 1024),
+                               default_text="from --preset")
+    depth: int | None = option(None, "residual blocks per stage", "N", Range(1, 32), default_text="from --preset")
+    stages: int | None = option(None, "stages; each halves the resolution and doubles the width (capped)", "N",
+                                Range(1, 8), default_text="from --preset")
+    stem_stride: int | None = option(None, "stride of the first convolution: 2 quarters the compute", "{1,2}",
+                                     OneOf(1, 2), default_text="from --preset")
+    dropout: float = option(0.0, "dropout before the heads", "P", Range(0, 1, hi_open=True))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "model")
 
     def resolved(self) -> ModelConfig:
         """Return a copy with every ``None`` filled from the preset, checked.
@@ -69,14 +77,10 @@ class ModelConfig:
 
 
 def _check_config(cfg: ModelConfig) -> None:
-    for name in ("width", "depth", "stages"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise AttrfitError(f"model {name} must be a positive integer, got {value!r}")
-    if cfg.stem_stride not in (1, 2):
-        raise AttrfitError(f"model stem_stride must be 1 or 2, got {cfg.stem_stride!r}")
-    if not isinstance(cfg.dropout, (int, float)) or not 0.0 <= cfg.dropout < 1.0:
-        raise AttrfitError(f"model dropout must be in [0, 1), got {cfg.dropout!r}")
+    for name in ("width", "depth", "stages", "stem_stride"):  # a preset fills these, so None is not allowed here
+        if not isinstance(getattr(cfg, name), int) or isinstance(getattr(cfg, name), bool):
+            raise AttrfitError(f"model {name} must be an integer, got {getattr(cfg, name)!r}")
+    check_fields(cfg, "model")
 
 
 class Conv2d(nn.Conv2d):

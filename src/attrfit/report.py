@@ -15,7 +15,7 @@ summary of the data, the split, the config and the hardware.
 
 Warnings and their thresholds (on the reported side unless said otherwise):
 
-    collapsed     one class makes up >= 95% of a head's predictions (COLLAPSE_SHARE)
+    collapsed     one class makes up >= 95% of a head's predictions (metrics.COLLAPSE_SHARE)
     near chance   1/K lies inside the 95% bootstrap interval of balanced accuracy,
                   K = classes present in the labels (balanced accuracy averages over them)
     no gain       0 lies inside the 95% paired-bootstrap interval of accuracy minus
@@ -51,16 +51,25 @@ from matplotlib.lines import Line2D
 
 from attrfit import files
 from attrfit.errors import AttrfitError
+from attrfit.metrics import is_collapsed
 
 log = logging.getLogger(__name__)
 
-COLLAPSE_SHARE = 0.95
 VAL_TEST_MIN_GAP = 0.02
 OVERFIT_GAP = 0.10
 N_BOOT = 1000
 ALPHA = 0.05  # 95% intervals
 DPI = 100
 WIDE_MATRIX = 6  # confusion matrices of more classes get the page's full width
+# Bounds that keep the report's memory and size fixed whatever the number of classes and heads
+# (a 500-class head once asked matplotlib for a 27,000-pixel matrix).
+MATRIX_CLASSES = 20  # a confusion matrix shows this many most frequent true classes, the rest pooled as 'other'
+MAX_MATRICES = 40  # confusion matrices drawn; further heads are in the table only
+MAX_PANELS = 24  # heads with a panel in the accuracy figure
+MAX_LEGEND = 20  # heads named in the loss figure's legend
+LABEL_CHARS = 28  # class and head names in figures are cut to this many characters
+LISTED_CLASSES = 20  # classes listed per head in the data table
+NO_LABELS = "n/a"  # a head with no labelled rows on the reported side
 
 
 # ---------------------------------------------------------------- per-head numbers
@@ -177,10 +186,10 @@ def _ci(ci: tuple[float, float], sign: bool = False) -> str:
 
 
 def collapse_warnings(rows: list[HeadRow], side: str) -> list[str]:
-    """A head that answers one class for >= COLLAPSE_SHARE of the side's images."""
+    """A head that answers one class for most of the side's images (:func:`attrfit.metrics.is_collapsed`)."""
     out = []
     for r in rows:
-        if r.n and r.top_share >= COLLAPSE_SHARE:
+        if is_collapsed(r.top_share, r.n):
             which = "the majority class" if r.top_class == r.majority_class else "one class"
             out.append(f"{r.head}: predicts '{r.top_class}' for {_pct(r.top_share)} of {side} images; "
                        f"the head has collapsed to {which}, so its accuracy ({r.accuracy:.3f}) says nothing "
@@ -193,7 +202,7 @@ def chance_warnings(rows: list[HeadRow]) -> list[str]:
     out = []
     for r in rows:
         lo, hi = r.balanced_accuracy_ci
-        if r.classes_present >= 2 and r.top_share < COLLAPSE_SHARE and lo <= r.chance <= hi:
+        if r.classes_present >= 2 and not is_collapsed(r.top_share) and lo <= r.chance <= hi:
             out.append(f"{r.head}: balanced accuracy {r.balanced_accuracy:.3f} ({_ci(r.balanced_accuracy_ci)}) "
                        f"cannot be told apart from chance ({r.chance:.3f} for {r.classes_present} classes); "
                        "the head has not learned to tell its classes apart.")
@@ -205,7 +214,7 @@ def gain_warnings(rows: list[HeadRow]) -> list[str]:
     out = []
     for r in rows:
         lo, hi = r.gain_ci
-        if not r.n or r.top_share >= COLLAPSE_SHARE or lo > 0:
+        if is_collapsed(r.top_share, r.n) or not r.n or lo > 0:
             continue
         rule = f"always answering '{r.majority_class}' ({r.majority_accuracy:.3f})"
         detail = f"gain {signed(r.gain)}, {_ci(r.gain_ci, sign=True)}"
@@ -313,9 +322,12 @@ def loss_figure(metrics: list[dict], heads: tuple[str, ...]) -> Figure:
     total.plot(epochs, _series(metrics, "train_loss"), "k-o", ms=4)
     total.set(xlabel="epoch", ylabel="loss", title="total (weighted sum over heads)")
     for h in heads:
-        per_head.plot(epochs, _series(metrics, f"train_loss_{h}"), "-o", ms=3, lw=1.2, label=mpl_text(h))
-    per_head.set(xlabel="epoch", ylabel="cross-entropy", title="per head")
-    per_head.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        per_head.plot(epochs, _series(metrics, f"train_loss_{h}"), "-o", ms=3, lw=1.2, label=mpl_text(short(h)))
+    if len(heads) <= MAX_LEGEND:
+        per_head.set(xlabel="epoch", ylabel="cross-entropy", title="per head")
+        per_head.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:  # a legend of hundreds of names would be taller than the page
+        per_head.set(xlabel="epoch", ylabel="cross-entropy", title=f"per head ({len(heads)} heads, unnamed)")
     for ax in (total, per_head):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -324,8 +336,9 @@ def loss_figure(metrics: list[dict], heads: tuple[str, ...]) -> Figure:
 
 def accuracy_figure(metrics: list[dict], heads: tuple[str, ...], num_classes: list[int],
                     best_epoch: int | None) -> Figure:
-    """One panel per head: val accuracy and balanced accuracy, train accuracy, and their baselines."""
+    """One panel per head (the first MAX_PANELS): val accuracy and balanced accuracy, train accuracy, baselines."""
     epochs = _series(metrics, "epoch")
+    heads, num_classes = heads[:MAX_PANELS], num_classes[:MAX_PANELS]
     cols = min(4, len(heads))
     nrows = math.ceil(len(heads) / cols)
     fig = Figure(figsize=(3.3 * cols, 2.6 * nrows + 0.6), layout="constrained")
@@ -340,7 +353,7 @@ def accuracy_figure(metrics: list[dict], heads: tuple[str, ...], num_classes: li
                 label="majority baseline")
         if best_epoch:
             ax.axvline(best_epoch, color="C3", lw=0.8, alpha=0.6)
-        ax.set_title(mpl_text(h), fontsize=10)
+        ax.set_title(mpl_text(short(h)), fontsize=10)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -378,9 +391,44 @@ def schedule_figure(cfg, total_steps: int, steps_per_epoch: float, max_lr: float
     return fig
 
 
-def confusion_figure(cm: np.ndarray, classes: tuple[str, ...], head: str, side: str) -> Figure:
-    """Row-normalised confusion matrix (rows = true class, with its count; columns = predicted)."""
+def short(text: str, limit: int = LABEL_CHARS) -> str:
+    """A name cut for a figure ('…' marks the cut), so long class names cannot widen it without bound."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pool_classes(cm: np.ndarray, classes: tuple[str, ...], limit: int = MATRIX_CLASSES) -> tuple[np.ndarray, list[str]]:
+    """The ``limit`` most frequent true classes of a K x K matrix, most frequent first, the rest pooled as 'other'.
+
+    Ties go to the more often predicted class, then the lower index. With K <= limit the
+    matrix and names come back as they are.
+
+    Example:
+        >>> cm = np.diag([5, 1, 9])
+        >>> small, names = pool_classes(cm, ("a", "b", "c"), limit=2)
+        >>> names, small.tolist()
+        (['c', 'a', 'other (1 class)'], [[9, 0, 0], [0, 5, 0], [0, 0, 1]])
+    """
     k = len(classes)
+    if k <= limit:
+        return cm, list(classes)
+    order = np.lexsort((np.arange(k), -cm.sum(0), -cm.sum(1)))[:limit]  # last key sorts first
+    slot = np.full(k, limit)
+    slot[order] = np.arange(limit)
+    small = np.zeros((limit + 1, limit + 1), dtype=cm.dtype)
+    np.add.at(small, (slot[:, None], slot[None, :]), cm)
+    rest = k - limit
+    return small, [classes[i] for i in order] + [f"other ({rest} class{'es' if rest > 1 else ''})"]
+
+
+def confusion_figure(cm: np.ndarray, classes: tuple[str, ...], head: str, side: str) -> Figure:
+    """Row-normalised confusion matrix (rows = true class, with its count; columns = predicted).
+
+    At most MATRIX_CLASSES classes are drawn (the most frequent; the rest pooled as 'other',
+    said in the title), so the figure stays under ~14 inches whatever K is.
+    """
+    cm, names = pool_classes(cm, classes)
+    k = len(names)
     support = cm.sum(1)
     norm = cm / np.maximum(support, 1)[:, None]
     side_in = max(3.2, 0.55 * k + 2.2)
@@ -393,9 +441,11 @@ def confusion_figure(cm: np.ndarray, classes: tuple[str, ...], head: str, side: 
             if support[i]:
                 ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=fs,
                         color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(k), [mpl_text(c) for c in classes], rotation=40, ha="right", fontsize=fs)
-    ax.set_yticks(range(k), [mpl_text(f"{c} ({n})") for c, n in zip(classes, support)], fontsize=fs)
-    ax.set(xlabel="predicted", ylabel="true class (n)", title=mpl_text(f"{head}: % of each true class ({side})"))
+    ax.set_xticks(range(k), [mpl_text(short(c)) for c in names], rotation=40, ha="right", fontsize=fs)
+    ax.set_yticks(range(k), [mpl_text(f"{short(c)} ({n})") for c, n in zip(names, support)], fontsize=fs)
+    pooled = f"; {k - 1} most frequent of {len(classes)} classes" if len(classes) > MATRIX_CLASSES else ""
+    ax.set(xlabel="predicted", ylabel="true class (n)",
+           title=mpl_text(f"{short(head, 40)}: % of each true class ({side}{pooled})"))
     return fig
 
 
@@ -488,7 +538,9 @@ def make_figures(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> dic
         figs["loss.png"] = ("Training loss per epoch.", png_bytes(loss_figure(facts.metrics, schema.heads)))
         figs["accuracy.png"] = (
             "Val accuracy and balanced accuracy per epoch beside the majority-class baseline; train accuracy "
-            "is measured on augmented batches during the epoch. The red line marks the best epoch.",
+            "is measured on augmented batches during the epoch. The red line marks the best epoch."
+            + (f" The first {MAX_PANELS} of {len(schema.heads)} heads are drawn; the table has them all."
+               if len(schema.heads) > MAX_PANELS else ""),
             png_bytes(accuracy_figure(facts.metrics, schema.heads, schema.num_classes, best)))
         per_epoch = float(facts.metrics[0]["step"]) / float(facts.metrics[0]["epoch"])
         cfg = from_dict(facts.config)
@@ -498,14 +550,30 @@ def make_figures(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> dic
     lr_png = facts.run / "lr_find" / "lr_find.png"
     if lr_png.is_file():
         figs["lr_find.png"] = ("LR range test (run before training to pick the max LR).", lr_png.read_bytes())
-    for j, h in enumerate(schema.heads):
+    for j, h in enumerate(schema.heads[:MAX_MATRICES]):
+        if not rows[j].n:
+            continue  # nothing to draw; the table says n/a
         classes = schema.classes[h]
         cm = confusion_matrix(scored.probs[j].argmax(1), scored.labels[:, j], len(classes))
+        pooled = (f" The {MATRIX_CLASSES} most frequent of its {len(classes)} classes are drawn; the rest are pooled "
+                  "as 'other'." if len(classes) > MATRIX_CLASSES else "")
         figs[f"confusion_{j:02d}_{safe_name(h)}.png"] = (
             f"{h}: accuracy {rows[j].accuracy:.3f}, balanced accuracy {rows[j].balanced_accuracy:.3f}, "
-            f"n={rows[j].n}",
+            f"n={rows[j].n}.{pooled}",
             png_bytes(confusion_figure(cm, classes, h, side)))
     return figs
+
+
+def matrices_note(rows: list[HeadRow]) -> str:
+    """What the confusion-matrix section leaves out (heads without labels, heads past MAX_MATRICES)."""
+    notes = []
+    empty = [r.head for r in rows[:MAX_MATRICES] if not r.n]
+    if empty:
+        notes.append(f"No matrix for {', '.join(empty)}: no labelled rows on this side.")
+    if len(rows) > MAX_MATRICES:
+        notes.append(f"Matrices are drawn for the first {MAX_MATRICES} of {len(rows)} heads; the table above has "
+                     "every head.")
+    return " ".join(notes)
 
 
 def make_report(run: str | Path, side: str = "test", progress: bool = False, n_boot: int = N_BOOT,
@@ -615,16 +683,37 @@ def with_ci(x: float, ci: tuple[float, float], sign: bool = False, flag: bool = 
 def metrics_table(rows: list[HeadRow], mean: dict) -> Safe:
     header = ["head", "accuracy (95% CI)", "balanced acc. (95% CI)", "chance 1/K", "macro-F1",
               "majority class", "majority acc.", "gain over majority (95% CI)", "most predicted", "n"]
-    body = [[r.head, with_ci(r.accuracy, r.accuracy_ci),
-             with_ci(r.balanced_accuracy, r.balanced_accuracy_ci,
-                     flag=r.balanced_accuracy_ci[0] <= r.chance <= r.balanced_accuracy_ci[1]),
-             num(r.chance), num(r.macro_f1), r.majority_class, num(r.majority_accuracy),
-             with_ci(r.gain, r.gain_ci, sign=True, flag=r.gain_ci[0] <= 0),
-             flagged(f"{r.top_class} ({_pct(r.top_share)})", r.top_share >= COLLAPSE_SHARE), r.n] for r in rows]
-    body.append([Safe("<b>mean</b>"), num(mean.get("accuracy")), num(mean.get("balanced_accuracy")), "",
-                 num(mean.get("macro_f1")), "", num(mean.get("majority_accuracy")),
-                 signed(mean.get("accuracy", math.nan) - mean.get("majority_accuracy", math.nan)), "", ""])
-    return html_table(header, body, "metrics")
+    body = [_metrics_row(r) for r in rows]
+    body.append([Safe("<b>mean</b>"), _or_na(mean.get("accuracy")), _or_na(mean.get("balanced_accuracy")), "",
+                 _or_na(mean.get("macro_f1")), "", _or_na(mean.get("majority_accuracy")),
+                 _or_na(_diff(mean.get("accuracy"), mean.get("majority_accuracy")), signed), "", ""])
+    table = html_table(header, body, "metrics")
+    empty = [r.head for r in rows if not r.n]
+    if empty:
+        table = Safe(table + f'<p class="note">{NO_LABELS}: {esc(", ".join(empty))} had no labelled rows on this '
+                     "side, so no score; the means are over the other heads.</p>")
+    return table
+
+
+def _diff(a, b):
+    return None if a is None or b is None else a - b
+
+
+def _or_na(x, fmt=num) -> str:
+    """A mean, or 'n/a' when no head had labelled rows."""
+    return NO_LABELS if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt(x)
+
+
+def _metrics_row(r: HeadRow) -> list:
+    if not r.n:  # nothing to score: the same 'n/a' as the printed table and evaluate
+        return [r.head, NO_LABELS, NO_LABELS, num(r.chance), NO_LABELS, r.majority_class, NO_LABELS, NO_LABELS,
+                NO_LABELS, 0]
+    return [r.head, with_ci(r.accuracy, r.accuracy_ci),
+            with_ci(r.balanced_accuracy, r.balanced_accuracy_ci,
+                    flag=r.balanced_accuracy_ci[0] <= r.chance <= r.balanced_accuracy_ci[1]),
+            num(r.chance), num(r.macro_f1), r.majority_class, num(r.majority_accuracy),
+            with_ci(r.gain, r.gain_ci, sign=True, flag=r.gain_ci[0] <= 0),
+            flagged(f"{r.top_class} ({_pct(r.top_share)})", is_collapsed(r.top_share, r.n)), r.n]
 
 
 def instance_html(m: dict | None) -> Safe:
@@ -647,7 +736,11 @@ def data_table(facts: RunFacts, schema, majority_rows: list[HeadRow]) -> Safe:
     for j, h in enumerate(schema.heads):
         col = labels[:, j]
         counts = np.bincount(col[col >= 0], minlength=len(schema.classes[h]))
-        classes = ", ".join(f"{c} {n}" for c, n in zip(schema.classes[h], counts))
+        listed = [f"{c} {n}" for c, n in zip(schema.classes[h], counts)]
+        more = len(listed) - LISTED_CLASSES
+        if more > 0:  # the most frequent ones, so the list stays readable for any K
+            listed = [listed[i] for i in np.argsort(-counts, kind="stable")[:LISTED_CLASSES]] + [f"… and {more} more"]
+        classes = ", ".join(listed)
         body.append([h, len(schema.classes[h]), classes, int((col < 0).sum()), majority_rows[j].majority_class])
     return html_table(["head", "K", "classes (rows)", "missing labels", "majority (train side)"], body, "data")
 
@@ -732,8 +825,12 @@ def render_html(facts: RunFacts, scored, rows: list[HeadRow], warnings: list[str
     schema, prog = scored.schema, scored.checkpoint["progress"]
     curves = [figure_html(n, c, d) for n, (c, d) in figs.items() if not n.startswith("confusion_")]
     matrices = [(n, c, d) for n, (c, d) in figs.items() if n.startswith("confusion_")]  # one per head, in order
-    confusions = [figure_html(n, c, d, "cm wide" if k > WIDE_MATRIX else "cm")
-                  for (n, c, d), k in zip(matrices, schema.num_classes)]
+    num_classes = {f"{j:02d}": k for j, k in enumerate(schema.num_classes)}  # matrix names: confusion_<j>_<head>
+    confusions = [figure_html(n, c, d, "cm wide" if num_classes[n.split("_")[1]] > WIDE_MATRIX else "cm")
+                  for n, c, d in matrices]
+    note = matrices_note(rows)
+    if note:
+        confusions.insert(0, f'<p class="note">{esc(note)}</p>')
     n_side = len(scored.paths)
     table = facts.table
     data_pairs = [("labels CSV", str(table.csv_path)), ("rows", len(table.paths)),
@@ -841,7 +938,11 @@ def run_report(args) -> int:
     out = Path(args.out) if args.out else default_out(Path(args.run), args.side)
     if args.out:  # a writable place that is not a file of the run, found before the scoring
         files.check_output(out, True, [p for p in runs.own_files(Path(args.run)) if p.suffix != ".html"], "report")
-    report = make_report(args.run, side=args.side, progress=not args.quiet)
+    try:
+        report = make_report(args.run, side=args.side, progress=not args.quiet)
+    except MemoryError:
+        raise AttrfitError(f"out of memory while drawing the report of {args.run}; the run itself is untouched. "
+                           "Free memory (close other programs) and run 'attrfit report' again") from None
     path = save_report(report, out)
     for w in report.warnings:
         print(f"warning: {w}")

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from attrfit.errors import AttrfitError
+from attrfit.options import OneOf, Range, check_fields, option
 
 SCHEDULES = ("onecycle", "constant", "cosine", "linear")
 
@@ -34,25 +35,26 @@ class ScheduleConfig:
         'cosine'
     """
 
-    kind: str = "onecycle"
-    pct_start: float = 0.25  # onecycle: fraction of steps spent warming up
-    div_factor: float = 25.0  # onecycle: start lr = max_lr / div_factor
-    final_div_factor: float = 1e4  # onecycle: final lr = start lr / final_div_factor
-    warmup_steps: int = 0  # cosine, linear, constant: linear warm-up length
-    momentum_max: float = 0.95  # onecycle: momentum at the start and the end
-    momentum_min: float = 0.85  # onecycle: momentum at the lr peak
+    kind: str = option("onecycle", "LR schedule: onecycle (warm up, then anneal; super-convergence), constant, "
+                       "cosine or linear", "{" + ",".join(SCHEDULES) + "}", OneOf(*SCHEDULES), flag="schedule")
+    pct_start: float = option(0.25, "onecycle: share of the steps spent warming up to the max LR", "FRAC",
+                              Range(0, 1), lr_find=False)
+    div_factor: float = option(25.0, "onecycle: the first LR is the max LR / this", "X",
+                               Range(1, 1_000_000), lr_find=False)
+    final_div_factor: float = option(1e4, "onecycle: the last LR is the first LR / this", "X",
+                                     Range(1, 1_000_000_000), lr_find=False)
+    warmup_steps: int = option(0, "cosine, linear, constant: steps of linear warm-up to the max LR", "N",
+                               Range(0), lr_find=False)
+    momentum_max: float = option(0.95, "onecycle: momentum (beta1 for adamw) at the start and the end", "M",
+                                 Range(0, 1, hi_open=True), lr_find=False)
+    momentum_min: float = option(0.85, "onecycle: momentum at the LR peak (the LR range test uses it too)", "M",
+                                 Range(0, 1, hi_open=True))
 
     def __post_init__(self) -> None:
-        if self.kind not in SCHEDULES:
-            raise AttrfitError(
-                f"unknown schedule kind {self.kind!r}; choose one of {', '.join(SCHEDULES)}"
-            )
-        if not 0.0 <= self.pct_start <= 1.0:
-            raise AttrfitError(f"schedule pct_start must be in [0, 1], got {self.pct_start}")
-        if self.div_factor <= 0 or self.final_div_factor <= 0:
-            raise AttrfitError("schedule div_factor and final_div_factor must be > 0")
-        if self.warmup_steps < 0:
-            raise AttrfitError(f"schedule warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_fields(self, "schedule")
+        if self.momentum_min > self.momentum_max:
+            raise AttrfitError(f"--momentum-min ({self.momentum_min}) must not exceed --momentum-max "
+                               f"({self.momentum_max}); one-cycle lowers momentum as the LR rises")
 
 
 def _cos_interp(start: float, end: float, frac: float) -> float:

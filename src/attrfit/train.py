@@ -30,6 +30,7 @@ from attrfit.config import TrainConfig, to_dict, validate
 from attrfit.distributed import Dist
 from attrfit.errors import AttrfitError
 from attrfit.evaluate import evaluate_images
+from attrfit.metrics import is_collapsed
 from attrfit.model import build_model
 from attrfit.precision import (PrecisionCheck, autocast, guard_bf16, inference_batches, resolve_device,
                                 resolve_precision, set_fp32_layers)
@@ -436,7 +437,22 @@ def make_sides(data) -> Sides:
 
     check_trainable(data)
     tr, va = data.sides["train"], data.sides["val"]
+    _check_val_labels(data.labels[va], data.schema.heads)
+    if len(data.sides["test"]) == 0:
+        log.warning("the test side of the split is empty: the run trains, but its final test scores will be n/a; "
+                    "make the split with a larger --test-fraction for a held-out score")
     return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va], tr)
+
+
+def _check_val_labels(val_labels: Tensor, heads: tuple[str, ...]) -> None:
+    """The best epoch is picked on val labels: none at all is an error; a head without any only counts less."""
+    labelled = (val_labels >= 0).sum(0).tolist()
+    if not any(labelled):
+        raise AttrfitError("no head has a labelled row on the val side, so no epoch could be picked as the best; "
+                           "make a split with a larger --val-fraction or fill in labels")
+    empty = [h for h, n in zip(heads, labelled) if not n]
+    if empty:
+        log.warning("no labelled val rows for %s: left out of the val means that pick the best epoch", ", ".join(empty))
 
 
 def monitored(cfg: TrainConfig, results: dict) -> float:
@@ -469,7 +485,7 @@ def epoch_row(t: Trainer, prog: Progress, val: dict, seconds: float) -> dict:
 def warn_collapse(val: dict, epoch: int) -> None:
     """One line naming the heads that predict one class for >= 95% of val images."""
     flat = [f"{h} ({100 * m['pred_top_share']:.0f}%)" for h, m in val["heads"].items()
-            if m["n"] and m.get("pred_top_share", 0) >= 0.95]
+            if is_collapsed(m.get("pred_top_share"), m["n"])]
     if flat:
         log.warning("epoch %d: collapsed to one class on val (their accuracy is just the majority rate): %s",
                     epoch, ", ".join(flat))
@@ -725,6 +741,11 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
             write_report(run, scored=scored)  # the test side is scored once, here
         except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report
             log.warning("the report could not be written (%s); make it later with 'attrfit report %s'", e, run)
+        except (MemoryError, RuntimeError) as e:  # not --batch-size's fault: say where it came from
+            if not isinstance(e, MemoryError) and not is_out_of_memory(e):
+                raise
+            log.warning("the report ran out of memory while drawing its figures; the run itself is complete and "
+                        "kept in %s. Make the report later with 'attrfit report %s'", run, run)
     return out
 
 
