@@ -161,9 +161,11 @@ def test_init_from_and_schema_mismatch(tiny, tmp_path):
         fit(tiny_cfg(tiny, epochs=1, init_from=str(a), width=16), run_dir=tmp_path / "c", progress=False)
 
 
-def test_divergence_stops_with_clear_error(tiny, tmp_path):
-    with pytest.raises(AttrfitError, match="loss became .* lr"):
+def test_an_absurd_lr_is_refused_before_anything_is_written(tiny, tmp_path):
+    """(Divergence itself: tests/test_reliability.py, with a planted NaN.)"""
+    with pytest.raises(AttrfitError, match=r"--lr .* must be in \(0, 100\]"):
         fit(tiny_cfg(tiny, lr=1e6, schedule="constant", precision="fp32"), run_dir=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists() and not tiny.with_suffix(".split.json").exists()
 
 
 def test_evaluate_refuses_a_resplit_with_another_seed(tiny, tmp_path):
