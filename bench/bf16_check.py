@@ -1,6 +1,6 @@
 """Which conv layers of attrfit's models are unsound in bf16 on this CPU, and what the check costs.
 
-Runs :func:`attrfit.precision.guard_bf16` (the self-check every bf16 run makes at its start)
+Runs :func:`attrfit.model.precision.guard_bf16` (the self-check every bf16 run makes at its start)
 for each preset at several input sizes, at the training batch and the default evaluation
 batch, and reports the layers it keeps in fp32, the worst error of the sound ones (in stds
 of the fp32 output; a sound bf16 kernel is a few hundredths off) and the seconds it took.
@@ -18,8 +18,8 @@ import sys
 import torch
 
 import common
-from attrfit.model import ModelConfig, build_model
-from attrfit.precision import guard_bf16
+from attrfit.model.net import ModelConfig, build_model
+from attrfit.model.precision import guard_bf16
 
 SIZES = [(128, 64), (64, 32), (64, 64), (96, 48), (128, 128)]
 

@@ -45,7 +45,7 @@ def base_parser(description: str, name: str) -> argparse.ArgumentParser:
 
 def run_main(main) -> int:
     """``main()``'s exit code; a user mistake (AttrfitError) is one line on stderr and exit 2, as in the CLI."""
-    from attrfit.errors import AttrfitError
+    from attrfit.core.errors import AttrfitError
 
     try:
         return main()
@@ -80,8 +80,8 @@ def require_peta() -> bool:
 
 def machine(device: torch.device) -> dict:
     """CPU model, cores, torch version and threads (attrfit's own record), plus bf16 support and the GPU."""
-    from attrfit.runs import environment
-    from attrfit.precision import cpu_has_fast_bf16
+    from attrfit.core.runs import environment
+    from attrfit.model.precision import cpu_has_fast_bf16
 
     env = environment()
     env["cpu_fast_bf16"] = cpu_has_fast_bf16()
@@ -105,15 +105,15 @@ def sync(device: torch.device) -> None:
 class AttrfitSteps:
     """attrfit's trainer stepping through the cached train images as ``run_epoch`` does.
 
-    Batches are gathered from the uint8 train tensor in :func:`attrfit.train.epoch_order`,
-    trained with :func:`attrfit.train.train_step` at the one-cycle LR of the step, and the
+    Batches are gathered from the uint8 train tensor in :func:`attrfit.training.loop.epoch_order`,
+    trained with :func:`attrfit.training.loop.train_step` at the one-cycle LR of the step, and the
     loss is checked for NaN every step on the CPU (a sync, as ``run_epoch`` does there).
     Consecutive :meth:`timed` calls continue the same batch order and schedule.
     """
 
     def __init__(self, cfg, schema, sides, total_steps: int) -> None:
-        from attrfit.distributed import Dist
-        from attrfit.train import build_trainer
+        from attrfit.training.distributed import Dist
+        from attrfit.training.loop import build_trainer
 
         self.t = build_trainer(cfg, schema, sides, float(cfg.optim.lr), Dist())
         self.t.total_steps = total_steps  # the one-cycle schedule spans all the steps timed
@@ -121,7 +121,7 @@ class AttrfitSteps:
         self._batches = self._indices()
 
     def _indices(self):
-        from attrfit.train import epoch_order
+        from attrfit.training.loop import epoch_order
 
         n, bs = len(self.sides.train_images), self.batch_size
         for epoch in itertools.count():
@@ -130,8 +130,8 @@ class AttrfitSteps:
                 yield order[i * bs : (i + 1) * bs]
 
     def step(self) -> None:
-        from attrfit.schedule import lr_at, momentum_at
-        from attrfit.train import check_finite, train_step
+        from attrfit.recipe.schedule import lr_at, momentum_at
+        from attrfit.training.loop import check_finite, train_step
 
         t, cfg, idx = self.t, self.t.cfg, next(self._batches)
         x = self.sides.train_images[idx].to(t.device, non_blocking=True)

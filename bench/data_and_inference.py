@@ -4,7 +4,7 @@
     python bench/data_and_inference.py --csv my.csv --size 64x64 --group-column ''
     python bench/data_and_inference.py --quick    # 120 generated images (a smoke run)
 
-1. Cache: decode every image of the CSV into a fresh cache folder (:func:`attrfit.cache.load_or_build`:
+1. Cache: decode every image of the CSV into a fresh cache folder (:func:`attrfit.data.cache.load_or_build`:
    Pillow in a thread pool, resize, one uint8 tensor saved to disk), then load it again (the
    cache key stats every image file; the tensor is memory-mapped), then read every pixel once (what
    training's first gather costs), and ``load_data`` end to end on the warm cache (table, split
@@ -14,8 +14,8 @@
    which exec resets; ``ru_maxrss`` would include this process's size at the fork), on the cache built in 1.
 3. Prediction images/s with that run's checkpoint through ``attrfit.load(run)`` at batch 1 and
    batch 64: from decoded pixels (the model alone, ``predict_pixels``) and from image files
-   (decode + model, ``predict``). Where ``attrfit.predict`` is missing it times
-   :func:`attrfit.evaluate.predict_probs` on the same pixels and :func:`attrfit.cache.decode_image`
+   (decode + model, ``predict``). Where ``attrfit.serving.predict`` is missing it times
+   :func:`attrfit.evaluation.scoring.predict_probs` on the same pixels and :func:`attrfit.data.cache.decode_image`
    plus ``predict_probs`` for the files.
 """
 
@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 import common
-from attrfit.cache import decode_image, load_or_build, parse_size
-from attrfit.dataset import DataConfig, load_data
-from attrfit.table import read_table
+from attrfit.data.cache import decode_image, load_or_build, parse_size
+from attrfit.data.dataset import DataConfig, load_data
+from attrfit.data.table import read_table
 
 GOAL_BUILD_S = 20.0  # PETA cache build
 GOAL_RELOAD_S = 2.0  # PETA cache reload
@@ -130,22 +130,22 @@ class Inference:
             self._fallback(run, device)
 
     def _fallback(self, run: Path, device: str) -> None:
-        from attrfit import checkpoint
-        from attrfit.evaluate import inference_precision
-        from attrfit.train import model_from_checkpoint
+        from attrfit.model import checkpoint
+        from attrfit.evaluation.scoring import inference_precision
+        from attrfit.training.loop import model_from_checkpoint
 
         ckpt = checkpoint.load(checkpoint.resolve(str(run)))
         self.predictor, self.device = None, torch.device(device)
         self.model = model_from_checkpoint(ckpt).to(self.device).to(memory_format=torch.channels_last)
         self.precision = inference_precision(ckpt, self.device)
         self.size = parse_size(ckpt["data"]["size"])
-        self.api = "attrfit.evaluate.predict_probs"
+        self.api = "attrfit.evaluation.scoring.predict_probs"
 
     def pixels(self, x: torch.Tensor, batch_size: int) -> None:
         if self.predictor is not None:
             self.predictor.predict_pixels(x, batch_size=batch_size)
         else:
-            from attrfit.evaluate import predict_probs
+            from attrfit.evaluation.scoring import predict_probs
 
             predict_probs(self.model, x, self.device, self.precision, batch_size)
 

@@ -11,7 +11,7 @@ with the data in ../shared/data/peta (read-only; splits, cache and runs go to ``
 2. calibrate: time a few training steps and one validation pass with the default CPU settings,
    and choose the number of epochs so training plus per-epoch validation fits the budget (the
    one-cycle schedule needs its length up front);
-3. train with :func:`attrfit.train.fit` (default settings, plus any ``--set`` overrides),
+3. train with :func:`attrfit.training.loop.fit` (default settings, plus any ``--set`` overrides),
    recording the wall time at the end of every epoch (after its validation);
 4. report the best checkpoint on the test side: per head accuracy, balanced accuracy and the
    majority-class accuracy, and their means. For peta35 the mean balanced accuracy is the
@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 
 import common
-from attrfit import runs
-from attrfit.config import TrainConfig, apply
-from attrfit.dataset import DataConfig, load_data
-from attrfit.train import fit, make_sides, steps_per_epoch, validate_epoch
+from attrfit.core import runs
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.data.dataset import DataConfig, load_data
+from attrfit.training.loop import fit, make_sides, steps_per_epoch, validate_epoch
 
 REFERENCE_MA = {"identity-disjoint": 71.43, "random image split": 83.96}  # ResNet50, ImageNet-pretrained, 256x192
 
@@ -84,7 +84,7 @@ class EpochClock(logging.Handler):
 
 def timed_fit(cfg: TrainConfig, run_dir: Path) -> tuple[Path, float, list[float]]:
     """Run :func:`fit`; return the run folder, its total wall time and the time at each epoch's end."""
-    logger = logging.getLogger("attrfit.train")
+    logger = logging.getLogger("attrfit.training.loop")
     old_level = logger.level
     logger.setLevel(logging.INFO)
     t0 = time.perf_counter()

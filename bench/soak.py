@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from attrfit import checkpoint
+from attrfit.model import checkpoint
 
 TIMING_COLUMNS = {"seconds", "wall_s", "images_per_s"}  # metrics.csv columns that differ between any two runs
 TIMING_KEYS = {"wall_time_s", "images_per_s"}  # same, in results.json

@@ -4,8 +4,8 @@
     python bench/throughput.py --csv my.csv --size 64x64 --group-column ''
     python bench/throughput.py --quick         # generated images, a few steps (a smoke run)
 
-A, attrfit: images decoded once into the uint8 cache tensor (:func:`attrfit.dataset.load_data`),
-batches gathered from it and trained with :func:`attrfit.train.train_step` as ``attrfit train``
+A, attrfit: images decoded once into the uint8 cache tensor (:func:`attrfit.data.dataset.load_data`),
+batches gathered from it and trained with :func:`attrfit.training.loop.train_step` as ``attrfit train``
 does: batched flip + translate on the tensor, channels_last, bf16 autocast where the CPU has
 native bf16, one-cycle LR, a finiteness check of the loss every step.
 
@@ -15,14 +15,14 @@ and applies a random flip and a padded random crop to that one sample, converts 
 ``DataLoader`` with one worker per core, fp32, NCHW, and a plain loop (SGD, cross-entropy per
 head, ``loss.item()`` each step for the running loss).
 
-Same model (:func:`attrfit.model.build_model`, same preset), batch size, input size and number
+Same model (:func:`attrfit.model.net.build_model`, same preset), batch size, input size and number
 of steps. Rounds alternate A, B, A, B, ... so drift of the machine (other load, clocks) hits
 both. Each round starts with untimed warm-up steps: for B a fresh ``DataLoader`` iterator, then
 at least 2 batches per worker, so neither its worker start-up nor the batches its workers queued
 ahead during the warm-up are timed; what is timed is the steady state. Reported: images/s per
 round, the medians, and the median of the per-round ratios A/B.
 
-Also the achieved FLOP/s of A (forward FLOPs per image from :func:`attrfit.model.count_flops`,
+Also the achieved FLOP/s of A (forward FLOPs per image from :func:`attrfit.model.net.count_flops`,
 times 3 for forward + backward) against the machine's matmul peak measured in the same run
 (square bf16 and fp32 ``torch.mm``, best of a few): how close the step is to the hardware limit.
 """
@@ -42,11 +42,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import common
-from attrfit.cache import parse_size
-from attrfit.config import TrainConfig, apply
-from attrfit.dataset import DataConfig, load_data
-from attrfit.model import build_model, count_flops
-from attrfit.train import make_sides
+from attrfit.data.cache import parse_size
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.data.dataset import DataConfig, load_data
+from attrfit.model.net import build_model, count_flops
+from attrfit.training.loop import make_sides
 
 GOAL_RATIO = 4.0  # attrfit >= 4x the hand-written pipeline
 GOAL_PEAK = 0.5  # train step >= 50% of the bf16 matmul peak

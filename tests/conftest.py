@@ -68,8 +68,8 @@ def _cache_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory):
     """(run folder, labels CSV): a 2-epoch run on tiny data, trained once and shared (treat as read-only)."""
-    from attrfit.config import TrainConfig, apply
-    from attrfit.train import fit
+    from attrfit.recipe.config import TrainConfig, apply
+    from attrfit.training.loop import fit
 
     root = tmp_path_factory.mktemp("trained_tiny")
     csv_path = write_tiny(root / "data")

@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from attrfit import cli
-from attrfit.config import TrainConfig, apply
-from attrfit.evaluate import attribute_metrics, binary_table, format_table
-from attrfit.metrics import instance_metrics, instance_ratios, mean_accuracy_ma
-from attrfit.table import Schema
-from attrfit.train import fit
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.evaluation.scoring import attribute_metrics, binary_table, format_table
+from attrfit.evaluation.metrics import instance_metrics, instance_ratios, mean_accuracy_ma
+from attrfit.data.table import Schema
+from attrfit.training.loop import fit
 
 
 def test_instance_metrics_perfect_prediction_is_one():

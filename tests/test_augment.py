@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attrfit.augment import AugmentConfig, augment_batch, cutout_side
-from attrfit.errors import AttrfitError
+from attrfit.data.augment import AugmentConfig, augment_batch, cutout_side
+from attrfit.core.errors import AttrfitError
 
 OFF = AugmentConfig(flip=False, translate=0)
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from attrfit.cache import decode_image, load_or_build, parse_size, BadImage
-from attrfit.errors import AttrfitError
-from attrfit.table import read_table
+from attrfit.data.cache import decode_image, load_or_build, parse_size, BadImage
+from attrfit.core.errors import AttrfitError
+from attrfit.data.table import read_table
 
 
 def test_builds_then_loads_from_cache(tiny, tmp_path):

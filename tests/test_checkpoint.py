@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from attrfit import checkpoint
-from attrfit.checkpoint import CorruptCheckpoint
+from attrfit.model import checkpoint
+from attrfit.model.checkpoint import CorruptCheckpoint
 
 
 def payload(v=1.0):
@@ -36,7 +36,7 @@ def test_failed_write_leaves_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", no_space)
-    from attrfit.errors import AttrfitError
+    from attrfit.core.errors import AttrfitError
 
     with pytest.raises(AttrfitError, match="No space left"):
         checkpoint.save(payload(2.0), p)

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 
-from attrfit.cli import main
+from attrfit.cli.app import main
 
 
 def run(capsys, *argv):

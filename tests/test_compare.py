@@ -11,14 +11,14 @@ import pytest
 from conftest import write_tiny
 
 from attrfit import cli
-from attrfit.compare import (Loaded, bootstrap_p, compare_rows, compare_runs, format_comparison, head_scores, holm,
+from attrfit.evaluation.compare import (Loaded, bootstrap_p, compare_rows, compare_runs, format_comparison, head_scores, holm,
                              resample_indices)
-from attrfit.config import TrainConfig, apply
-from attrfit.errors import AttrfitError
-from attrfit.metrics import head_metrics
-from attrfit.runs import list_runs
-from attrfit.table import Schema
-from attrfit.train import fit
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.metrics import head_metrics
+from attrfit.core.runs import list_runs
+from attrfit.data.table import Schema
+from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -1,7 +1,7 @@
 import pytest
 
-from attrfit.config import TrainConfig, apply, from_dict, load_file, to_dict
-from attrfit.errors import AttrfitError
+from attrfit.recipe.config import TrainConfig, apply, from_dict, load_file, to_dict
+from attrfit.core.errors import AttrfitError
 
 
 def test_flags_and_dotted_keys():

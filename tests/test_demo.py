@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attrfit.demo import (
+from attrfit.data.demo import (
     CSV_COLUMNS,
     HEAD_COLUMNS,
     MAX_LABEL_NOISE,
@@ -23,7 +23,7 @@ from attrfit.demo import (
     render_person,
     sample_labels,
 )
-from attrfit.errors import AttrfitError
+from attrfit.core.errors import AttrfitError
 
 CLASSES = {head: list(REFERENCE_COUNTS[head]) for head in HEAD_COLUMNS}
 # male, Good, 25-35, normal-healthy, None, Normal, Neutral, Front-Frontish

@@ -7,10 +7,12 @@ import sys
 import pytest
 import torch
 
-from attrfit import checkpoint, runs
-from attrfit.distributed import Dist
-from attrfit.evaluate import evaluate_checkpoint
-from attrfit.train import epoch_order
+from attrfit.model import checkpoint
+
+from attrfit.core import runs
+from attrfit.training.distributed import Dist
+from attrfit.evaluation.scoring import evaluate_checkpoint
+from attrfit.training.loop import epoch_order
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 

@@ -8,9 +8,9 @@ import torch
 
 import attrfit
 from attrfit import cli
-from attrfit.errors import AttrfitError
-from attrfit.export import export_model, output_names
-from attrfit.predict import stack_pixels
+from attrfit.core.errors import AttrfitError
+from attrfit.serving.export import export_model, output_names
+from attrfit.serving.predict import stack_pixels
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from attrfit.cache import BadImage, decode_image, load_or_build
-from attrfit.errors import AttrfitError
-from attrfit.split import SIDES, load_split, make_split, save_split, verify_split
-from attrfit.table import read_table
+from attrfit.data.cache import BadImage, decode_image, load_or_build
+from attrfit.core.errors import AttrfitError
+from attrfit.data.split import SIDES, load_split, make_split, save_split, verify_split
+from attrfit.data.table import read_table
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # "Corrupt EXIF data" and such: expected here
 

@@ -1,7 +1,7 @@
 """Real users' tables and splits: columns, label cells, delimiters, encodings, and a split
 that the later commands must follow (or refuse, naming the real cause).
 
-Results are checked through the library; messages through ``attrfit.cli.main`` (one
+Results are checked through the library; messages through ``attrfit.cli.app.main`` (one
 ``attrfit: error:`` line, exit 2, nothing written).
 """
 
@@ -17,11 +17,11 @@ import pytest
 import torch
 from conftest import write_tiny
 
-from attrfit.cli import main
-from attrfit.dataset import Data, DataConfig, check_trainable, read_checked
-from attrfit.errors import AttrfitError
-from attrfit.split import load_split, make_split, save_split
-from attrfit.table import class_order, read_table
+from attrfit.cli.app import main
+from attrfit.data.dataset import Data, DataConfig, check_trainable, read_checked
+from attrfit.core.errors import AttrfitError
+from attrfit.data.split import load_split, make_split, save_split
+from attrfit.data.table import class_order, read_table
 
 TINY = ["--size", "16x16", "--width", "8", "--stages", "2", "--batch-size", "16", "--lr", "0.05",
         "--epochs", "1", "--precision", "fp32", "--no-report", "--quiet"]
@@ -332,7 +332,7 @@ def test_backslash_paths_get_a_hint(tmp_path):
 
 def test_reference_layout_is_unchanged(tmp_path):
     """The demo layout (filename ignored, eight heads, hvc class names) reads as before."""
-    from attrfit.demo import make_demo
+    from attrfit.data.demo import make_demo
 
     path = make_demo(tmp_path / "demo", n=40, size=(16, 16), progress=False)
     t = read_table(path)

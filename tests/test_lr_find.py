@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-import attrfit.lr_find as lf
-from attrfit import checkpoint
-from attrfit.cli import main
-from attrfit.config import TrainConfig, apply
-from attrfit.dataset import load_data
-from attrfit.distributed import Dist
-from attrfit.train import build_trainer, fit, make_sides, train_step
+import attrfit.training.lr_find as lf
+from attrfit.model import checkpoint
+from attrfit.cli.app import main
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.data.dataset import load_data
+from attrfit.training.distributed import Dist
+from attrfit.training.loop import build_trainer, fit, make_sides, train_step
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from attrfit.errors import AttrfitError
-from attrfit.metrics import (
+from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.metrics import (
     bootstrap_ci,
     collapsed,
     confusion_matrix,

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attrfit.errors import AttrfitError
-from attrfit.model import PRESETS, AttrNet, ModelConfig, build_model, count_flops
+from attrfit.core.errors import AttrfitError
+from attrfit.model.net import PRESETS, AttrNet, ModelConfig, build_model, count_flops
 
 TINY = ModelConfig(width=8, stages=2)
 HEADS = [3, 5, 2]

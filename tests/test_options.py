@@ -15,12 +15,12 @@ import struct
 import numpy as np
 import pytest
 
-from attrfit import report
-from attrfit.cli import build_parser, main
-from attrfit.config import TrainConfig, apply, leaf_fields, load_file
-from attrfit.errors import AttrfitError
-from attrfit.evaluate import format_table
-from attrfit.options import flag_of
+from attrfit.evaluation import report
+from attrfit.cli.app import build_parser, main
+from attrfit.recipe.config import TrainConfig, apply, leaf_fields, load_file
+from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.scoring import format_table
+from attrfit.core.options import flag_of
 
 TINY_RUN = ["--size", "16x16", "--width", "8", "--stages", "2", "--epochs", "1", "--batch-size", "16",
             "--precision", "fp32", "--quiet"]
@@ -132,9 +132,9 @@ def test_top_level_loss_weights_table_is_the_option(tmp_path):
 
 
 def test_api_configs_check_themselves():
-    from attrfit.augment import AugmentConfig
-    from attrfit.model import ModelConfig
-    from attrfit.schedule import ScheduleConfig
+    from attrfit.data.augment import AugmentConfig
+    from attrfit.model.net import ModelConfig
+    from attrfit.recipe.schedule import ScheduleConfig
 
     for make in (lambda: AugmentConfig(cutout=-1), lambda: ScheduleConfig(pct_start=2),
                  lambda: ModelConfig(dropout=1.0), lambda: ModelConfig(width=4096).resolved()):
@@ -257,7 +257,7 @@ def test_sparse_head_is_na_in_table_results_report_and_evaluate(capsys, tiny, tm
 def test_no_labelled_val_rows_at_all_is_an_error():
     import torch
 
-    from attrfit.train import _check_val_labels
+    from attrfit.training.loop import _check_val_labels
 
     with pytest.raises(AttrfitError, match="no head has a labelled row on the val side"):
         _check_val_labels(torch.full((5, 2), -1), ("a", "b"))
@@ -321,8 +321,8 @@ def test_report_command_out_of_memory_is_one_line_without_batch_size_advice(caps
 def test_label_summary_names_at_most_twenty_classes_per_head():
     import torch
 
-    from attrfit.commands import label_summary
-    from attrfit.table import Schema
+    from attrfit.cli.commands import label_summary
+    from attrfit.data.table import Schema
 
     schema = Schema(heads=("ident",), classes={"ident": tuple(f"p{i}" for i in range(300))})
     data = type("D", (), {"labels": torch.arange(300)[:, None], "sides": {"train": torch.arange(300)},

@@ -23,9 +23,11 @@ import torch
 from conftest import write_tiny
 from PIL import Image
 
-from attrfit import cache, files, runs
-from attrfit.cli import main
-from attrfit.errors import AttrfitError
+from attrfit.data import cache
+
+from attrfit.core import files, runs
+from attrfit.cli.app import main
+from attrfit.core.errors import AttrfitError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -153,7 +155,7 @@ def test_every_write_goes_through_the_atomic_writer():
 
 @needs_dev_full
 def test_image_cache_on_a_full_disk_is_skipped_cleanly(tiny, tmp_path, monkeypatch, caplog):
-    from attrfit.table import read_table
+    from attrfit.data.table import read_table
 
     table = read_table(tiny)
     full_disk(monkeypatch)
@@ -165,7 +167,7 @@ def test_image_cache_on_a_full_disk_is_skipped_cleanly(tiny, tmp_path, monkeypat
 
 def test_image_cache_when_torch_save_fails_mid_file(tiny, tmp_path, monkeypatch, caplog):
     """torch.save on a full disk raises RuntimeError, not OSError, after writing part of the file."""
-    from attrfit.table import read_table
+    from attrfit.data.table import read_table
 
     def save(obj, f):
         f.write(b"PK\x03\x04 part of a zip")
@@ -202,7 +204,7 @@ def test_predict_on_a_full_disk(capsys, run, tiny, tmp_path, monkeypatch):
 
 
 def test_predict_interrupted_leaves_no_half_file(capsys, run, tiny, tmp_path, monkeypatch):
-    from attrfit import predict
+    from attrfit.serving import predict
 
     def rows(*a, **k):
         yield {"image_path": "x", "color": "red", "color_prob": 0.5, "bright": "dark", "bright_prob": 0.5, "error": ""}
@@ -229,7 +231,7 @@ def a_file(tmp_path) -> Path:
     (lambda f: f.parent, ["is a folder; give the name of a file"]),
 ])
 def test_export_to_an_impossible_place(capsys, run, a_file, monkeypatch, where, needles):
-    import attrfit.export as ex
+    import attrfit.serving.export as ex
 
     monkeypatch.setattr(ex.Predictor, "from_checkpoint", lambda *a, **k: pytest.fail("checked after loading"))
     code, _, err = cli(capsys, "export", run, "--out", where(a_file), "--format", "onnx")
@@ -238,7 +240,7 @@ def test_export_to_an_impossible_place(capsys, run, a_file, monkeypatch, where, 
 
 
 def test_predict_to_an_impossible_place(capsys, run, tiny, a_file, monkeypatch):
-    import attrfit.predict as pr
+    import attrfit.serving.predict as pr
 
     monkeypatch.setattr(pr.Predictor, "from_checkpoint", lambda *a, **k: pytest.fail("checked after loading"))
     code, _, err = cli(capsys, "predict", run, tiny.parent / "img", "--out", a_file / "p.csv")
@@ -266,9 +268,9 @@ def test_cache_dir_naming_a_file(capsys, tiny, a_file, monkeypatch):
 
 
 def test_lr_find_out_in_an_impossible_place(capsys, tiny, a_file, monkeypatch):
-    import attrfit.dataset
+    import attrfit.data.dataset
 
-    monkeypatch.setattr(attrfit.dataset, "load_data", lambda *a, **k: pytest.fail("checked after loading"))
+    monkeypatch.setattr(attrfit.data.dataset, "load_data", lambda *a, **k: pytest.fail("checked after loading"))
     code, _, err = cli(capsys, "lr-find", tiny, "--size", "16x16", "--out", a_file / "lr", "--quiet")
     assert_one_error(code, err, "a_file is a file, not a folder")
     code, _, err = cli(capsys, "lr-find", tiny, "--size", "16x16", "--out", "/proc/lr", "--quiet")
@@ -276,7 +278,7 @@ def test_lr_find_out_in_an_impossible_place(capsys, tiny, a_file, monkeypatch):
 
 
 def test_report_out_in_an_impossible_place_or_on_a_run_file(capsys, run, a_file, monkeypatch):
-    import attrfit.report as rp
+    import attrfit.evaluation.report as rp
 
     monkeypatch.setattr(rp, "make_report", lambda *a, **k: pytest.fail("checked after scoring"))
     code, _, err = cli(capsys, "report", run, "--out", a_file / "r.html")
@@ -342,7 +344,7 @@ def test_outputs_with_spaces_and_unicode_in_new_folders(capsys, run, tiny, tmp_p
 
 
 def test_demo_data_refuses_a_folder_with_other_images(capsys, tmp_path):
-    from attrfit.demo import make_demo
+    from attrfit.data.demo import make_demo
 
     user = tmp_path / "mine"
     (user / "resized").mkdir(parents=True)
@@ -365,7 +367,7 @@ def test_demo_data_refuses_a_folder_with_other_images(capsys, tmp_path):
 
 @needs_dev_full
 def test_demo_data_on_a_full_disk(capsys, tmp_path, monkeypatch):
-    from attrfit import demo
+    from attrfit.data import demo
 
     drawn = []
     real = demo.render_person
@@ -395,8 +397,8 @@ def test_a_run_in_use_is_refused_naming_the_pid(capsys, run):
 
 
 def test_a_new_run_holds_its_lock_while_training(tiny, tmp_path, monkeypatch):
-    import attrfit.train as tr
-    from attrfit.config import TrainConfig, apply
+    import attrfit.training.loop as tr
+    from attrfit.recipe.config import TrainConfig, apply
 
     seen = []
     real = tr.finish
@@ -416,7 +418,7 @@ def test_a_new_run_holds_its_lock_while_training(tiny, tmp_path, monkeypatch):
 
 
 def test_a_lock_left_by_a_killed_process_does_not_block(capsys, run):
-    code = f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r}); from attrfit import runs; " \
+    code = f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r}); from attrfit.core import runs; " \
            f"runs.lock_run({str(run)!r}); print('locked', flush=True); time.sleep(60)"
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:

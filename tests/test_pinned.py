@@ -25,11 +25,12 @@ import pytest
 import torch
 from PIL import Image
 
-import attrfit.train as tr
-from attrfit import checkpoint, cli
-from attrfit.config import TrainConfig, apply
-from attrfit.model import ModelConfig, build_model
-from attrfit.schedule import ScheduleConfig, lr_at, momentum_at
+import attrfit.training.loop as tr
+from attrfit.model import checkpoint
+from attrfit import cli
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.model.net import ModelConfig, build_model
+from attrfit.recipe.schedule import ScheduleConfig, lr_at, momentum_at
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -50,8 +51,8 @@ def write_learnable(root: Path) -> Path:
     The split is written by hand (1/8 test, 1/8 val): a third of the train rows are light,
     two thirds of the val and test rows. Some train rows miss their 'bright' label.
     """
-    from attrfit.split import fingerprint  # the table's identity only; the sides are chosen here
-    from attrfit.table import read_table
+    from attrfit.data.split import fingerprint  # the table's identity only; the sides are chosen here
+    from attrfit.data.table import read_table
 
     rng = np.random.default_rng(0)
     (root / "img").mkdir(parents=True)
@@ -382,7 +383,7 @@ def test_results_json_scores_the_best_epoch_on_the_raw_test_images(learned, data
 
 @pytest.mark.parametrize("side", ["test", "val"])
 def test_evaluate_scores_a_side_against_the_train_majority(learned, data, side):
-    from attrfit.evaluate import evaluate_checkpoint
+    from attrfit.evaluation.scoring import evaluate_checkpoint
 
     _, truth = data
     got = evaluate_checkpoint(str(learned.run), side=side, progress=False, device="cpu")

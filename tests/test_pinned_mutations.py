@@ -17,7 +17,7 @@ _spec = importlib.util.spec_from_file_location("bench_mutations", ROOT / "bench"
 harness = sys.modules["bench_mutations"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)
 
-CRITICAL = {"split.py", "metrics.py", "train.py", "evaluate.py", "predict.py"}
+CRITICAL = {"split.py", "metrics.py", "loop.py", "scoring.py", "predict.py"}
 pytest.importorskip("tomllib", reason="the mutation list is TOML, read with Python 3.11's tomllib")
 
 

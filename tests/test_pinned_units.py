@@ -20,12 +20,12 @@ from PIL import Image
 from torch import nn
 
 from attrfit import cli
-from attrfit.errors import AttrfitError
-from attrfit.evaluate import evaluate_images, format_table, predict_probs
-from attrfit.metrics import collapsed, head_metrics
-from attrfit.split import fingerprint, make_split, verify_split
-from attrfit.table import Schema, read_table
-from attrfit.train import LossSpec, class_weights, multi_head_loss, warn_collapse
+from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.scoring import evaluate_images, format_table, predict_probs
+from attrfit.evaluation.metrics import collapsed, head_metrics
+from attrfit.data.split import fingerprint, make_split, verify_split
+from attrfit.data.table import Schema, read_table
+from attrfit.training.loop import LossSpec, class_weights, multi_head_loss, warn_collapse
 
 SIDES = ("train", "val", "test")
 
@@ -126,7 +126,7 @@ def test_label_smoothing_and_missing_labels_in_the_loss():
 # ---------------------------------------------------------------- test-time augmentation
 
 def test_tta_averages_with_the_left_right_mirror():
-    from attrfit.model import ModelConfig, build_model
+    from attrfit.model.net import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(width=8, stages=2), [3]).eval()
@@ -195,7 +195,7 @@ def test_the_fingerprint_covers_the_group_column(tmp_path):
 # ---------------------------------------------------------------- the data each side gets, decoded here
 
 def test_each_side_holds_its_own_images_and_labels_pixel_for_pixel(tmp_path):
-    from attrfit.dataset import DataConfig, load_data
+    from attrfit.data.dataset import DataConfig, load_data
 
     path = write_tiny(tmp_path / "d", n=60, size=16, groups=20)
     data = load_data(DataConfig(csv=str(path), size="16x16", group_column="pid", cache_dir=str(tmp_path / "c")),
@@ -215,7 +215,7 @@ def test_each_side_holds_its_own_images_and_labels_pixel_for_pixel(tmp_path):
 
 def test_an_image_rewritten_in_place_is_decoded_again(tmp_path):
     """Same path, same byte size (BMP), new pixels: only the mtime tells the cache."""
-    from attrfit.dataset import DataConfig, load_data
+    from attrfit.data.dataset import DataConfig, load_data
 
     path = write_tiny(tmp_path / "d", n=40, size=16, fmt="bmp")
     cfg = DataConfig(csv=str(path), size="16x16", cache_dir=str(tmp_path / "c"))

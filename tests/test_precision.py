@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attrfit import checkpoint
-from attrfit.config import TrainConfig, apply
-from attrfit.errors import AttrfitError
-from attrfit.model import ModelConfig, build_model
-from attrfit.precision import bf16_error, conv_inputs, guard_bf16, inference_batches, set_fp32_layers
-from attrfit.train import fit
+from attrfit.model import checkpoint
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.core.errors import AttrfitError
+from attrfit.model.net import ModelConfig, build_model
+from attrfit.model.precision import bf16_error, conv_inputs, guard_bf16, inference_batches, set_fp32_layers
+from attrfit.training.loop import fit
 
 from conftest import write_tiny
 
@@ -136,9 +136,9 @@ def test_training_through_an_injected_bf16_fault_is_finite_and_repeatable(tmp_pa
 
 def test_without_the_guard_the_injected_fault_breaks_training(tmp_path, amx_like_fault, monkeypatch):
     """The injected fault is real enough to matter: the guard is what makes the test above pass."""
-    import attrfit.train
+    import attrfit.training.loop
 
-    monkeypatch.setattr(attrfit.train, "guard_bf16", lambda *a, **k: guard_bf16(a[0], "fp32", *a[2:]))
+    monkeypatch.setattr(attrfit.training.loop, "guard_bf16", lambda *a, **k: guard_bf16(a[0], "fp32", *a[2:]))
     csv_path = write_tiny(tmp_path / "data", n=72, size=40)
     with pytest.raises(AttrfitError, match="non-finite|loss became") as e:
         _train(csv_path, tmp_path, "a", "bf16", "64x32")
@@ -148,7 +148,7 @@ def test_without_the_guard_the_injected_fault_breaks_training(tmp_path, amx_like
 def test_divergence_at_a_tiny_lr_does_not_blame_the_lr():
     from types import SimpleNamespace
 
-    from attrfit.train import divergence_advice
+    from attrfit.training.loop import divergence_advice
 
     opt = SimpleNamespace(param_groups=[{"lr": 8e-7}])
     tiny = divergence_advice(SimpleNamespace(optimizer=opt, precision="bf16", max_lr=0.4))

@@ -10,13 +10,14 @@ from conftest import write_tiny
 from PIL import Image
 
 import attrfit
-from attrfit import cli, predict
-from attrfit.errors import AttrfitError
-from attrfit.evaluate import score_checkpoint
-from attrfit.metrics import head_metrics
-from attrfit.predict import Predictor, find_images, predict_files
-from attrfit.split import load_split
-from attrfit.table import read_table
+from attrfit import cli
+from attrfit.serving import predict
+from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.scoring import score_checkpoint
+from attrfit.evaluation.metrics import head_metrics
+from attrfit.serving.predict import Predictor, find_images, predict_files
+from attrfit.data.split import load_split
+from attrfit.data.table import read_table
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -1,7 +1,7 @@
 """Kill and resume, Ctrl-C, divergence, full disks, and bad input at the command line.
 
 The process tests start real ``attrfit train`` processes and stop them with SIGKILL and
-SIGINT (helpers shared with ``bench/soak.py``). The rest call ``attrfit.cli.main`` in
+SIGINT (helpers shared with ``bench/soak.py``). The rest call ``attrfit.cli.app.main`` in
 this process: every bad input must give exactly one ``attrfit: error:`` line, exit 2, no
 traceback, and leave nothing a later run could take for good output.
 """
@@ -24,8 +24,10 @@ import pytest
 import torch
 from PIL import Image
 
-from attrfit import checkpoint, runs
-from attrfit.cli import main
+from attrfit.model import checkpoint
+
+from attrfit.core import runs
+from attrfit.cli.app import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -136,16 +138,16 @@ def diverge(capsys, csv_path, run, monkeypatch):
     Real divergence is CPU arithmetic (and --lr is capped at 100, where BatchNorm nets on the tiny
     task stay finite), so the NaN is planted in the loss: the checks and messages are under test.
     """
-    import attrfit.train
+    import attrfit.training.loop
 
-    real, calls = attrfit.train.multi_head_loss, []
+    real, calls = attrfit.training.loop.multi_head_loss, []
 
     def loss_going_nan(*args, **kwargs):
         calls.append(1)
         total, per_head = real(*args, **kwargs)
         return (total * float("nan"), per_head * float("nan")) if len(calls) >= 4 else (total, per_head)
 
-    monkeypatch.setattr(attrfit.train, "multi_head_loss", loss_going_nan)
+    monkeypatch.setattr(attrfit.training.loop, "multi_head_loss", loss_going_nan)
     return cli(capsys, "train", csv_path, *TINY, "--epochs", 2, "--lr", 100, "--schedule", "constant",
                "--checkpoint-every", 1, "--run-dir", run)
 
@@ -196,7 +198,7 @@ def test_disk_full_mid_run_is_one_line_and_resumable(capsys, tiny, tmp_path, mon
 
 
 def test_out_of_memory_gives_advice(capsys, tiny, tmp_path, monkeypatch):
-    import attrfit.train as tr
+    import attrfit.training.loop as tr
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -207,8 +209,8 @@ def test_out_of_memory_gives_advice(capsys, tiny, tmp_path, monkeypatch):
 
 
 def test_killed_after_first_epoch_row_before_any_checkpoint(tiny, tmp_path, monkeypatch):
-    from attrfit.config import TrainConfig, apply
-    from attrfit.train import fit
+    from attrfit.recipe.config import TrainConfig, apply
+    from attrfit.training.loop import fit
 
     cfg = apply(TrainConfig(), {"data.csv": str(tiny), "size": "16x16", "width": 8, "stages": 2, "epochs": 2,
                                 "batch_size": 16, "lr": 0.05, "report": False, "seed": 1, "precision": "fp32"})
@@ -226,8 +228,8 @@ def test_killed_after_first_epoch_row_before_any_checkpoint(tiny, tmp_path, monk
 
 
 def test_killed_before_the_first_checkpoint_can_resume(tiny, tmp_path, monkeypatch):
-    import attrfit.train as tr
-    from attrfit.config import TrainConfig, apply
+    import attrfit.training.loop as tr
+    from attrfit.recipe.config import TrainConfig, apply
 
     cfg = apply(TrainConfig(), {"data.csv": str(tiny), "size": "16x16", "width": 8, "stages": 2, "epochs": 1,
                                 "batch_size": 16, "lr": 0.05, "report": False, "precision": "fp32"})

@@ -7,11 +7,13 @@ import pytest
 from conftest import write_tiny
 from PIL import Image
 
-from attrfit import cli, report
-from attrfit.config import TrainConfig, apply
-from attrfit.errors import AttrfitError
-from attrfit.metrics import confusion_matrix
-from attrfit.train import fit
+from attrfit import cli
+
+from attrfit.evaluation import report
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.metrics import confusion_matrix
+from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

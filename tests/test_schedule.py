@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from attrfit.errors import AttrfitError
-from attrfit.schedule import SCHEDULES, ScheduleConfig, lr_at, momentum_at
+from attrfit.core.errors import AttrfitError
+from attrfit.recipe.schedule import SCHEDULES, ScheduleConfig, lr_at, momentum_at
 
 TOTAL, MAX_LR = 200, 0.4
 

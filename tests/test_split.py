@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from attrfit.errors import AttrfitError
-from attrfit.split import cross_side_duplicates, load_split, make_split, save_split, verify_split
-from attrfit.table import read_table
+from attrfit.core.errors import AttrfitError
+from attrfit.data.split import cross_side_duplicates, load_split, make_split, save_split, verify_split
+from attrfit.data.table import read_table
 
 
 def test_fractions_and_disjoint(tiny):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from attrfit.errors import AttrfitError
-from attrfit.table import Schema, read_table
+from attrfit.core.errors import AttrfitError
+from attrfit.data.table import Schema, read_table
 
 
 def write(p, text, encoding="utf-8"):

@@ -8,11 +8,13 @@ from types import SimpleNamespace
 import pytest
 from conftest import write_tiny
 
-from attrfit import cli, tracking
-from attrfit.config import TrainConfig, apply
-from attrfit.errors import AttrfitError
-from attrfit.runs import MetricsLog
-from attrfit.train import fit
+from attrfit import cli
+
+from attrfit.training import tracking
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.core.errors import AttrfitError
+from attrfit.core.runs import MetricsLog
+from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
 

@@ -3,11 +3,13 @@ import json
 import pytest
 import torch
 
-from attrfit import checkpoint, runs
-from attrfit.config import TrainConfig, apply
-from attrfit.errors import AttrfitError
-from attrfit.evaluate import evaluate_checkpoint
-from attrfit.train import LossSpec, epoch_order, fit, multi_head_loss
+from attrfit.model import checkpoint
+
+from attrfit.core import runs
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.scoring import evaluate_checkpoint
+from attrfit.training.loop import LossSpec, epoch_order, fit, multi_head_loss
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -109,7 +111,7 @@ def test_resume_after_crash_equals_uninterrupted(tiny, tmp_path, monkeypatch):
 
 
 def test_mid_epoch_checkpoint_resume(tiny, tmp_path, monkeypatch):
-    import attrfit.train as tr
+    import attrfit.training.loop as tr
 
     ref = fit(tiny_cfg(tiny, epochs=2, batch_size=8), run_dir=tmp_path / "ref", progress=False)
     real_step = tr.train_step
@@ -130,8 +132,8 @@ def test_mid_epoch_checkpoint_resume(tiny, tmp_path, monkeypatch):
 
 
 def test_no_test_image_in_any_training_batch(tiny, tmp_path, monkeypatch):
-    import attrfit.train as tr
-    from attrfit.dataset import load_data
+    import attrfit.training.loop as tr
+    from attrfit.data.dataset import load_data
 
     cfg = tiny_cfg(tiny, epochs=2)
     seen = []
@@ -169,8 +171,8 @@ def test_an_absurd_lr_is_refused_before_anything_is_written(tiny, tmp_path):
 
 
 def test_evaluate_refuses_a_resplit_with_another_seed(tiny, tmp_path):
-    from attrfit.split import make_split, save_split
-    from attrfit.table import read_table
+    from attrfit.data.split import make_split, save_split
+    from attrfit.data.table import read_table
 
     run = fit(tiny_cfg(tiny, epochs=1), run_dir=tmp_path / "run", progress=False)
     split_file = tiny.with_name("labels.split.json")

@@ -1,3 +1,3 @@
-from attrfit.cli import main
+from attrfit.cli.app import main
 
 raise SystemExit(main())

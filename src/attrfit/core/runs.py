@@ -1,0 +1,419 @@
+"""Run folders: created once, never overwritten; what a run writes and where.
+
+A run folder holds ``config.json`` (the resolved config), ``schema.json``, ``split_ref.json``
+(the split file's path and fingerprint), ``metrics.csv`` (one row per epoch),
+``last.pt``/``best.pt`` checkpoints, ``results.json`` (test metrics of the best
+checkpoint), ``train.log`` and, when made, ``lr_find/`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fcntl
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from attrfit import __version__
+
+from attrfit.core import files
+from attrfit.core.errors import AttrfitError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"  # held (flock) by the process training in a run folder; holds its PID
+
+
+def new_run_dir(run_dir: str | Path | None, csv_path: str, config: dict | None = None) -> Path:
+    """Create the run folder; refuse one that exists and is not empty, or a file.
+
+    With ``config`` the folder gets its ``config.json`` at once, so a run killed at any
+    moment after this (even before its first checkpoint) continues with ``--resume``.
+    """
+    run = claim_default_run_dir(csv_path) if run_dir is None else check_new_run_dir(run_dir)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        probe = run / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise AttrfitError(f"cannot write to the run folder {run}: {e.strerror or e}") from None
+    if config is not None:
+        write_json(run / "config.json", config)
+    return run
+
+
+def claim_default_run_dir(csv_path: str) -> Path:
+    """Make ``runs/<time>-<csv stem>[-k]`` with a plain mkdir, which only one process can win:
+    two runs started in the same second get two folders."""
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(csv_path).stem}"
+    files.make_folder(base.parent, "runs folder")
+    for k in itertools.count(1):
+        run = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise AttrfitError(f"cannot write to the run folder {run}: {e.strerror or e}") from None
+
+
+def check_new_run_dir(run_dir: str | Path) -> Path:
+    """Refuse a ``--run-dir`` that is a file or a folder with contents (called before the data is loaded)."""
+    run = Path(run_dir)
+    blocker = files.blocker(run)
+    if blocker == run:
+        raise AttrfitError(f"--run-dir {run} is a file, not a folder; choose a new folder name")
+    if blocker is not None:
+        raise AttrfitError(f"--run-dir {run}: {blocker} is a file, not a folder; choose another place")
+    if run.is_dir() and any(p.name not in (LOCK_NAME, ".write-test") for p in run.iterdir()):
+        raise AttrfitError(
+            f"run folder {run} already exists and is not empty; a run is never overwritten. "
+            f"Continue it with 'attrfit train --resume {run}' or choose another --run-dir"
+        )
+    existing = next(p for p in [run, *run.parents] if p.exists())
+    reason = files.cannot_create_in(existing)
+    if reason:
+        raise AttrfitError(f"cannot write to the run folder {run}: {reason}")
+    return run
+
+
+RUN_FILES = ("config.json", "schema.json", "split_ref.json", "environment.json", "metrics.csv", "last.pt",
+             "last.prev.pt", "best.pt", "results.json", "train.log", "report.html", "report_val.html", LOCK_NAME)
+
+
+def own_files(folder: Path) -> list[Path]:
+    """The files a run writes, when ``folder`` is a run folder (else none): outputs never replace them."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return []
+    return [folder / n for n in RUN_FILES] + [folder / "lr_find" / n for n in ("lr_find.json", "lr_find.png")]
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN/.lock`` while a process trains in the run folder.
+
+    Non-blocking: a second ``train --resume RUN`` fails at once, naming the PID that holds
+    the run. The kernel drops the lock when its process dies (even by SIGKILL), so a stale
+    ``.lock`` file never blocks anything.
+    """
+
+    def __init__(self, run: Path) -> None:
+        self.run = Path(run)
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        path = self.run / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as e:
+            raise AttrfitError(f"cannot write to the run folder {self.run}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise AttrfitError(
+                f"the run {self.run} is in use by another attrfit process (PID {holder}); wait for it to end "
+                "or stop it, then try again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        return os.pread(fd, 32, 0).decode().strip() or "unknown"
+    except (OSError, UnicodeDecodeError):
+        return "unknown"
+
+
+def lock_run(run: Path) -> RunLock:
+    """Lock ``run`` for this process (see :class:`RunLock`); release with ``.release()`` or ``with``."""
+    return RunLock(run).acquire()
+
+
+def with_absolute_paths(cfg):
+    """``cfg`` (a TrainConfig) with its data paths absolute, as typed otherwise (symlinks kept)."""
+    def absolute(p: str | None) -> str | None:
+        return os.path.abspath(p) if p else p
+
+    d = cfg.data
+    data = dataclasses.replace(d, csv=absolute(d.csv), images=absolute(d.images), split=absolute(d.split),
+                               cache_dir=absolute(d.cache_dir))
+    return dataclasses.replace(cfg, data=data, init_from=absolute(cfg.init_from))
+
+
+def check_recorded_paths(data, where: Path | str, fix: str) -> None:
+    """Say which data path recorded in ``where`` (config.json, a checkpoint) is missing, and how to fix it.
+
+    Runs made before paths were stored absolute hold them as typed, relative to the folder
+    the run was started from.
+    """
+    for label, value, exists in (("labels CSV", data.csv, os.path.isfile), ("image folder", data.images, os.path.isdir),
+                                 ("split file", data.split, os.path.isfile)):
+        if value and not exists(value):
+            rel = "" if os.path.isabs(value) else f", a relative path looked up from {os.getcwd()}"
+            raise AttrfitError(
+                f"the {label} {value} recorded in {where} is not there{rel}; run from the folder the run was "
+                f"started in, move the data back, {fix}"
+            )
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic JSON write (see :mod:`attrfit.core.files`)."""
+    files.write_json(path, obj)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AttrfitError(f"{path}: missing; is this an attrfit run folder?") from None
+    except ValueError as e:
+        raise AttrfitError(f"{path}: not valid JSON ({e})") from None
+
+
+def environment() -> dict:
+    """Code version and hardware, recorded in every run."""
+    env = {
+        "attrfit": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                env["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return env
+
+
+class MetricsLog:
+    """``metrics.csv``: one row per epoch; columns fixed by the first row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop rows of epochs after ``epoch`` (work lost by a kill, redone on resume)."""
+        rows = [r for r in self.rows() if int(r["epoch"]) <= epoch]
+        self._write(rows)
+
+    def append(self, row: dict) -> None:
+        rows = self.rows()
+        rows.append({k: _fmt(v) for k, v in row.items()})
+        self._write(rows)
+
+    def _write(self, rows: list[dict]) -> None:
+        hint = "the previous checkpoint is untouched (free disk space, then --resume)"
+        with files.atomic_open(self.path, text=True, hint=hint, newline="", encoding="utf-8") as f:
+            if rows:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+class RunLogHandler(logging.FileHandler):
+    """``train.log``. When it cannot be written (a full disk) it says so once and steps aside, rather than
+    printing a traceback for every line; the log goes on on the screen, and the run reports the disk itself."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger("attrfit")
+        if self in logger.handlers:
+            logger.removeHandler(self)
+            log.warning("cannot write %s any more (%s); logging to the screen only", self.baseFilename,
+                        sys.exc_info()[1])
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            pass  # the unwritten lines were already reported by handleError
+
+
+def add_file_log(run: Path) -> logging.Handler:
+    handler = RunLogHandler(run / "train.log", encoding="utf-8", errors="backslashreplace")  # names need not be UTF-8
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("attrfit").addHandler(handler)
+    return handler
+
+
+# ---------------------------------------------------------------- listing run folders (attrfit runs)
+
+RECENT_S = 300  # a run folder written to within this many seconds may still be training
+
+
+@dataclass
+class RunSummary:
+    """One line of ``attrfit runs``: what a run folder holds, read without loading checkpoints."""
+
+    path: str
+    started: str | None  # local time the run folder got its config.json
+    csv: str | None
+    settings: str | None
+    state: str  # finished | stopped | running | failed | broken
+    detail: str  # in words, e.g. "stopped at epoch 3 of 12; resume with ..."
+    epochs_done: int | None = None
+    epochs: int | None = None
+    best_val_mean_accuracy: float | None = None
+    best_epoch: int | None = None
+    test_mean_accuracy: float | None = None
+    test_mean_balanced_accuracy: float | None = None
+    sort_key: float = 0.0
+
+
+def list_runs(folder: str | Path) -> list[RunSummary]:
+    """Every run folder in ``folder`` (or ``folder`` itself when it is one), oldest first.
+
+    A half-written or broken folder is listed with what is wrong, never raised.
+
+    >>> [r.state for r in list_runs("runs")]  # doctest: +SKIP
+    ['finished', 'stopped', 'broken']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AttrfitError(f"{folder}: no such folder; give the folder your runs are in (train writes to ./runs "
+                           "by default, the demo to demo/runs)")
+    if (folder / "config.json").exists():
+        candidates = [folder]
+    else:
+        candidates = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted((summarize_run(p) for p in candidates), key=lambda r: (r.sort_key, r.path))
+
+
+def summarize_run(run: Path) -> RunSummary:
+    """What one run folder holds and how far it got (see :class:`RunSummary`)."""
+    try:
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        reason = "no config.json" if isinstance(e, FileNotFoundError) else f"unreadable config.json ({e})"
+        return RunSummary(str(run), _mtime_text(run), None, None, "broken",
+                          f"{reason}: not an attrfit run folder, or one killed before it started", sort_key=_mtime(run))
+    try:
+        return _summarize(run, config)
+    except (OSError, ValueError, KeyError, TypeError, AttrfitError) as e:
+        return RunSummary(str(run), _mtime_text(run / "config.json"), None, None, "broken",
+                          f"half-written or damaged ({type(e).__name__}: {e})", sort_key=_mtime(run / "config.json"))
+
+
+def _summarize(run: Path, config: dict) -> RunSummary:
+    rows = MetricsLog(run / "metrics.csv").rows()
+    epochs = int(config.get("epochs", 0)) or None
+    done = int(float(rows[-1]["epoch"])) if rows else 0
+    s = RunSummary(str(run), _mtime_text(run / "config.json"), Path(str(config.get("data", {}).get("csv"))).name,
+                   key_settings(config), "", "", done, epochs, sort_key=_mtime(run / "config.json"))
+    scored = [r for r in rows if math.isfinite(_float(r.get("val_mean_accuracy")))]
+    if scored:
+        best = max(scored, key=lambda r: _float(r["val_mean_accuracy"]))
+        s.best_val_mean_accuracy, s.best_epoch = _float(best.get("val_mean_accuracy")), int(float(best["epoch"]))
+    results = run / "results.json"
+    if results.is_file():
+        res = json.loads(results.read_text(encoding="utf-8"))
+        s.test_mean_accuracy = res["mean"]["accuracy"]
+        s.test_mean_balanced_accuracy = res["mean"]["balanced_accuracy"]
+        s.state, s.detail = "finished", f"finished {done} of {epochs} epochs"
+        return s
+    has_ckpt = any((run / n).is_file() for n in ("last.pt", "last.prev.pt"))
+    age = time.time() - max(_mtime(p) for p in [run, *run.iterdir()])
+    if age < RECENT_S:
+        s.state, s.detail = "running", f"at epoch {done} of {epochs}, written {age:.0f} s ago (or stopped just now)"
+    elif has_ckpt and done >= (epochs or 0):
+        s.state, s.detail = "failed", (f"trained {done} of {epochs} epochs but has no results.json (stopped while "
+                                       f"scoring the test side); finish it with: attrfit train --resume {run}")
+    elif has_ckpt:
+        s.state, s.detail = "stopped", f"stopped at epoch {done} of {epochs}; resume with: attrfit train --resume {run}"
+    else:
+        s.state, s.detail = "failed", f"failed before its first checkpoint; start it again with: attrfit train --resume {run}"
+    return s
+
+
+def key_settings(config: dict) -> str:
+    """The settings that tell runs apart at a glance."""
+    data, optim, aug = config.get("data", {}), config.get("optim", {}), config.get("augment", {})
+    parts = [str(data.get("size")), f"{config.get('epochs')} ep", f"lr {optim.get('lr')}",
+             str(config.get("schedule", {}).get("kind")), f"bs {config.get('batch_size')}",
+             str(config.get("model", {}).get("preset"))]
+    if aug.get("cutout"):
+        parts.append(f"cutout {aug['cutout']}")
+    return " ".join(parts)
+
+
+def format_runs(found: list[RunSummary]) -> str:
+    if not found:
+        return "no run folders"
+    lines = [f"{'started':<16}  {'state':<8}  {'best val':>8}  {'test acc':>8}  {'bal acc':>7}  run / data / settings"]
+    for r in found:
+        lines.append(f"{r.started or '?':<16}  {r.state:<8}  {_fmt3(r.best_val_mean_accuracy):>8}  "
+                     f"{_fmt3(r.test_mean_accuracy):>8}  {_fmt3(r.test_mean_balanced_accuracy):>7}  {r.path}")
+        what = "; ".join(x for x in (r.csv, r.settings) if x)
+        lines.append(f"{'':<48}{what + '; ' if what else ''}{r.detail}")
+    return "\n".join(lines)
+
+
+def _fmt3(x) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _mtime_text(p: Path) -> str | None:
+    t = _mtime(p)
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else None

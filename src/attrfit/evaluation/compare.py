@@ -1,0 +1,557 @@
+"""Compare runs honestly: the same test images, paired bootstrap differences, plain verdicts.
+
+``attrfit compare RUN_A RUN_B [RUN_C ...]`` scores each run's best checkpoint on the test
+side (:func:`attrfit.evaluation.scoring.score_checkpoint`) and, per head and for the means, shows
+accuracy and balanced accuracy of every run, each run's difference to the first with a
+paired bootstrap 95% interval, and a verdict: better, worse, or no detectable difference.
+
+Paired: every bootstrap resample draws one set of test images (with replacement) and
+scores every run on those same images, so what the runs have in common (easy and hard
+images) cancels and only their disagreements count. That is why runs on different test
+images are refused: they cannot be paired.
+
+Verdicts come from two-sided bootstrap p-values (twice the smaller share of resampled
+differences on either side of 0). Per-head verdicts are Holm-corrected over the heads
+(per metric and per pair of runs), so testing eight heads does not find a "difference" by
+chance one time in two; each summary row (the means, and the binary-attribute metrics) is
+one test of its own, uncorrected. The 95% intervals shown are per row, not simultaneous.
+
+``attrfit runs [FOLDER]`` lists run folders (see :func:`attrfit.core.runs.list_runs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from attrfit.core import files
+from attrfit.core.errors import AttrfitError
+
+log = logging.getLogger(__name__)
+
+N_BOOT = 2000  # resolves p-values down to ~1/1000, enough for Holm over a dozen heads at 5%
+ALPHA = 0.05
+METRICS = ("accuracy", "balanced_accuracy")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+# ---------------------------------------------------------------- paired bootstrap (pure numpy)
+
+def resample_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """n_boot x n row indices drawn with replacement; row 0 of the result is NOT the identity."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def head_scores(target: np.ndarray, correct: np.ndarray, num_classes: int, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy and balanced accuracy of one head on each resample (rows of ``idx``, B x N).
+
+    ``target`` (N, -1 = missing) and ``correct`` (N bool) are one run's labels and hits.
+    Each resample's per-class (hits, support) come from one bincount of cell codes
+    ``2 * class + hit``, offset per resample (missing rows go to a dropped last cell).
+
+    Example:
+        >>> s = head_scores(np.array([0, 0, 1, -1]), np.array([1, 0, 1, 1], bool), 2, np.arange(4)[None])
+        >>> float(s["accuracy"][0]), float(s["balanced_accuracy"][0])
+        (0.6666666666666666, 0.75)
+    """
+    cells = 2 * num_classes + 1
+    codes = np.where(target >= 0, 2 * np.maximum(target, 0) + correct.astype(np.int64), 2 * num_classes)
+    b = len(idx)
+    counts = np.bincount((codes[idx] + cells * np.arange(b)[:, None]).ravel(), minlength=b * cells)
+    counts = counts.reshape(b, cells)[:, : 2 * num_classes].reshape(b, num_classes, 2)
+    hits, support = counts[..., 1], counts.sum(2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = hits.sum(1) / support.sum(1)
+        present = support > 0
+        recall = np.where(present, hits / np.maximum(support, 1), 0.0)
+        balanced = recall.sum(1) / present.sum(1)
+    return {"accuracy": accuracy, "balanced_accuracy": balanced}
+
+
+def bootstrap_p(diffs: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of 'no difference': twice the smaller tail share at 0 (+1 smoothed).
+
+    >>> bootstrap_p(np.zeros(99)), round(bootstrap_p(np.ones(99)), 3)
+    (1.0, 0.02)
+    """
+    d = diffs[np.isfinite(diffs)]
+    if d.size == 0:
+        return float("nan")
+    below, above = (1 + np.sum(d <= 0)) / (d.size + 1), (1 + np.sum(d >= 0)) / (d.size + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def holm(p: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control); NaN stays NaN.
+
+    >>> holm([0.01, 0.04, 0.03])
+    [0.03, 0.06, 0.06]
+    """
+    finite = [i for i, v in enumerate(p) if math.isfinite(v)]
+    order = sorted(finite, key=lambda i: p[i])
+    out = [float("nan")] * len(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        out[i] = round(running, 12)
+    return out
+
+
+def verdict(diff: float, p: float, alpha: float = ALPHA) -> str:
+    if not (math.isfinite(diff) and math.isfinite(p)) or p >= alpha:
+        return "no detectable difference"
+    return "better" if diff > 0 else "worse"
+
+
+# ---------------------------------------------------------------- what is compared
+
+@dataclass
+class Diff:
+    """One run minus the first on one row: the difference, its 95% interval, p-values and the verdict."""
+
+    value: float
+    ci: tuple[float, float]
+    p: float
+    p_holm: float | None  # Holm-adjusted over the heads; None for summary rows (one test each)
+    verdict: str
+
+
+@dataclass
+class Row:
+    """One metric of one head (or a summary such as the mean over heads), for every run."""
+
+    name: str  # head, or "MEAN", or an instance-based metric
+    metric: str
+    values: list[float]
+    diffs: list[Diff | None]  # per run; None for the first (the baseline)
+    summary: bool = False
+
+
+@dataclass
+class RunInfo:
+    label: str
+    path: str
+    best_epoch: int | None
+    epochs_done: int | None
+    epochs: int | None
+    wall_s: float | None
+    images_per_s: float | None
+    max_lr: float | None
+    precision: str | None
+
+
+@dataclass
+class Comparison:
+    runs: list[RunInfo]
+    n_images: int
+    assignment: str
+    heads: list[str]
+    config_diff: list[tuple[str, list]]  # (key, value per run) where the runs differ
+    rows: list[Row]
+    n_boot: int
+    alpha: float
+    curves: list[list[dict]] = field(default_factory=list)  # metrics.csv rows per run (for figures)
+
+    def to_dict(self) -> dict:
+        from attrfit.evaluation.scoring import json_ready
+
+        d = dataclasses.asdict(self)
+        d.pop("curves")
+        d["config_diff"] = [{"key": k, "values": v} for k, v in self.config_diff]
+        d["method"] = method_text(self)
+        return json_ready(d)
+
+
+# ---------------------------------------------------------------- loading runs
+
+@dataclass
+class Loaded:
+    run: Path
+    scored: object  # attrfit.evaluation.scoring.Scored on the test side
+    metrics: list[dict]
+    results: dict | None
+    environment: dict | None
+
+
+def split_of(run: Path) -> dict:
+    """The split a run's best checkpoint recorded (fingerprint, assignment digest)."""
+    from attrfit.model import checkpoint
+
+    path = checkpoint.resolve(run)
+    return checkpoint.load(path).get("split") or {}
+
+
+def check_same_test_images(runs: list[Path]) -> str:
+    """The shared split assignment digest, or a clear refusal naming the runs that differ."""
+    splits = [split_of(r) for r in runs]
+    digests = [s.get("assignment") for s in splits]
+    if None in digests:
+        old = runs[digests.index(None)]
+        raise AttrfitError(f"{old}: its checkpoint does not record which images were on which side, so its test "
+                           "images cannot be matched to the other runs'; retrain it with this attrfit")
+    if len(set(digests)) > 1:
+        lines = ", ".join(f"{r} ({d[:8]}, split {s.get('path', '?')})" for r, d, s in zip(runs, digests, splits))
+        raise AttrfitError(f"the runs were trained on different splits (assignment digests: {lines}), so they were "
+                           "tested on different images and cannot be compared image by image. Compare only runs "
+                           "made with the same split file (train them with --split FILE on the same CSV)")
+    return digests[0]
+
+
+def load_run(run: Path, progress: bool) -> Loaded:
+    from attrfit.core import runs
+    from attrfit.evaluation.scoring import score_checkpoint
+
+    scored = score_checkpoint(str(run), side="test", progress=progress)
+    opt = {name: (runs.read_json(run / name) if (run / name).is_file() else None)
+           for name in ("results.json", "environment.json")}
+    return Loaded(run, scored, runs.MetricsLog(run / "metrics.csv").rows(), opt["results.json"],
+                  opt["environment.json"])
+
+
+def check_same_rows(loaded: list[Loaded]) -> None:
+    first = loaded[0].scored
+    for other in loaded[1:]:
+        s = other.scored
+        if s.schema != first.schema:
+            raise AttrfitError(f"{other.run} has other heads or classes than {loaded[0].run} "
+                               f"({'; '.join(s.schema.differences(first.schema))}); only runs on the same table "
+                               "can be compared")
+        if s.paths != first.paths or not np.array_equal(s.labels, first.labels):
+            raise AttrfitError(f"{other.run} and {loaded[0].run} scored different test rows although their "
+                               "splits match; check that both read the same CSV")
+
+
+def run_info(label: str, x: Loaded) -> RunInfo:
+    ckpt, res = x.scored.checkpoint, x.results or {}
+    prog, cfg = ckpt["progress"], ckpt["config"]
+    rates = [float(r["images_per_s"]) for r in x.metrics if r.get("images_per_s")]
+    return RunInfo(label, str(x.run), prog.get("best_epoch"), len(x.metrics) or prog.get("epoch"), cfg.get("epochs"),
+                   res.get("wall_time_s", prog.get("wall_time")),
+                   res.get("images_per_s", float(np.median(rates)) if rates else None),
+                   ckpt.get("max_lr"), ckpt.get("precision"))
+
+
+def config_diff(loaded: list[Loaded]) -> list[tuple[str, list]]:
+    """Settings whose values differ between the runs (resolved max LR and precision included)."""
+    from attrfit.recipe.config import flatten
+
+    flat = []
+    for x in loaded:
+        ckpt = x.scored.checkpoint
+        f = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in flatten(ckpt["config"]).items()}
+        f["max_lr (resolved)"] = ckpt.get("max_lr")
+        f["precision (used)"] = ckpt.get("precision")
+        flat.append(f)
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    return [(k, [f.get(k) for f in flat]) for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+
+
+# ---------------------------------------------------------------- the comparison
+
+def compare_runs(runs: list[str | Path], n_boot: int = N_BOOT, seed: int = 0, progress: bool = False) -> Comparison:
+    """Score every run's best checkpoint on the shared test side and compare each with the first.
+
+    >>> c = compare_runs(["runs/a", "runs/b"])  # doctest: +SKIP
+    >>> [(r.name, r.diffs[1].verdict) for r in c.rows if r.metric == "accuracy"]  # doctest: +SKIP
+    [('gender', 'better'), ('age', 'no detectable difference'), ..., ('MEAN', 'better')]
+    """
+    paths = [Path(r) for r in runs]
+    if len(paths) < 2:
+        raise AttrfitError("compare needs at least two run folders")
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise AttrfitError("a run is named twice; give each run folder once")
+    if n_boot < 100:
+        raise AttrfitError(f"--n-boot {n_boot} is too few resamples for a 95% interval; use 1000 or more")
+    assignment = check_same_test_images(paths)
+    loaded = [load_run(p, progress) for p in paths]
+    check_same_rows(loaded)
+    schema = loaded[0].scored.schema
+    rows = compare_rows(loaded, n_boot, seed)
+    return Comparison([run_info(LETTERS[i], x) for i, x in enumerate(loaded)], len(loaded[0].scored.paths),
+                      assignment, list(schema.heads), config_diff(loaded), rows, n_boot, ALPHA,
+                      [x.metrics for x in loaded])
+
+
+def compare_rows(loaded: list[Loaded], n_boot: int, seed: int) -> list[Row]:
+    """Per metric: one row per head (Holm over heads), then the mean row; then binary-table rows."""
+    schema, labels = loaded[0].scored.schema, loaded[0].scored.labels
+    hits = [np.stack([x.scored.probs[j].argmax(1) == labels[:, j] for j in range(len(schema.heads))], 1)
+            for x in loaded]
+    idx = resample_indices(len(labels), n_boot, seed)
+    point_idx = np.arange(len(labels))[None]
+    boot, point = [], []  # per run: {metric: B x H} and {metric: 1 x H}
+    for h in hits:
+        per_head = [head_scores(labels[:, j], h[:, j], k, idx) for j, k in enumerate(schema.num_classes)]
+        boot.append({m: np.stack([s[m] for s in per_head], 1) for m in METRICS})
+        per_head = [head_scores(labels[:, j], h[:, j], k, point_idx) for j, k in enumerate(schema.num_classes)]
+        point.append({m: np.stack([s[m] for s in per_head], 1)[0] for m in METRICS})
+    rows = []
+    for m in METRICS:
+        rows += metric_rows(m, list(schema.heads), point, boot)
+    return rows + instance_rows(loaded, idx)
+
+
+def metric_rows(metric: str, heads: list[str], point: list[dict], boot: list[dict]) -> list[Row]:
+    """Rows of one metric: each head (verdicts Holm-corrected over heads) and the mean over heads."""
+    base_p, base_b = point[0][metric], boot[0][metric]
+    labelled = np.isfinite(base_p)  # heads with labelled test images (the mean skips the others)
+    head_diffs, mean_diffs = [], []
+    for pt, bt in zip(point[1:], boot[1:]):
+        d_point, d_boot = pt[metric] - base_p, bt[metric] - base_b
+        ps = [bootstrap_p(d_boot[:, j]) for j in range(len(heads))]
+        adjusted = holm(ps)
+        head_diffs.append([make_diff(d_point[j], d_boot[:, j], ps[j], adjusted[j]) for j in range(len(heads))])
+        mean_b = np.nanmean(d_boot[:, labelled], 1) if labelled.any() else np.full(len(d_boot), np.nan)
+        mean_diffs.append(make_diff(float(np.mean(d_point[labelled])) if labelled.any() else math.nan, mean_b,
+                                    bootstrap_p(mean_b), None))
+    rows = [Row(h, metric, [float(p[metric][j]) for p in point], [None] + [d[j] for d in head_diffs])
+            for j, h in enumerate(heads)]
+    means = [float(np.mean(p[metric][labelled])) if labelled.any() else math.nan for p in point]
+    return rows + [Row("MEAN", metric, means, [None] + mean_diffs, summary=True)]
+
+
+def make_diff(value: float, boot: np.ndarray, p: float, p_holm: float | None) -> Diff:
+    finite = boot[np.isfinite(boot)]
+    lo, hi = np.quantile(finite, [ALPHA / 2, 1 - ALPHA / 2]) if finite.size else (math.nan, math.nan)
+    decide = p if p_holm is None else p_holm
+    return Diff(float(value), (float(lo), float(hi)), p, p_holm, verdict(float(value), decide))
+
+
+def instance_rows(loaded: list[Loaded], idx: np.ndarray) -> list[Row]:
+    """For tables of binary attributes: mA is the balanced-accuracy mean above; here the instance-based
+    accuracy, precision, recall and F1, each with its paired difference (one test per row)."""
+    from attrfit.evaluation.scoring import binary_table
+    from attrfit.evaluation.metrics import instance_ratios
+
+    schema, labels = loaded[0].scored.schema, loaded[0].scored.labels
+    positive = binary_table(schema)
+    if positive is None:
+        return []
+    pos = np.asarray(positive)
+    target = np.where(labels < 0, -1, (labels == pos).astype(np.int64))
+    point, boot = [], []
+    for x in loaded:
+        pred = (np.stack([p.argmax(1) for p in x.scored.probs], 1) == pos).astype(np.int64)
+        r = instance_ratios(pred, target)
+        point.append(_instance_from_means({k: v.mean(keepdims=True) for k, v in r.items()}))
+        boot.append(_instance_from_means({k: v[idx].mean(1) for k, v in r.items()}))
+    rows = []
+    for m in ("accuracy", "precision", "recall", "f1"):
+        diffs = [None] + [make_diff(float(p[m][0] - point[0][m][0]), b[m] - boot[0][m], bootstrap_p(b[m] - boot[0][m]),
+                                    None) for p, b in zip(point[1:], boot[1:])]
+        rows.append(Row(f"instance {m}", "binary attributes", [float(p[m][0]) for p in point], diffs, summary=True))
+    return rows
+
+
+def _instance_from_means(means: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    p, r = means["precision"], means["recall"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return {**means, "f1": f1}
+
+
+# ---------------------------------------------------------------- text
+
+def method_text(c: Comparison) -> str:
+    return (f"Differences are each run minus run A on the same {c.n_images} test images; intervals are 95% paired "
+            f"percentile bootstraps ({c.n_boot} resamples of the images, every run scored on the same resample). "
+            f"Verdicts: 'better'/'worse' when the two-sided bootstrap p-value is below {c.alpha}; per-head verdicts "
+            f"use Holm-adjusted p-values over the {len(c.heads)} heads (per metric and pair of runs); each summary "
+            "row (MEAN, instance-based) is one test of its own. 'no detectable difference' means these images "
+            "cannot tell the runs apart, not that the runs are equal.")
+
+
+def _num(x, fmt="{:.3f}") -> str:
+    from attrfit.evaluation.report import num
+
+    return num(x, fmt)
+
+
+def _diff_text(d: Diff) -> str:
+    from attrfit.evaluation.report import signed
+
+    return f"{signed(d.value):>6}  {signed(d.ci[0]):>6} to {signed(d.ci[1]):<6}  {d.verdict}"
+
+
+def format_comparison(c: Comparison) -> str:
+    """The terminal table: runs, settings that differ, then one block per metric."""
+    lines = [f"compared on the same {c.n_images} test images (split assignment {c.assignment[:12]}); "
+             f"each run minus run A, paired bootstrap 95% CI ({c.n_boot} resamples)", ""]
+    for r in c.runs:
+        rate = f"{_num(r.images_per_s, '{:.0f}')} img/s"
+        lines.append(f"  {r.label}  {r.path}   best epoch {r.best_epoch} of {r.epochs_done}   "
+                     f"wall {_num(r.wall_s, '{:.1f}')} s   {rate}")
+    lines.append("")
+    if c.config_diff:
+        lines.append("settings that differ:")
+        for key, values in c.config_diff:
+            lines.append(f"  {key:<28} " + "   ".join(f"{r.label} {v}" for r, v in zip(c.runs, values)))
+    else:
+        lines.append("settings: identical (the runs differ only by chance, e.g. thread timing or machine)")
+    width = max([len(r.name) for r in c.rows] + [6])
+    for metric in dict.fromkeys(r.metric for r in c.rows):
+        lines += ["", _block_header(metric.replace("_", " "), c, width)]
+        for row in (r for r in c.rows if r.metric == metric):
+            vals = " ".join(f"{_num(v):>6}" for v in row.values)
+            diffs = "   ".join(_diff_text(d) for d in row.diffs[1:])
+            lines.append(f"  {row.name:<{width}} {vals}   {diffs}")
+    lines += ["", wrap(method_text(c), 100)]
+    return "\n".join(lines)
+
+
+def _block_header(title: str, c: Comparison, width: int) -> str:
+    runs = " ".join(f"{r.label:>6}" for r in c.runs)
+    diffs = "   ".join(f"{r.label + '-A':>6}  {'95% CI':^16}  verdict" for r in c.runs[1:])
+    return f"{title}\n  {'':<{width}} {runs}   {diffs}"
+
+
+def wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+# ---------------------------------------------------------------- figure and HTML
+
+def curves_figure(c: Comparison) -> Figure:
+    """Val mean accuracy and balanced accuracy of every run, by epoch and by training wall time."""
+    from attrfit.evaluation.report import _series, mpl_text
+
+    fig = Figure(figsize=(11, 6.4), layout="constrained")
+    axes = fig.subplots(2, 2, sharey="row")
+    for (i, key), (j, x_key) in ((a, b) for a in enumerate(("val_mean_accuracy", "val_mean_balanced_accuracy"))
+                                 for b in enumerate(("epoch", "wall_s"))):
+        ax = axes[i][j]
+        for run, rows in zip(c.runs, c.curves):
+            ax.plot(_series(rows, x_key), _series(rows, key), "-o", ms=3, label=mpl_text(f"{run.label}: {run.path}"))
+        if i == 0 and c.curves and c.curves[0]:
+            ax.plot(_series(c.curves[0], x_key), _series(c.curves[0], "val_mean_majority_accuracy"), "--",
+                    color="0.5", label="majority baseline (A)")
+        ax.set(xlabel="epoch" if x_key == "epoch" else "training wall time (s)",
+               ylabel=key.replace("val_mean_", "val mean ").replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return fig
+
+
+def render_html(c: Comparison) -> str:
+    """A self-contained page (figure embedded as a data: URI), styled like the report."""
+    from attrfit.evaluation.report import CSS, Safe, esc, figure_html, html_table, png_bytes, signed
+
+    runs = html_table(["run", "folder", "best epoch", "epochs", "wall time (s)", "images/s", "max LR", "precision"],
+                      [[r.label, r.path, r.best_epoch, f"{r.epochs_done} of {r.epochs}", _num(r.wall_s, "{:.1f}"),
+                        _num(r.images_per_s, "{:.0f}"), _num(r.max_lr, "{:.4g}"), r.precision] for r in c.runs])
+    diff = (html_table(["setting"] + [r.label for r in c.runs], [[k, *map(str, v)] for k, v in c.config_diff])
+            if c.config_diff else Safe("<p>The runs have identical settings.</p>"))
+    blocks = []
+    for metric in dict.fromkeys(r.metric for r in c.rows):
+        header = ["head"] + [r.label for r in c.runs]
+        for r in c.runs[1:]:
+            header += [f"{r.label} - A (95% CI)", "verdict"]
+        body = []
+        for row in (r for r in c.rows if r.metric == metric):
+            cells = [Safe(f"<b>{esc(row.name)}</b>") if row.summary else row.name] + [_num(v) for v in row.values]
+            for d in row.diffs[1:]:
+                cells += [Safe(f'{esc(signed(d.value))} <span class="ci">{esc(signed(d.ci[0]))} – '
+                               f'{esc(signed(d.ci[1]))}</span>'),
+                          Safe(f'<span class="{_verdict_class(d.verdict)}">{esc(d.verdict)}</span>')]
+            body.append(cells)
+        blocks.append(f"<h2>{esc(metric.replace('_', ' '))}</h2>" + html_table(header, body, "metrics"))
+    fig = figure_html("curves.png", "Val mean accuracy (with run A's majority baseline) and val mean balanced "
+                      "accuracy per epoch, and against training wall time.", png_bytes(curves_figure(c)))
+    title = esc(f"attrfit compare: {', '.join(r.label + ' ' + Path(r.path).name for r in c.runs)}")
+    return PAGE.format(css=CSS + EXTRA_CSS, title=title, runs=runs, diff=diff, blocks="\n".join(blocks), fig=fig,
+                       sub=esc(f"{c.n_images} test images, the same for every run (split assignment "
+                               f"{c.assignment[:12]}); made {time.strftime('%Y-%m-%d %H:%M')}."),
+                       method=esc(method_text(c)))
+
+
+def _verdict_class(v: str) -> str:
+    return {"better": "better", "worse": "worse"}.get(v, "same")
+
+
+EXTRA_CSS = """
+.better { color: #1a7f37; font-weight: 600; } .worse { color: #b42318; font-weight: 600; } .same { color: #555; }
+"""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title><style>{css}</style></head>
+<body>
+<h1>{title}</h1>
+<p class="sub">{sub}</p>
+<h2>Runs</h2>
+{runs}
+<h2>Settings that differ</h2>
+{diff}
+{blocks}
+<p class="note">{method}</p>
+<h2>Validation curves</h2>
+{fig}
+</body></html>
+"""
+
+
+def write_html(c: Comparison, out: str | Path) -> Path:
+    """Write the page atomically (see :mod:`attrfit.core.files`)."""
+    return files.write_text(Path(out), render_html(c), what="comparison page", hint="give --html a writable path")
+
+
+# ---------------------------------------------------------------- command line
+
+def register_compare(sub) -> None:
+    p = sub.add_parser("compare", help="compare runs on the same test images: paired differences and verdicts")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (the first is the baseline A)")
+    p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page (figures embedded)")
+    p.add_argument("--force", action="store_true", help="replace an existing --html file")
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args) -> int:
+    from attrfit.cli.commands import print_json
+    from attrfit.core.runs import own_files
+
+    if args.html:  # before the scoring: never a run's own file, no existing file without --force
+        run_files = [f for r in args.runs for f in own_files(Path(r))]
+        files.check_output(args.html, args.force, run_files, "comparison page", "--html")
+    c = compare_runs(args.runs, n_boot=args.n_boot, seed=args.seed, progress=not args.json)
+    if args.html:
+        path = write_html(c, args.html)
+        log.info("wrote %s", path)
+    if args.json:
+        print_json(c.to_dict())
+    else:
+        print(format_comparison(c))
+    return 0
+
+
+def register_runs(sub) -> None:
+    p = sub.add_parser("runs", help="list run folders: when, data, settings, state, val and test scores")
+    p.add_argument("folder", nargs="?", default="runs", help="folder holding run folders (default ./runs)")
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.set_defaults(func=run_runs)
+
+
+def run_runs(args) -> int:
+    from attrfit.cli.commands import print_json
+    from attrfit.core.runs import format_runs, list_runs
+
+    found = list_runs(args.folder)
+    if args.json:
+        print_json([dataclasses.asdict(r) for r in found])
+    else:
+        sys.stdout.write(format_runs(found) + "\n")
+    return 0

@@ -1,0 +1,251 @@
+"""Inference over a side of the split and the per-head metrics that cannot fool you.
+
+Every accuracy is reported beside the balanced accuracy (mean per-class recall), the
+accuracy of always predicting the train side's majority class, and the number of
+labelled samples. Results have one shape everywhere (``results.json``, ``evaluate
+--json``, the report)::
+
+    {"heads": {HEAD: {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1", "n", ...}},
+     "mean": {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1"},
+     "instance": {"mA", "accuracy", "precision", "recall", "f1", "n_images", "n_attributes"}}
+
+``instance`` is present only for a table of binary attributes (every head's classes are '0' and '1').
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attrfit.evaluation.metrics import (head_metrics, instance_metrics, is_collapsed, majority_classes, mean_accuracy_ma,
+                             summarize)
+from attrfit.model.precision import autocast, guard_bf16, inference_batches, resolve_device, resolve_precision
+from attrfit.data.table import Schema
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    images: Tensor,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 512,
+    tta: bool = False,
+    channels_last: bool = True,
+) -> list[np.ndarray]:
+    """Softmax probabilities per head, each ``N x K_h`` float32, for uint8 ``images`` N x 3 x H x W.
+
+    With ``tta`` the probabilities of the image and its mirror are averaged.
+    """
+    was_training = model.training
+    model.eval()
+    chunks: list[list[Tensor]] = []
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        with autocast(device, precision):
+            probs = [p.float().softmax(1) for p in model(x)]
+            if tta:
+                flipped = model(x.flip(3))
+                probs = [(p + q.float().softmax(1)) / 2 for p, q in zip(probs, flipped)]
+        chunks.append([p.cpu() for p in probs])
+    model.train(was_training)
+    if not chunks:
+        return [np.zeros((0, k), np.float32) for k in getattr(model, "num_classes", [])]
+    return [torch.cat([c[h] for c in chunks]).numpy() for h in range(len(chunks[0]))]
+
+
+def score(
+    probs: list[np.ndarray], labels: np.ndarray, schema: Schema, majority: list[int]
+) -> dict:
+    """Per-head metrics of the argmax predictions against ``labels`` (N x H, -1 missing)."""
+    heads = {}
+    for j, h in enumerate(schema.heads):
+        pred = probs[j].argmax(1)
+        heads[h] = head_metrics(pred, labels[:, j], len(schema.classes[h]), majority[j])
+    out = {"heads": heads, "mean": summarize(heads)}
+    binary = binary_table(schema)
+    if binary is not None:
+        pred = np.stack([probs[j].argmax(1) for j in range(len(schema.heads))], 1)
+        out["instance"] = attribute_metrics(pred, labels, binary)
+    return out
+
+
+BINARY_CLASSES = ("0", "1")  # a head whose classes are exactly these is a binary attribute (1 = present)
+
+
+def binary_table(schema: Schema) -> list[int] | None:
+    """For a table of binary attributes (every head has classes '0' and '1', two heads or more):
+    each head's index of class '1'; else None.
+
+    >>> binary_table(Schema(("hat", "bag"), {"hat": ("0", "1"), "bag": ("0", "1")}))
+    [1, 1]
+    """
+    if len(schema.heads) < 2 or any(schema.classes[h] != BINARY_CLASSES for h in schema.heads):
+        return None
+    return [schema.classes[h].index("1") for h in schema.heads]
+
+
+def attribute_metrics(pred: np.ndarray, labels: np.ndarray, positive: list[int]) -> dict:
+    """The pedestrian-attribute field's metrics (mA, instance accuracy/precision/recall/F1) of N x H class
+    indices, ``positive`` giving each head's index of class '1' (see attrfit.evaluation.metrics)."""
+    pos = np.asarray(positive)
+    p = (pred == pos).astype(np.int64)
+    t = np.where(labels < 0, -1, (labels == pos).astype(np.int64))
+    return {"mA": mean_accuracy_ma(p, t), **instance_metrics(p, t), "n_images": int(len(t)),
+            "n_attributes": int(t.shape[1])}
+
+
+def evaluate_images(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    train_labels: Tensor,
+    schema: Schema,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 512,
+    tta: bool = False,
+) -> tuple[dict, list[np.ndarray]]:
+    """Metrics (and the probabilities) of ``model`` on ``images``; the majority class comes from ``train_labels``."""
+    probs = predict_probs(model, images, device, precision, batch_size, tta)
+    majority = majority_classes(train_labels.numpy())
+    return score(probs, labels.numpy(), schema, majority), probs
+
+
+NO_LABELS = "n/a"  # a head with no labelled rows on the side: no score, n = 0, left out of the means
+
+
+def _cell(value, width: int, spec: str = ".3f") -> str:
+    """``value`` right-aligned in ``width`` (``spec`` like '.3f' or '+.3f'), or 'n/a' for None (results.json) and NaN."""
+    if value is None or not math.isfinite(value):
+        return f"{NO_LABELS:>{width}}"
+    return f"{value:{spec[0] if spec[0] == '+' else ''}{width}{spec.lstrip('+')}}"
+
+
+def _gain(m: dict):
+    a, b = m.get("accuracy"), m.get("majority_accuracy")
+    return None if a is None or b is None else a - b
+
+
+def format_table(results: dict, title: str = "") -> str:
+    """A plain-text table: per head accuracy, balanced accuracy, majority accuracy, gain, n; then the means.
+
+    A head without labelled rows on the side shows 'n/a' and n = 0 and is left out of the means (said below).
+
+    Example:
+        >>> r = {"heads": {"a": {"accuracy": 0.9, "balanced_accuracy": 0.8, "majority_accuracy": 0.5, "n": 10},
+        ...                "b": {"accuracy": None, "balanced_accuracy": None, "majority_accuracy": None, "n": 0}},
+        ...      "mean": {"accuracy": 0.9, "balanced_accuracy": 0.8, "majority_accuracy": 0.5}}
+        >>> print(format_table(r).splitlines()[2])
+        b                    n/a     n/a      n/a     n/a      0  <- no labelled rows on this side
+    """
+    rows = [f"{'head':<16} {'acc':>7} {'bal_acc':>7} {'majority':>8} {'gain':>7} {'n':>6}"]
+    empty = []
+    for h, m in results["heads"].items():
+        if not m.get("n"):
+            empty.append(h)
+        flag = ("  <- no labelled rows on this side" if not m.get("n") else
+                "  <- collapsed to one class" if is_collapsed(m.get("pred_top_share"), m.get("n")) else "")
+        rows.append(f"{h:<16} {_cell(m.get('accuracy'), 7)} {_cell(m.get('balanced_accuracy'), 7)} "
+                    f"{_cell(m.get('majority_accuracy'), 8)} {_cell(_gain(m), 7, '+.3f')} "
+                    f"{m.get('n') or 0:6d}{flag}")
+    mean = results["mean"]
+    rows.append(f"{'MEAN':<16} {_cell(mean.get('accuracy'), 7)} {_cell(mean.get('balanced_accuracy'), 7)} "
+                f"{_cell(mean.get('majority_accuracy'), 8)} {_cell(_gain(mean), 7, '+.3f')}")
+    if empty and len(empty) == len(results["heads"]):
+        rows.append(f"{NO_LABELS}: no head has a labelled row on this side (is it empty?), so there is nothing to score")
+    elif empty:
+        rows.append(f"{NO_LABELS}: {', '.join(empty)} had no labelled rows on this side, so no score; "
+                    "the means are over the other heads")
+    if results.get("instance"):
+        rows.append(format_instance(results["instance"]))
+    return (title + "\n" if title else "") + "\n".join(rows)
+
+
+def format_instance(m: dict) -> str:
+    """One line of the binary-attribute metrics (mA and the instance-based ones)."""
+    return (f"binary attributes ({m['n_attributes']}): mA {m['mA']:.3f}; instance-based accuracy "
+            f"{m['accuracy']:.3f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f}")
+
+
+def json_ready(results: dict) -> dict:
+    """Plain floats/ints (NaN -> None) for json.dump."""
+    def conv(v):
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        if isinstance(v, (np.floating, float)):
+            return None if np.isnan(v) else float(v)
+        if isinstance(v, (np.integer,)):
+            return int(v)
+        return v
+
+    return conv(results)
+
+
+@dataclass
+class Scored:
+    """A checkpoint scored on one side: metrics plus what they were computed from."""
+
+    results: dict  # {"heads", "mean", "side", "checkpoint", "epoch"}
+    probs: list[np.ndarray]  # per head N x K_h
+    labels: np.ndarray  # N x H, -1 missing
+    paths: list[str]  # image_path per row
+    schema: Schema
+    checkpoint: dict
+
+
+def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, csv: str | None = None,
+                     progress: bool = True, device: str = "auto") -> Scored:
+    """Load a checkpoint and its run's data (split verified against the table) and score one side.
+
+    >>> score_checkpoint("runs/demo", side="test").results["mean"]["accuracy"]  # doctest: +SKIP
+    """
+    import dataclasses
+
+    from attrfit.model import checkpoint
+
+    from attrfit.core import runs
+    from attrfit.recipe.config import from_dict
+    from attrfit.data.dataset import load_data, saved_run_config
+    from attrfit.core.errors import AttrfitError
+    from attrfit.data.split import same_split
+    from attrfit.training.loop import model_from_checkpoint
+
+    path = checkpoint.resolve(ckpt_or_run)
+    ckpt = checkpoint.load(path)
+    cfg = from_dict(ckpt["config"])
+    data_cfg = saved_run_config(dataclasses.replace(cfg.data, csv=csv) if csv else cfg.data, path.parent)
+    if not csv:
+        runs.check_recorded_paths(data_cfg, path, "or (attrfit evaluate) give its new place with --csv NEW.csv")
+    schema = Schema.from_dict(ckpt["schema"])
+    data = load_data(data_cfg, schema=schema, progress=progress, create_split=False)
+    if "split" in ckpt and not same_split(ckpt["split"], data.split):
+        raise AttrfitError(f"{data.split_path} is not the split {path} was trained with (the table or the "
+                           "assignment to sides changed); evaluate with the original split file")
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
+    rows = data.sides[side]
+    precision = inference_precision(ckpt, dev)
+    guard_bf16(model, precision, dev, tuple(data.images.shape[2:]), None, inference_batches(len(rows), cfg.eval_batch_size))
+    results, probs = evaluate_images(model, data.images[rows], data.labels[rows], data.labels[data.sides["train"]],
+                                     schema, dev, precision, cfg.eval_batch_size, tta)
+    results = {**results, "side": side, "checkpoint": str(path), "epoch": ckpt["progress"]["epoch"]}
+    paths = [data.image_paths[int(r)] for r in rows]
+    return Scored(results, probs, data.labels[rows].numpy(), paths, schema, ckpt)
+
+
+def evaluate_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, csv: str | None = None,
+                        progress: bool = True, device: str = "auto") -> dict:
+    """Metrics of a checkpoint on one side of its split (see :func:`score_checkpoint`)."""
+    return score_checkpoint(ckpt_or_run, side, tta, csv, progress, device).results
+
+
+def inference_precision(ckpt: dict, device: torch.device) -> str:
+    """The precision the run trained (and validated) with, where this device supports it."""
+    trained = ckpt.get("precision", "fp32")
+    return "fp32" if trained == "fp16" and device.type == "cpu" else resolve_precision(trained, device)

@@ -1,0 +1,426 @@
+"""Stage 10a: predict attributes of new images with a trained checkpoint.
+
+Images go through exactly the preprocessing of the training cache (:func:`attrfit.data.cache.decode_image`:
+EXIF rotation, RGB conversion, resize to the checkpoint's size and mode) and the model runs at the
+precision the run validated with (:func:`attrfit.evaluation.scoring.inference_precision`), so predicting the
+test images reproduces ``attrfit evaluate`` exactly.
+
+Python::
+
+    >>> p = attrfit.load("runs/demo").predict(["a.jpg", "b.jpg"])  # doctest: +SKIP
+    >>> p.labels["gender"], p.probs["gender"].shape  # doctest: +SKIP
+    (['female', 'male'], (2, 2))
+
+Command line: ``attrfit predict RUN INPUT... [--out FILE]`` takes any number of images; they are
+decoded in a thread pool one chunk (256 images) ahead of the model and each row is written as soon
+as its chunk is predicted, so memory stays flat. Unreadable files get an ``error`` and the others
+are still predicted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, TextIO, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor, nn
+
+from attrfit.model import checkpoint
+
+from attrfit.core import files, runs
+from attrfit.data.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
+from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.scoring import inference_precision, predict_probs
+from attrfit.model.precision import guard_bf16, resolve_device
+from attrfit.core.progress import progress_bar
+from attrfit.data.table import IMAGE_COLUMN, Schema
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+CHUNK = 256  # images decoded ahead of the model; at most two chunks of pixels are held at once
+OUTPUT_FORMATS = ("csv", "json")
+PROB_DECIMALS = 6  # probabilities in the written output
+PREDICT_BATCH = 64  # default batch size of prediction
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-head class probabilities of N images, in input order.
+
+    ``probs[head]`` is N x K float32 (softmax), columns in ``classes[head]`` order.
+
+    Example:
+        >>> p = Predictions({"color": ("blue", "red")}, {"color": np.array([[0.8, 0.2]], np.float32)})
+        >>> p.labels["color"], p.rows()
+        (['blue'], [{'color': 'blue', 'color_prob': 0.800000011920929}])
+    """
+
+    classes: dict[str, tuple[str, ...]]
+    probs: dict[str, np.ndarray]
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.classes)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.probs.values()))) if self.probs else 0
+
+    @property
+    def index(self) -> dict[str, np.ndarray]:
+        """Predicted class index per head (int64, N)."""
+        return {h: p.argmax(1) for h, p in self.probs.items()}
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        """Predicted class name per head."""
+        return {h: [self.classes[h][k] for k in idx] for h, idx in self.index.items()}
+
+    @property
+    def confidence(self) -> dict[str, np.ndarray]:
+        """Probability of the predicted class per head (float32, N)."""
+        return {h: p.max(1) for h, p in self.probs.items()}
+
+    def rows(self, all_probs: bool = False) -> list[dict]:
+        """One flat dict per image with the columns of :func:`prediction_columns`."""
+        labels, conf = self.labels, self.confidence
+        rows = []
+        for i in range(len(self)):
+            row = {}
+            for h in self.heads:
+                row[h] = labels[h][i]
+                row[f"{h}_prob"] = float(conf[h][i])
+                if all_probs:
+                    row.update({f"{h}_prob_{c}": float(p) for c, p in zip(self.classes[h], self.probs[h][i])})
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def concat(parts: Sequence[Predictions], classes: dict[str, tuple[str, ...]]) -> Predictions:
+        probs = {h: np.concatenate([p.probs[h] for p in parts]) if parts else np.zeros((0, len(c)), np.float32)
+                 for h, c in classes.items()}
+        return Predictions(classes, probs)
+
+
+def prediction_columns(schema: Schema, all_probs: bool = False) -> list[str]:
+    """Per head: ``head`` (class name), ``head_prob`` and, with ``all_probs``, ``head_prob_CLASS`` for each class."""
+    cols = []
+    for h in schema.heads:
+        cols += [h, f"{h}_prob"] + ([f"{h}_prob_{c}" for c in schema.classes[h]] if all_probs else [])
+    if len(set(cols)) != len(cols):
+        raise AttrfitError(f"head and class names give duplicate output columns {cols}; rename a head in the CSV")
+    return cols
+
+
+# ---------------------------------------------------------------- the predictor
+
+class Decoded(NamedTuple):
+    pixels: np.ndarray | None  # H x W x 3 uint8, None when unreadable
+    error: str  # "" when readable
+
+
+@dataclass
+class Predictor:
+    """A trained model with the preprocessing and precision of its run. Build with :meth:`from_checkpoint`.
+
+    Example:
+        >>> pred = Predictor.from_checkpoint("runs/demo")  # doctest: +SKIP
+        >>> pred.predict(["a.jpg", Image.open("b.png"), np.zeros((90, 40, 3), np.uint8)])  # doctest: +SKIP
+    """
+
+    model: nn.Module = field(repr=False)  # AttrNet in eval mode on `device`, channels_last
+    schema: Schema
+    size: tuple[int, int]  # (H, W) every image is resized to
+    resize: str  # "stretch" | "pad"
+    device: torch.device
+    precision: str  # "fp32" | "bf16" | "fp16": what the run validated with, where the device supports it
+    checkpoint: str = ""
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_or_run: str | os.PathLike, device: str = "cpu") -> Predictor:
+        """Load ``best.pt`` of a run folder (or the given checkpoint file) onto ``device`` ('cpu', 'cuda', 'auto')."""
+        from attrfit.training.loop import model_from_checkpoint
+
+        path = checkpoint.resolve(checkpoint_or_run)
+        ckpt = checkpoint.load(path)
+        dev = resolve_device(device)
+        model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
+        data = ckpt.get("data") or ckpt["config"]["data"]  # {"size": "HxW", "resize": mode}
+        size, precision = parse_size(data["size"]), inference_precision(ckpt, dev)
+        guard_bf16(model, precision, dev, size, None, [PREDICT_BATCH])  # batch 1 is always checked too
+        return cls(model, Schema.from_dict(ckpt["schema"]), size, data["resize"], dev, precision, str(path))
+
+    def spec(self) -> dict:
+        """What a caller needs to feed the model: heads, classes, input size and mode, normalisation (0..255 units)."""
+        return {
+            "heads": list(self.schema.heads),
+            "classes": {h: list(c) for h, c in self.schema.classes.items()},
+            "size": list(self.size),
+            "resize": self.resize,
+            "mean": self.model.mean.flatten().tolist(),
+            "std": self.model.std.flatten().tolist(),
+        }
+
+    def prepare(self, image: ImageLike) -> np.ndarray:
+        """One image (path, PIL image or uint8 H x W [x 3|4] array) to the model's H x W x 3 uint8 input.
+
+        Paths go through :func:`attrfit.data.cache.decode_image`, bit for bit as in training; PIL images and
+        arrays get the same EXIF rotation, RGB conversion and resize (only the JPEG draft-mode
+        shortcut for big files is skipped). Raises BadImage for an unreadable file.
+        """
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise BadImage("no such file")
+            return decode_image(path, self.size, self.resize)
+        if isinstance(image, np.ndarray):
+            image = _array_to_pil(image)
+        if not isinstance(image, Image.Image):
+            raise AttrfitError(f"cannot predict a {type(image).__name__}: give image paths, PIL images or uint8 arrays")
+        try:
+            rgb = to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, ValueError) as e:  # a lazily opened, truncated file
+            raise BadImage(f"{type(e).__name__}: {e}") from None
+        return np.array(resize_image(rgb, self.size, self.resize))
+
+    def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = PREDICT_BATCH, tta: bool = False) -> Predictions:
+        """Predictions for images given as paths, PIL images or uint8 arrays (a single one or many).
+
+        An unreadable image raises :class:`AttrfitError` naming it; ``tta`` averages with the mirror image.
+
+        Example:
+            >>> p = attrfit.load("runs/demo").predict("a.jpg")  # doctest: +SKIP
+            >>> p.labels["gender"][0], float(p.confidence["gender"][0])  # doctest: +SKIP
+            ('female', 0.93)
+        """
+        items = [images] if _is_single(images) else list(images)
+        parts = []
+        for start, decoded in prepare_ahead(items, self.prepare, chunk_size(batch_size)):
+            for i, d in enumerate(decoded):
+                if d.error:
+                    raise AttrfitError(f"image {start + i} ({_describe(items[start + i])}) cannot be read: {d.error}")
+            parts.append(self.predict_pixels(stack_pixels([d.pixels for d in decoded]), batch_size, tta))
+        return Predictions.concat(parts, self.schema.classes)
+
+    def predict_pixels(self, x: Tensor, batch_size: int = PREDICT_BATCH, tta: bool = False) -> Predictions:
+        """Predictions for already prepared images: uint8 N x 3 x H x W at :attr:`size`."""
+        if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.size:
+            raise AttrfitError(f"expected images N x 3 x {self.size[0]} x {self.size[1]}, got {tuple(x.shape)}")
+        probs = predict_probs(self.model, x, self.device, self.precision, batch_size, tta)
+        return Predictions(self.schema.classes, dict(zip(self.schema.heads, probs)))
+
+
+def stack_pixels(pixels: list[np.ndarray]) -> Tensor:
+    """H x W x 3 arrays -> uint8 N x 3 x H x W (a channels_last view, which is what the model runs on)."""
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
+
+
+def chunk_size(batch_size: int) -> int:
+    """At least CHUNK images, a whole number of batches."""
+    if batch_size < 1:
+        raise AttrfitError(f"batch size must be at least 1, got {batch_size}")
+    return batch_size * -(-CHUNK // batch_size)
+
+
+def prepare_ahead(items: Sequence, prepare: Callable[[object], np.ndarray], chunk: int,
+                  workers: int | None = None) -> Iterator[tuple[int, list[Decoded]]]:
+    """(start, decoded chunk) in order, decoding the next chunk in threads while the caller works on this one."""
+    workers = workers or min(8, (os.cpu_count() or 1) + 1)
+
+    def one(item) -> Decoded:
+        try:
+            return Decoded(prepare(item), "")
+        except BadImage as e:
+            return Decoded(None, str(e))
+
+    with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
+        starts = iter(range(0, len(items), chunk))
+        pending = deque()
+        for start in starts:
+            pending.append((start, [pool.submit(one, it) for it in items[start : start + chunk]]))
+            if len(pending) < 2:
+                continue
+            start0, futures = pending.popleft()
+            yield start0, [f.result() for f in futures]
+        for start0, futures in pending:
+            yield start0, [f.result() for f in futures]
+
+
+def _is_single(images) -> bool:
+    return isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim <= 3)
+
+
+def _array_to_pil(a: np.ndarray) -> Image.Image:
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise AttrfitError(
+            f"an image array must be uint8 H x W, H x W x 3 (RGB) or H x W x 4 (RGBA), got {a.dtype} {a.shape}"
+        )
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _describe(item) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, np.ndarray):
+        return f"array {item.shape}"
+    return type(item).__name__
+
+
+# ---------------------------------------------------------------- inputs and streaming
+
+def find_images(inputs: Sequence[str], images_root: str | None = None) -> list[tuple[str, Path]]:
+    """(name for the output, file to read) per image: files as given, folders searched recursively
+    for image extensions, CSVs by their ``image_path`` column (relative to ``images_root`` or the CSV's folder).
+
+    Example:
+        >>> find_images(["photos/", "one.jpg"])  # doctest: +SKIP
+        [('photos/a/1.jpg', PosixPath('photos/a/1.jpg')), ..., ('one.jpg', PosixPath('one.jpg'))]
+    """
+    found: list[tuple[str, Path]] = []
+    for text in inputs:
+        p = Path(text)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+            if not files:
+                log.warning("%s: no image files (%s) in this folder", text, " ".join(IMAGE_EXTENSIONS))
+            found += [(str(f), f) for f in files]
+        elif p.is_file() and p.suffix.lower() == ".csv":
+            found += _csv_images(p, Path(images_root) if images_root else p.parent)
+        elif p.is_file():
+            found.append((text, p))
+        else:
+            raise AttrfitError(f"{text}: no such file or folder")
+    if not found:
+        raise AttrfitError(f"no images found in {', '.join(inputs)}")
+    return found
+
+
+def _csv_images(csv_path: Path, root: Path) -> list[tuple[str, Path]]:
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+            reader = csv.DictReader(f)
+            if IMAGE_COLUMN not in (reader.fieldnames or []):
+                raise AttrfitError(f"{csv_path}: no '{IMAGE_COLUMN}' column; a CSV input lists images in one")
+            names = [row[IMAGE_COLUMN].strip() for row in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AttrfitError(f"{csv_path}: not a readable UTF-8 CSV ({e})") from None
+    empty = [i + 2 for i, n in enumerate(names) if not n]
+    if empty:
+        raise AttrfitError(f"{csv_path}: empty {IMAGE_COLUMN} on line(s) {empty[:5]}")
+    return [(n, root / n) for n in names]
+
+
+def predict_files(predictor: Predictor, items: Sequence[tuple[str, Path]], batch_size: int = PREDICT_BATCH,
+                  tta: bool = False, all_probs: bool = False, progress: bool = True) -> Iterator[dict]:
+    """One row per image in input order: ``image_path``, :func:`prediction_columns`, ``error``.
+
+    An unreadable image gets its reason in ``error`` (and a warning in the log), its prediction
+    columns None; the others are predicted. Rows come chunk by chunk: memory stays flat.
+    """
+    blank = dict.fromkeys(prediction_columns(predictor.schema, all_probs))
+    with progress_bar(total=len(items), desc="predicting", enabled=progress, unit="img") as bar:
+        for start, decoded in prepare_ahead([p for _, p in items], predictor.prepare, chunk_size(batch_size)):
+            good = [d.pixels for d in decoded if not d.error]
+            rows = iter(predictor.predict_pixels(stack_pixels(good), batch_size, tta).rows(all_probs) if good else [])
+            for (name, _), d in zip(items[start : start + len(decoded)], decoded):
+                if d.error:
+                    log.warning("cannot read %s: %s", name, d.error)
+                yield {IMAGE_COLUMN: name, **(blank if d.error else next(rows)), "error": d.error}
+            bar.update(len(decoded))
+
+
+def write_rows(rows: Iterable[dict], stream: TextIO, fmt: str, columns: list[str]) -> tuple[int, int]:
+    """Write rows as they come: CSV, or a JSON array with one object per line. Returns (rows, failed rows)."""
+    n = failed = 0
+    writer = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        writer.writerow(columns)
+    else:
+        stream.write("[")
+    for row in rows:
+        values = [_rounded(row[c]) for c in columns]
+        if writer:
+            writer.writerow(["" if v is None else v for v in values])
+        else:
+            stream.write(("\n" if n == 0 else ",\n") + json.dumps(dict(zip(columns, values))))
+        n += 1
+        failed += bool(row["error"])
+    if not writer:
+        stream.write("\n]\n")
+    return n, failed
+
+
+def _rounded(v):
+    return round(v, PROB_DECIMALS) if isinstance(v, float) else v
+
+
+# ---------------------------------------------------------------- command line
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="predict attributes of image files, folders or a CSV of image paths")
+    p.add_argument("run", metavar="CKPT_OR_RUN", help="run folder (uses best.pt) or a checkpoint file")
+    p.add_argument("inputs", metavar="INPUT", nargs="+",
+                   help="image files, folders (searched recursively) or CSVs with an image_path column")
+    p.add_argument("--out", metavar="FILE", help="file to write (default: stdout)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out FILE (never an input or a run file)")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, help="csv or json (default: from --out's extension, else csv)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per forward pass (default 64)")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    p.add_argument("--all-probs", action="store_true", help="also write each class's probability (HEAD_prob_CLASS)")
+    p.add_argument("--images", metavar="DIR", help="folder a CSV's image paths are relative to (default: the CSV's folder)")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args) -> int:
+    fmt = args.format or ("json" if args.out and Path(args.out).suffix.lower() == ".json" else "csv")
+    if args.batch_size < 1:
+        raise AttrfitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    items = find_images(args.inputs, args.images)
+    source = checkpoint.resolve(args.run)
+    if args.out:  # checked before any image is predicted
+        protected = [source, *runs.own_files(source.parent), *(Path(t) for t in args.inputs), *(p for _, p in items)]
+        files.check_output(args.out, args.force, inputs=protected, what="predictions")
+    predictor = Predictor.from_checkpoint(source, device=args.device)
+    columns = [IMAGE_COLUMN, *prediction_columns(predictor.schema, args.all_probs), "error"]
+    rows = predict_files(predictor, items, args.batch_size, args.tta, args.all_probs, progress=not args.quiet)
+    with _output(args.out) as stream:
+        n, failed = write_rows(rows, stream, fmt, columns)
+    where = f" -> {args.out}" if args.out else ""
+    if failed == n:
+        raise AttrfitError(f"none of the {n} images could be read (reasons above){where}")
+    log.info("predicted %d of %d images%s%s", n - failed, n, f"; {failed} could not be read" if failed else "", where)
+    return 0
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """stdout, or a file that appears complete or not at all (rows stream into a temp file beside it).
+
+    File names that are not valid UTF-8 are written as their raw bytes (``surrogateescape``), so the CSV's
+    ``image_path`` column holds exactly the name the file system has; JSON escapes them as ``\\udcXX``
+    (which Python's ``json`` and ``os.fsencode`` turn back into the same bytes).
+    """
+    if not path:
+        yield sys.stdout  # which cli.main set to surrogateescape
+        return
+    with files.atomic_open(path, "the predictions", text=True, newline="", encoding="utf-8",
+                           errors="surrogateescape") as f:
+        yield f
