@@ -113,7 +113,7 @@ class AttrfitSteps:
 
     def __init__(self, cfg, schema, sides, total_steps: int) -> None:
         from attrfit.training.distributed import Dist
-        from attrfit.training.loop import build_trainer
+        from attrfit.training.trainer import build_trainer
 
         self.t = build_trainer(cfg, schema, sides, float(cfg.optim.lr), Dist())
         self.t.total_steps = total_steps  # the one-cycle schedule spans all the steps timed
@@ -121,7 +121,7 @@ class AttrfitSteps:
         self._batches = self._indices()
 
     def _indices(self):
-        from attrfit.training.loop import epoch_order
+        from attrfit.training.trainer import epoch_order
 
         n, bs = len(self.sides.train_images), self.batch_size
         for epoch in itertools.count():
@@ -131,7 +131,7 @@ class AttrfitSteps:
 
     def step(self) -> None:
         from attrfit.recipe.schedule import lr_at, momentum_at
-        from attrfit.training.loop import check_finite, train_step
+        from attrfit.training.trainer import check_finite, train_step
 
         t, cfg, idx = self.t, self.t.cfg, next(self._batches)
         x = self.sides.train_images[idx].to(t.device, non_blocking=True)

@@ -132,7 +132,7 @@ class Inference:
     def _fallback(self, run: Path, device: str) -> None:
         from attrfit.model import checkpoint
         from attrfit.evaluation.scoring import inference_precision
-        from attrfit.training.loop import model_from_checkpoint
+        from attrfit.model.checkpoint import model_from_checkpoint
 
         ckpt = checkpoint.load(checkpoint.resolve(str(run)))
         self.predictor, self.device = None, torch.device(device)

@@ -38,7 +38,8 @@ import common
 from attrfit.core import runs
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.data.dataset import DataConfig, load_data
-from attrfit.training.loop import fit, make_sides, steps_per_epoch, validate_epoch
+from attrfit.training.loop import fit, make_sides, validate_epoch
+from attrfit.training.trainer import steps_per_epoch
 
 REFERENCE_MA = {"identity-disjoint": 71.43, "random image split": 83.96}  # ResNet50, ImageNet-pretrained, 256x192
 

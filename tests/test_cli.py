@@ -27,7 +27,7 @@ def test_user_error_is_one_line_exit_2(capsys, tmp_path):
 
 def test_split_command_then_refuses_overwrite(capsys, tiny, tmp_path):
     out_file = tmp_path / "s.json"
-    code, out, err = run(capsys, "split", tiny, "--out", out_file, "--seed", 2)
+    code, out, err = run(capsys, "split", tiny, "--out", out_file, "--split-seed", 2)
     assert code == 0 and out_file.is_file() and "train" in out
     assert json.loads(out_file.read_text())["seed"] == 2
     code, out, err = run(capsys, "split", tiny, "--out", out_file)

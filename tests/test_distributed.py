@@ -12,7 +12,7 @@ from attrfit.model import checkpoint
 from attrfit.core import runs
 from attrfit.training.distributed import Dist
 from attrfit.evaluation.scoring import evaluate_checkpoint
-from attrfit.training.loop import epoch_order
+from attrfit.training.trainer import epoch_order
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 

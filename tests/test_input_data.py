@@ -271,7 +271,7 @@ def test_run_keeps_its_split_for_evaluate_and_resume(tiny, tmp_path, capsys):
     original = tiny.with_name("labels.split.json")
     assert load_split(run / "split.json")["assignment"] == load_split(original)["assignment"]
     before = cli(capsys, "evaluate", run, "--json")[1]
-    assert cli(capsys, "split", tiny, "--seed", "9", "--force")[0] == 0  # replaced in place
+    assert cli(capsys, "split", tiny, "--split-seed", "9", "--force")[0] == 0  # replaced in place
     code, after, err = cli(capsys, "evaluate", run, "--json")
     assert code == 0 and json.loads(after) == json.loads(before), err
     original.unlink()

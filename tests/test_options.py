@@ -78,7 +78,7 @@ def test_train_rejects_out_of_range_before_touching_anything(capsys, tiny, tmp_p
     (["prepare", "{csv}", "--resize", "foo"], "--resize"),
     (["prepare", "{csv}", "--heads", ""], "empty value"),
     (["split", "{csv}", "--test-fraction", "2"], "--test-fraction"),
-    (["split", "{csv}", "--seed", "-1"], "--seed"),
+    (["split", "{csv}", "--split-seed", "-1"], "--split-seed"),
     (["lr-find", "{csv}", "--lr", "0.1"], "not used by lr-find"),
     (["lr-find", "{csv}", "--epochs", "3"], "not used by lr-find"),
     (["lr-find", "{csv}", "--no-report"], "not used by lr-find"),
@@ -311,7 +311,9 @@ def test_report_command_out_of_memory_is_one_line_without_batch_size_advice(caps
     def no_memory(*a, **k):
         raise MemoryError
 
-    monkeypatch.setattr(report, "make_report", no_memory)
+    import attrfit.cli.report
+
+    monkeypatch.setattr(attrfit.cli.report, "make_report", no_memory)
     code, out, err = run(capsys, "report", trained_tiny[0], "--out", trained_tiny[0] / "nowhere.html")
     line = one_error_line(code, err)
     assert "report" in line and "--batch-size" not in line

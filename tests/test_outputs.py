@@ -204,7 +204,7 @@ def test_predict_on_a_full_disk(capsys, run, tiny, tmp_path, monkeypatch):
 
 
 def test_predict_interrupted_leaves_no_half_file(capsys, run, tiny, tmp_path, monkeypatch):
-    from attrfit.serving import predict
+    import attrfit.cli.predict as predict
 
     def rows(*a, **k):
         yield {"image_path": "x", "color": "red", "color_prob": 0.5, "bright": "dark", "bright_prob": 0.5, "error": ""}
@@ -278,7 +278,7 @@ def test_lr_find_out_in_an_impossible_place(capsys, tiny, a_file, monkeypatch):
 
 
 def test_report_out_in_an_impossible_place_or_on_a_run_file(capsys, run, a_file, monkeypatch):
-    import attrfit.evaluation.report as rp
+    import attrfit.cli.report as rp
 
     monkeypatch.setattr(rp, "make_report", lambda *a, **k: pytest.fail("checked after scoring"))
     code, _, err = cli(capsys, "report", run, "--out", a_file / "r.html")

@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
+import attrfit.training.trainer
 import attrfit.training.loop as tr
 from attrfit.model import checkpoint
 from attrfit import cli
@@ -178,7 +179,7 @@ class Spied:
 
 
 def spy_on(mp: pytest.MonkeyPatch, spied: Spied) -> None:
-    real_opt, real_step, real_eval = tr.make_optimizer, tr.train_step, tr.evaluate_images
+    real_opt, real_step, real_eval = attrfit.training.trainer.make_optimizer, attrfit.training.trainer.train_step, tr.evaluate_images
 
     def make_optimizer(model, cfg):
         opt = real_opt(model, cfg)
@@ -207,8 +208,8 @@ def spy_on(mp: pytest.MonkeyPatch, spied: Spied) -> None:
                             "probs": probs, "model": snapshot(model)})
         return results, probs
 
-    mp.setattr(tr, "make_optimizer", make_optimizer)
-    mp.setattr(tr, "train_step", train_step)
+    mp.setattr(attrfit.training.trainer, "make_optimizer", make_optimizer)
+    mp.setattr(attrfit.training.trainer, "train_step", train_step)
     mp.setattr(tr, "evaluate_images", evaluate_images)
 
 
@@ -243,17 +244,17 @@ def resumed(data, tmp_path_factory) -> Spied:
     spied = Spied()
     with pytest.MonkeyPatch.context() as mp:
         spy_on(mp, spied)
-        spying_step = tr.train_step
+        spying_step = attrfit.training.trainer.train_step
 
         def crash_at_3(t, x, y, step, *a):
             if step == 3:
                 raise Crash()
             return spying_step(t, x, y, step, *a)
 
-        mp.setattr(tr, "train_step", crash_at_3)
+        mp.setattr(attrfit.training.trainer, "train_step", crash_at_3)
         with pytest.raises(Crash):
             tr.fit(config(csv_path, root, checkpoint_every=2), run_dir=root / "run", progress=False)
-        mp.setattr(tr, "train_step", spying_step)
+        mp.setattr(attrfit.training.trainer, "train_step", spying_step)
         spied.run = tr.fit(None, resume=root / "run", progress=False)
     return spied
 

@@ -25,7 +25,8 @@ from attrfit.evaluation.scoring import evaluate_images, format_table, predict_pr
 from attrfit.evaluation.metrics import collapsed, head_metrics
 from attrfit.data.split import fingerprint, make_split, verify_split
 from attrfit.data.table import Schema, read_table
-from attrfit.training.loop import LossSpec, class_weights, multi_head_loss, warn_collapse
+from attrfit.training.loop import warn_collapse
+from attrfit.training.trainer import LossSpec, class_weights, multi_head_loss
 
 SIDES = ("train", "val", "test")
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import attrfit.training.trainer
 from attrfit.model import checkpoint
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
@@ -136,9 +137,7 @@ def test_training_through_an_injected_bf16_fault_is_finite_and_repeatable(tmp_pa
 
 def test_without_the_guard_the_injected_fault_breaks_training(tmp_path, amx_like_fault, monkeypatch):
     """The injected fault is real enough to matter: the guard is what makes the test above pass."""
-    import attrfit.training.loop
-
-    monkeypatch.setattr(attrfit.training.loop, "guard_bf16", lambda *a, **k: guard_bf16(a[0], "fp32", *a[2:]))
+    monkeypatch.setattr(attrfit.training.trainer, "guard_bf16", lambda *a, **k: guard_bf16(a[0], "fp32", *a[2:]))
     csv_path = write_tiny(tmp_path / "data", n=72, size=40)
     with pytest.raises(AttrfitError, match="non-finite|loss became") as e:
         _train(csv_path, tmp_path, "a", "bf16", "64x32")
@@ -148,7 +147,7 @@ def test_without_the_guard_the_injected_fault_breaks_training(tmp_path, amx_like
 def test_divergence_at_a_tiny_lr_does_not_blame_the_lr():
     from types import SimpleNamespace
 
-    from attrfit.training.loop import divergence_advice
+    from attrfit.training.trainer import divergence_advice
 
     opt = SimpleNamespace(param_groups=[{"lr": 8e-7}])
     tiny = divergence_advice(SimpleNamespace(optimizer=opt, precision="bf16", max_lr=0.4))

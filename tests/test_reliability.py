@@ -24,6 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
+import attrfit.training.trainer
 from attrfit.model import checkpoint
 
 from attrfit.core import runs
@@ -140,14 +141,14 @@ def diverge(capsys, csv_path, run, monkeypatch):
     """
     import attrfit.training.loop
 
-    real, calls = attrfit.training.loop.multi_head_loss, []
+    real, calls = attrfit.training.trainer.multi_head_loss, []
 
     def loss_going_nan(*args, **kwargs):
         calls.append(1)
         total, per_head = real(*args, **kwargs)
         return (total * float("nan"), per_head * float("nan")) if len(calls) >= 4 else (total, per_head)
 
-    monkeypatch.setattr(attrfit.training.loop, "multi_head_loss", loss_going_nan)
+    monkeypatch.setattr(attrfit.training.trainer, "multi_head_loss", loss_going_nan)
     return cli(capsys, "train", csv_path, *TINY, "--epochs", 2, "--lr", 100, "--schedule", "constant",
                "--checkpoint-every", 1, "--run-dir", run)
 
@@ -198,12 +199,11 @@ def test_disk_full_mid_run_is_one_line_and_resumable(capsys, tiny, tmp_path, mon
 
 
 def test_out_of_memory_gives_advice(capsys, tiny, tmp_path, monkeypatch):
-    import attrfit.training.loop as tr
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(tr, "train_step", oom)
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", oom)
     code, out, err = cli(capsys, "train", tiny, *TINY, "--epochs", 1, "--run-dir", tmp_path / "r")
     assert_one_error(code, err, "out of memory", "--batch-size")
 

@@ -3,13 +3,15 @@ import json
 import pytest
 import torch
 
+import attrfit.training.trainer
 from attrfit.model import checkpoint
 
 from attrfit.core import runs
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import evaluate_checkpoint
-from attrfit.training.loop import LossSpec, epoch_order, fit, multi_head_loss
+from attrfit.training.loop import fit
+from attrfit.training.trainer import LossSpec, epoch_order, multi_head_loss
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -111,20 +113,19 @@ def test_resume_after_crash_equals_uninterrupted(tiny, tmp_path, monkeypatch):
 
 
 def test_mid_epoch_checkpoint_resume(tiny, tmp_path, monkeypatch):
-    import attrfit.training.loop as tr
 
     ref = fit(tiny_cfg(tiny, epochs=2, batch_size=8), run_dir=tmp_path / "ref", progress=False)
-    real_step = tr.train_step
+    real_step = attrfit.training.trainer.train_step
 
     def crashing_step(t, x, y, step, *a):
         if step == 3:
             raise Crash()
         return real_step(t, x, y, step, *a)
 
-    monkeypatch.setattr(tr, "train_step", crashing_step)
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", crashing_step)
     with pytest.raises(Crash):
         fit(tiny_cfg(tiny, epochs=2, batch_size=8, checkpoint_every=2), run_dir=tmp_path / "b", progress=False)
-    monkeypatch.setattr(tr, "train_step", real_step)
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", real_step)
     assert checkpoint.load(tmp_path / "b" / "last.pt")["progress"]["epoch_step"] == 2
     fit(None, resume=tmp_path / "b", progress=False)
     for k, v in weights(ref).items():
@@ -132,19 +133,18 @@ def test_mid_epoch_checkpoint_resume(tiny, tmp_path, monkeypatch):
 
 
 def test_no_test_image_in_any_training_batch(tiny, tmp_path, monkeypatch):
-    import attrfit.training.loop as tr
     from attrfit.data.dataset import load_data
 
     cfg = tiny_cfg(tiny, epochs=2)
     seen = []
-    real_step = tr.train_step
-    monkeypatch.setattr(tr, "augment_batch", lambda x, c, g: x.float())  # keep pixels comparable
+    real_step = attrfit.training.trainer.train_step
+    monkeypatch.setattr(attrfit.training.trainer, "augment_batch", lambda x, c, g: x.float())  # keep pixels comparable
 
     def spy(t, x, y, step, *a):
         seen.append(x.clone())
         return real_step(t, x, y, step, *a)
 
-    monkeypatch.setattr(tr, "train_step", spy)
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", spy)
     fit(cfg, run_dir=tmp_path / "r", progress=False)
     data = load_data(cfg.data, progress=False)
     flat = lambda t: {bytes(r.numpy().tobytes()) for r in t}  # noqa: E731

@@ -1,9 +1,95 @@
-"""attrfit: train multi-head image attribute classifiers from scratch, honestly measured."""
+"""attrfit: train multi-head image attribute classifiers from scratch, honestly measured.
 
-__version__ = "0.1.0"
+The Python API, as first-class as the command line (which calls these same functions)::
+
+    import attrfit
+
+    lr = attrfit.find_lr("labels.csv", size="128x64")["onecycle_max_lr"]    # LR range test
+    run = attrfit.train("labels.csv", size="128x64", epochs=30, lr=lr)     # a run folder
+    attrfit.evaluate(run)["mean"]["balanced_accuracy"]                     # held-out test side
+    attrfit.load(run).predict(["a.jpg", "b.jpg"]).labels["gender"]         # predictions
+
+Options are the config's keys or flag names (``lr``, ``cutout``, ``optim.weight_decay``),
+checked exactly as on the command line; ``attrfit train --help`` lists them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 from attrfit.core.errors import AttrfitError
+from attrfit.core.version import __version__
 
+
+def _config(csv, config, options: dict):
+    """A checked TrainConfig from a config (object or TOML/YAML file), the CSV and keyword options."""
+    from attrfit.recipe.config import TrainConfig, apply, load_file
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig()
+    if config is not None and not isinstance(config, TrainConfig):
+        cfg = apply(cfg, load_file(config), source=str(config))
+    if csv is not None:
+        options = {**options, "data.csv": str(csv)}
+    return apply(cfg, options, source="keyword options")
+
+
+def train(csv: str | Path | None = None, *, config=None, run_dir: str | Path | None = None,
+          resume: str | Path | None = None, progress: bool = True, **options) -> Path:
+    """Train from scratch on a labels CSV (or continue ``resume``); return the run folder.
+
+    The held-out split is made once beside the CSV (or read, and verified); the best epoch
+    by the val mean is scored once on the test side into ``RUN/results.json``.
+
+    Example:
+        >>> run = attrfit.train("data/labels.csv", size="128x64", epochs=30, cutout=0.25)  # doctest: +SKIP
+        >>> attrfit.train(resume=run)  # continue a stopped run exactly  # doctest: +SKIP
+    """
+    from attrfit.training.loop import fit
+
+    cfg = None if resume is not None else _config(csv, config, options)
+    return fit(cfg, run_dir=run_dir, resume=resume, progress=progress)
+
+
+def evaluate(run: str | Path, side: str = "test", *, tta: bool = False, csv: str | Path | None = None,
+             device: str = "auto", progress: bool = True) -> dict:
+    """Per-head metrics of a run's best checkpoint (or a .pt file) on one side of its split.
+
+    Returns ``{"heads": {HEAD: {"accuracy", "balanced_accuracy", "majority_accuracy", "n", ...}},
+    "mean": {...}}``, the same shape as ``RUN/results.json``.
+
+    Example:
+        >>> attrfit.evaluate("runs/demo")["mean"]["accuracy"]  # doctest: +SKIP
+        0.823
+    """
+    from attrfit.evaluation.scoring import evaluate_checkpoint
+
+    return evaluate_checkpoint(str(run), side, tta, str(csv) if csv else None, progress, device)
+
+
+def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | None = None, min_lr: float = 1e-6,
+            max_lr: float = 10.0, steps: int = 100, repeats: int = 3, rule: str = "valley",
+            progress: bool = True, **options) -> dict:
+    """LR range test on the train side; model and optimizer come back untouched.
+
+    Returns the curves, each rule's suggestion and ``onecycle_max_lr`` (what ``--lr auto``
+    uses); with ``out`` also writes ``lr_find.json`` and ``lr_find.png`` there.
+
+    Example:
+        >>> attrfit.find_lr("data/labels.csv", size="128x64")["onecycle_max_lr"]  # doctest: +SKIP
+        0.85
+    """
+    from attrfit.data.dataset import load_data
+    from attrfit.training.loop import make_sides
+    from attrfit.training.lr_find import check_sweep_args, find_lr as sweep
+
+    check_sweep_args(min_lr, max_lr, steps, repeats)
+    cfg = _config(csv, config, options)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    data = load_data(cfg.data, progress=progress)
+    return sweep(cfg, data.schema, make_sides(data), out, min_lr, max_lr, steps, repeats, rule, progress=progress)
 
 
 def load(checkpoint_or_run, device: str = "cpu"):
@@ -16,4 +102,4 @@ def load(checkpoint_or_run, device: str = "cpu"):
     return Predictor.from_checkpoint(checkpoint_or_run, device=device)
 
 
-__all__ = ["AttrfitError", "__version__", "load"]
+__all__ = ["AttrfitError", "__version__", "evaluate", "find_lr", "load", "train"]

@@ -11,9 +11,10 @@ import difflib
 import logging
 import os
 import sys
-from pathlib import Path
 
-from attrfit import __version__
+from attrfit.core.version import __version__
+from attrfit.cli import commands as core
+from attrfit.cli import compare, export, lr_find, predict, report
 from attrfit.core.errors import AttrfitError
 
 log = logging.getLogger("attrfit")
@@ -42,51 +43,6 @@ class Parser(argparse.ArgumentParser):
         return ns
 
 
-def config_flag(p: argparse.ArgumentParser, key: str, flag: str | None = None) -> None:
-    """A flag of config field ``key`` for commands that take it outside ``train`` (split, prepare).
-
-    Help, placeholder, default and range check come from the field, and the value is
-    checked as it is parsed; ``flag`` renames it (``split --seed`` is ``data.split_seed``).
-    """
-    from attrfit.recipe.config import coerce, leaf_fields
-    from attrfit.core.options import check_value, default_of, flag_of, help_text
-
-    t, f = leaf_fields()[key]
-    name = flag or flag_of(f)
-    option = f"--{name.replace('_', '-')}"
-    if t is bool:
-        p.add_argument(option, action="store_true", help=help_text(f))
-        return
-
-    def parse(text: str):
-        if not text.strip():
-            raise AttrfitError(f"{option} was given an empty value; give a value or leave the flag out")
-        value = coerce(key, t, text)
-        check_value(key, name, f, value)  # AttrfitError passes through argparse to main's one line
-        return value
-
-    default = default_of(f)
-    p.add_argument(option, type=parse, default=None if default == () else default,
-                   metavar=f.metadata.get("metavar"), help=help_text(f))
-
-
-def add_table_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("csv", help="labels CSV with an image_path column and one column per attribute")
-    for key in ("data.images", "data.heads", "data.ignore_columns", "data.group_column"):
-        config_flag(p, key)
-
-
-def add_split_args(p: argparse.ArgumentParser) -> None:
-    for key in ("data.test_fraction", "data.val_fraction", "data.stratify"):
-        config_flag(p, key)
-    config_flag(p, "data.split_seed", flag="seed")
-
-
-def add_cache_args(p: argparse.ArgumentParser) -> None:
-    for key in ("data.size", "data.resize", "data.cache_dir", "data.skip_bad_images"):
-        config_flag(p, key)
-
-
 def add_verbose(p: argparse.ArgumentParser, default=False) -> None:
     p.add_argument("-v", "--verbose", action="store_true", default=default, help="show details and tracebacks")
 
@@ -108,16 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def commands() -> list:
-    """Every subcommand's register function, in ``--help`` order.
-
-    Imported here, not at module level: the stage modules import helpers from
-    ``attrfit.cli.commands``, which imports this module.
-    """
-    from attrfit.cli import commands as core
-    from attrfit.evaluation import compare, report
-    from attrfit.serving import export, predict
-    from attrfit.training import lr_find
-
+    """Every subcommand's register function, in ``--help`` order (the data path's order)."""
     return [*core.REGISTRY, lr_find.register, report.register, compare.register_compare, compare.register_runs,
             predict.register, export.register]
 
@@ -156,7 +103,3 @@ def main(argv: list[str] | None = None) -> int:
         advice = "; lower --batch-size or --size" if args.command in ("train", "demo", "lr-find") else ""
         print(f"attrfit: error: out of memory in 'attrfit {args.command}'{advice}", file=sys.stderr)
         return EXIT_USER_ERROR
-
-
-def out_path(text: str | None) -> Path | None:
-    return Path(text) if text else None

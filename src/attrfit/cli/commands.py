@@ -6,14 +6,14 @@ stage modules. Results go to stdout, progress and logs to stderr.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
-from attrfit.cli.app import add_cache_args, add_split_args, add_table_args
+import attrfit
+from attrfit.cli.args import (add_cache_args, add_device_arg, add_run_arg, add_config_flags, add_split_args, add_table_args, config_from_args,
+                              data_config_from_args, print_json)
 
 log = logging.getLogger("attrfit")
 
@@ -59,7 +59,7 @@ def run_split(args) -> int:
     out = Path(args.out) if args.out else default_split_path(Path(args.csv))
     files.check_output(out, force=True, inputs=[Path(args.csv)], what="split file")  # save_split refuses to replace
     table = read_table(args.csv, args.images, args.heads, args.ignore_columns, args.group_column)
-    split = make_split(table, args.test_fraction, args.val_fraction, args.seed, args.stratify)
+    split = make_split(table, args.test_fraction, args.val_fraction, args.split_seed, args.stratify)
     record_duplicates(split, table)
     path = save_split(split, out, force=args.force)
     print(describe_split(split, table))
@@ -90,27 +90,6 @@ def register_prepare(sub) -> None:
     add_cache_args(p)
     p.add_argument("--split", help="split file (default: <csv stem>.split.json beside the CSV; made if absent)")
     p.set_defaults(func=run_prepare)
-
-
-def data_config_from_args(args):
-    from attrfit.data.dataset import DataConfig
-
-    return DataConfig(
-        csv=args.csv,
-        images=args.images,
-        heads=tuple(args.heads or ()),
-        ignore_columns=None if args.ignore_columns is None else tuple(args.ignore_columns),
-        group_column=args.group_column,
-        split=args.split,
-        test_fraction=args.test_fraction,
-        val_fraction=args.val_fraction,
-        split_seed=args.seed,
-        stratify=args.stratify,
-        size=args.size,
-        resize=args.resize,
-        cache_dir=args.cache_dir,
-        skip_bad_images=args.skip_bad_images,
-    )
 
 
 def run_prepare(args) -> int:
@@ -145,65 +124,7 @@ def label_summary(data) -> str:
     return "train side labels:\n" + "\n".join(lines)
 
 
-def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=1)
-    sys.stdout.write("\n")
-
-
 # ---------------------------------------------------------------- train
-
-SECTION_TITLES = {
-    "data": "data options", "model": "model options", "augment": "augmentation of training images",
-    "schedule": "LR schedule", "optim": "optimizer and loss", "": "run options",
-}
-
-
-def add_config_flags(p, lr_find: bool = False) -> None:
-    """One flag per config field (``--lr``, ``--cutout``, ``--flip/--no-flip``...), grouped by section.
-
-    Help sentence, placeholder and range check come from the field (:mod:`attrfit.core.options`);
-    unset flags stay None so a ``--config`` file (or the default) applies. With ``lr_find``,
-    the flags of options the LR range test does not use are refused by name.
-    """
-    from attrfit.recipe.config import leaf_fields
-    from attrfit.core.options import flag_of, help_text
-
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for key, (t, f) in leaf_fields().items():
-        name = flag_of(f)
-        if name is None:
-            continue
-        section = key.rpartition(".")[0]
-        if section not in groups:
-            groups[section] = p.add_argument_group(f"{SECTION_TITLES.get(section, section)} "
-                                                   "(also settable in --config FILE)")
-        flags = [f"--{name.replace('_', '-')}"] + ([f"--no-{name.replace('_', '-')}"] if t is bool else [])
-        if lr_find and not f.metadata.get("lr_find", True):
-            groups[section].add_argument(*flags, nargs=0 if t is bool else None, action=NotForLrFind,
-                                         help=argparse.SUPPRESS)
-        elif t is bool:
-            groups[section].add_argument(flags[0], dest=f"cfg__{name}", default=None,
-                                         action=argparse.BooleanOptionalAction, help=help_text(f))
-        else:
-            groups[section].add_argument(flags[0], dest=f"cfg__{name}", default=None, type=nonempty,
-                                         metavar=f.metadata.get("metavar") or "VALUE", help=help_text(f))
-
-
-def nonempty(text: str) -> str:
-    """A flag value as typed; an empty one (often an unset shell variable) is refused, not read as 'default'."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("empty value; give a value or leave the flag out")
-    return text
-
-
-class NotForLrFind(argparse.Action):
-    """A training-only flag given to ``lr-find``: refused, since the range test would silently ignore it."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string} is not used by lr-find (the LR range test sweeps the LR itself and "
-                     "trains no epochs, so it never evaluates, reports or checkpoints); leave it out "
-                     "(in a --config file it is allowed and ignored)")
-
 
 def register_train(sub) -> None:
     p = sub.add_parser("train", help="train a model; evaluates the best epoch on the held-out test side at the end")
@@ -216,35 +137,18 @@ def register_train(sub) -> None:
     p.set_defaults(func=run_train)
 
 
-def config_from_args(args):
-    from attrfit.recipe.config import TrainConfig, apply, load_file
-    from attrfit.core.errors import AttrfitError
-
-    cfg = TrainConfig()
-    if getattr(args, "config", None):
-        cfg = apply(cfg, load_file(args.config), source=args.config)
-    flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
-    if getattr(args, "csv", None):
-        flags["data.csv"] = args.csv
-    cfg = apply(cfg, flags, source="command line")  # range-checked: nothing is read or written before this
-    if cfg.init_from and not Path(cfg.init_from).exists():
-        raise AttrfitError(f"--init-from {cfg.init_from}: no such checkpoint or run folder")
-    return cfg
-
-
 def run_train(args) -> int:
     from attrfit.core.errors import AttrfitError
-    from attrfit.training.loop import fit
 
     if args.resume:
         if args.csv or any(k.startswith("cfg__") and v is not None for k, v in vars(args).items()):
             raise AttrfitError("--resume takes the data, split and options from the run folder; give nothing else")
-        run = fit(None, resume=args.resume, progress=not args.quiet)
+        run = attrfit.train(resume=args.resume, progress=not args.quiet)
     else:
         cfg = config_from_args(args)
         if not cfg.data.csv:
             raise AttrfitError("give the labels CSV (or --resume RUN)")
-        run = fit(cfg, run_dir=args.run_dir, progress=not args.quiet)
+        run = attrfit.train(config=cfg, run_dir=args.run_dir, progress=not args.quiet)
     print_results(run)
     return 0
 
@@ -271,19 +175,20 @@ def print_results(run: Path) -> None:
 
 def register_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on a side of its split (test by default)")
-    p.add_argument("run", metavar="RUN_OR_CKPT", help="run folder (uses best.pt) or a checkpoint file")
-    p.add_argument("--side", choices=["test", "val", "train"], default="test")
+    add_run_arg(p)
+    p.add_argument("--side", choices=["test", "val", "train"], default="test", help="which side of the split (default test)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
-    p.add_argument("--csv", dest="csv_override", help="evaluate on this CSV's rows of the split instead (same schema)")
+    p.add_argument("--csv", dest="csv_override", metavar="CSV", help="evaluate on this CSV's rows of the split instead (same schema)")
+    add_device_arg(p, "auto")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args) -> int:
-    from attrfit.evaluation.scoring import evaluate_checkpoint, format_table, json_ready
+    from attrfit.evaluation.scoring import format_table, json_ready
 
-    results = evaluate_checkpoint(args.run, side=args.side, tta=args.tta, csv=args.csv_override,
-                                  progress=not args.json)
+    results = attrfit.evaluate(args.run, side=args.side, tta=args.tta, csv=args.csv_override,
+                               device=args.device, progress=not args.json)
     if args.json:
         print_json(json_ready(results))
     else:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from attrfit import __version__
+from attrfit.core.version import __version__
 
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError

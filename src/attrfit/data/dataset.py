@@ -132,7 +132,7 @@ def read_checked(cfg: DataConfig, schema: Schema | None = None, create_split: bo
 
 SPLIT_OPTIONS = (("test_fraction", "test_fraction", "--test-fraction", "--test-fraction"),
                  ("val_fraction", "val_fraction", "--val-fraction", "--val-fraction"),
-                 ("split_seed", "seed", "--split-seed", "--seed"),
+                 ("split_seed", "seed", "--split-seed", "--split-seed"),
                  ("stratify", "stratify", "--stratify", "--stratify"))  # (field, split key, train flag, split flag)
 
 

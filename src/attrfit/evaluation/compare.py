@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -505,53 +504,3 @@ PAGE = """<!DOCTYPE html>
 def write_html(c: Comparison, out: str | Path) -> Path:
     """Write the page atomically (see :mod:`attrfit.core.files`)."""
     return files.write_text(Path(out), render_html(c), what="comparison page", hint="give --html a writable path")
-
-
-# ---------------------------------------------------------------- command line
-
-def register_compare(sub) -> None:
-    p = sub.add_parser("compare", help="compare runs on the same test images: paired differences and verdicts")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (the first is the baseline A)")
-    p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page (figures embedded)")
-    p.add_argument("--force", action="store_true", help="replace an existing --html file")
-    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
-    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.set_defaults(func=run_compare)
-
-
-def run_compare(args) -> int:
-    from attrfit.cli.commands import print_json
-    from attrfit.core.runs import own_files
-
-    if args.html:  # before the scoring: never a run's own file, no existing file without --force
-        run_files = [f for r in args.runs for f in own_files(Path(r))]
-        files.check_output(args.html, args.force, run_files, "comparison page", "--html")
-    c = compare_runs(args.runs, n_boot=args.n_boot, seed=args.seed, progress=not args.json)
-    if args.html:
-        path = write_html(c, args.html)
-        log.info("wrote %s", path)
-    if args.json:
-        print_json(c.to_dict())
-    else:
-        print(format_comparison(c))
-    return 0
-
-
-def register_runs(sub) -> None:
-    p = sub.add_parser("runs", help="list run folders: when, data, settings, state, val and test scores")
-    p.add_argument("folder", nargs="?", default="runs", help="folder holding run folders (default ./runs)")
-    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
-    p.set_defaults(func=run_runs)
-
-
-def run_runs(args) -> int:
-    from attrfit.cli.commands import print_json
-    from attrfit.core.runs import format_runs, list_runs
-
-    found = list_runs(args.folder)
-    if args.json:
-        print_json([dataclasses.asdict(r) for r in found])
-    else:
-        sys.stdout.write(format_runs(found) + "\n")
-    return 0

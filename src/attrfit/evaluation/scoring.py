@@ -214,7 +214,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     from attrfit.data.dataset import load_data, saved_run_config
     from attrfit.core.errors import AttrfitError
     from attrfit.data.split import same_split
-    from attrfit.training.loop import model_from_checkpoint
+    from attrfit.model.checkpoint import model_from_checkpoint
 
     path = checkpoint.resolve(ckpt_or_run)
     ckpt = checkpoint.load(path)

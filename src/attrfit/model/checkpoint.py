@@ -21,11 +21,13 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from attrfit import __version__
+from attrfit.core.version import __version__
 
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
+from attrfit.model.net import ModelConfig, build_model
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +114,12 @@ def resolve(ckpt_or_run: str | Path, name: str = "best.pt") -> Path:
     if not p.is_file():
         raise AttrfitError(f"{p}: no such checkpoint (give a .pt file or a run folder)")
     return p
+
+
+def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> nn.Module:
+    """Rebuild the model from the arguments stored in a checkpoint and load its weights (EMA if present)."""
+    a = ckpt["model_args"]
+    model = build_model(ModelConfig(**a["cfg"]), a["num_classes"], tuple(a["mean"]), tuple(a["std"]))
+    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state)
+    return model.eval()

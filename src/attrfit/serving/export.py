@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attrfit import __version__
+from attrfit.core.version import __version__
 
 from attrfit.model import checkpoint
 
@@ -211,28 +211,3 @@ def _check(wrapper: nn.Module, path: Path, fmt: str, x: Tensor) -> float | None:
     if diff > TOLERANCE:
         log.warning("%s differs from PyTorch by up to %.2g (tolerance %g); check it before serving it", path, diff, TOLERANCE)
     return diff
-
-
-# ---------------------------------------------------------------- command line
-
-def register(sub) -> None:
-    p = sub.add_parser("export", help="write the model as ONNX or TorchScript, with its schema as JSON beside it")
-    p.add_argument("run", metavar="CKPT_OR_RUN", help="run folder (uses best.pt) or a checkpoint file")
-    p.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx or model.pt; FILE.schema.json goes beside it")
-    p.add_argument("--format", choices=FORMATS, help="default: from --out's suffix (.onnx; .pt or .ts for torchscript)")
-    p.add_argument("--force", action="store_true", help="replace an existing FILE and FILE.schema.json")
-    p.add_argument("--input-dtype", choices=list(INPUT_DTYPES), default="uint8",
-                   help="the ONNX input's type, pixels 0..255 either way (default uint8; TorchScript takes both)")
-    p.set_defaults(func=run_export)
-
-
-def run_export(args) -> int:
-    e = export_model(args.run, args.out, args.format, args.input_dtype, force=args.force)
-    schema = json.loads(e.schema_path.read_text())
-    h, w = schema["size"]
-    print(f"wrote {e.path} ({schema['format']}; input '{INPUT_NAME}' {schema['input']['dtype']} N x 3 x {h} x {w}, "
-          f"0..255 RGB; outputs {', '.join(o['name'] for o in schema['outputs'])})")
-    print(f"schema {e.schema_path}")
-    if e.max_abs_diff is not None:
-        print(f"check: largest |exported - PyTorch| probability on {CHECK_IMAGES} images = {e.max_abs_diff:.2g}")
-    return 0

@@ -19,12 +19,10 @@ are still predicted.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +37,6 @@ from torch import Tensor, nn
 
 from attrfit.model import checkpoint
 
-from attrfit.core import files, runs
 from attrfit.data.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import inference_precision, predict_probs
@@ -155,7 +152,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, checkpoint_or_run: str | os.PathLike, device: str = "cpu") -> Predictor:
         """Load ``best.pt`` of a run folder (or the given checkpoint file) onto ``device`` ('cpu', 'cuda', 'auto')."""
-        from attrfit.training.loop import model_from_checkpoint
+        from attrfit.model.checkpoint import model_from_checkpoint
 
         path = checkpoint.resolve(checkpoint_or_run)
         ckpt = checkpoint.load(path)
@@ -296,10 +293,10 @@ def find_images(inputs: Sequence[str], images_root: str | None = None) -> list[t
     for text in inputs:
         p = Path(text)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
-            if not files:
+            images = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+            if not images:
                 log.warning("%s: no image files (%s) in this folder", text, " ".join(IMAGE_EXTENSIONS))
-            found += [(str(f), f) for f in files]
+            found += [(str(f), f) for f in images]
         elif p.is_file() and p.suffix.lower() == ".csv":
             found += _csv_images(p, Path(images_root) if images_root else p.parent)
         elif p.is_file():
@@ -368,59 +365,3 @@ def write_rows(rows: Iterable[dict], stream: TextIO, fmt: str, columns: list[str
 
 def _rounded(v):
     return round(v, PROB_DECIMALS) if isinstance(v, float) else v
-
-
-# ---------------------------------------------------------------- command line
-
-def register(sub) -> None:
-    p = sub.add_parser("predict", help="predict attributes of image files, folders or a CSV of image paths")
-    p.add_argument("run", metavar="CKPT_OR_RUN", help="run folder (uses best.pt) or a checkpoint file")
-    p.add_argument("inputs", metavar="INPUT", nargs="+",
-                   help="image files, folders (searched recursively) or CSVs with an image_path column")
-    p.add_argument("--out", metavar="FILE", help="file to write (default: stdout)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out FILE (never an input or a run file)")
-    p.add_argument("--format", choices=OUTPUT_FORMATS, help="csv or json (default: from --out's extension, else csv)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per forward pass (default 64)")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    p.add_argument("--all-probs", action="store_true", help="also write each class's probability (HEAD_prob_CLASS)")
-    p.add_argument("--images", metavar="DIR", help="folder a CSV's image paths are relative to (default: the CSV's folder)")
-    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_predict)
-
-
-def run_predict(args) -> int:
-    fmt = args.format or ("json" if args.out and Path(args.out).suffix.lower() == ".json" else "csv")
-    if args.batch_size < 1:
-        raise AttrfitError(f"--batch-size must be at least 1, got {args.batch_size}")
-    items = find_images(args.inputs, args.images)
-    source = checkpoint.resolve(args.run)
-    if args.out:  # checked before any image is predicted
-        protected = [source, *runs.own_files(source.parent), *(Path(t) for t in args.inputs), *(p for _, p in items)]
-        files.check_output(args.out, args.force, inputs=protected, what="predictions")
-    predictor = Predictor.from_checkpoint(source, device=args.device)
-    columns = [IMAGE_COLUMN, *prediction_columns(predictor.schema, args.all_probs), "error"]
-    rows = predict_files(predictor, items, args.batch_size, args.tta, args.all_probs, progress=not args.quiet)
-    with _output(args.out) as stream:
-        n, failed = write_rows(rows, stream, fmt, columns)
-    where = f" -> {args.out}" if args.out else ""
-    if failed == n:
-        raise AttrfitError(f"none of the {n} images could be read (reasons above){where}")
-    log.info("predicted %d of %d images%s%s", n - failed, n, f"; {failed} could not be read" if failed else "", where)
-    return 0
-
-
-@contextlib.contextmanager
-def _output(path: str | None) -> Iterator[TextIO]:
-    """stdout, or a file that appears complete or not at all (rows stream into a temp file beside it).
-
-    File names that are not valid UTF-8 are written as their raw bytes (``surrogateescape``), so the CSV's
-    ``image_path`` column holds exactly the name the file system has; JSON escapes them as ``\\udcXX``
-    (which Python's ``json`` and ``os.fsencode`` turn back into the same bytes).
-    """
-    if not path:
-        yield sys.stdout  # which cli.main set to surrogateescape
-        return
-    with files.atomic_open(path, "the predictions", text=True, newline="", encoding="utf-8",
-                           errors="surrogateescape") as f:
-        yield f

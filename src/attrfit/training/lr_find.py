@@ -57,8 +57,8 @@ from attrfit.training.distributed import Dist
 from attrfit.core.errors import AttrfitError
 from attrfit.core.progress import progress_bar
 from attrfit.data.table import Schema
-from attrfit.training.loop import (Sides, Trainer, build_trainer, epoch_order, init_weights_from, steps_per_epoch,
-                           train_step)
+from attrfit.training.trainer import (Sides, Trainer, build_trainer, epoch_order, init_weights_from, steps_per_epoch,
+                                      train_step)
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def summarize(curves: list[dict], rule: str) -> dict:
             "onecycle_spread_decades": onecycle["spread_decades"], "suggestions": suggestions}
 
 
-def _check_args(min_lr: float, max_lr: float, steps: int, repeats: int) -> None:
+def check_sweep_args(min_lr: float, max_lr: float, steps: int, repeats: int) -> None:
     if not 0 < min_lr < max_lr < math.inf:
         raise AttrfitError(f"the LR range test needs 0 < min-lr < max-lr (finite), got {min_lr:g} and {max_lr:g}")
     if steps < 2 * MIN_POINTS:
@@ -439,7 +439,7 @@ def find_lr(cfg: TrainConfig, schema: Schema, sides: Sides, out_dir: str | Path 
         >>> r = find_lr(cfg, data.schema, make_sides(data), "lr_find", steps=100, repeats=3)  # doctest: +SKIP
         >>> r["chosen"], r["spread_decades"], r["onecycle_max_lr"]  # doctest: +SKIP
     """
-    _check_args(min_lr, max_lr, steps, repeats)
+    check_sweep_args(min_lr, max_lr, steps, repeats)
     if rule not in RULES:
         raise AttrfitError(f"unknown rule '{rule}'; choose one of {', '.join(RULES)}")
     dist = dist or Dist()
@@ -576,48 +576,7 @@ def _y_range(curves: list[dict]) -> tuple[float, float]:
     return lo - pad, hi + 2 * pad
 
 
-# ---------------------------------------------------------------- command line
-
-def register(sub) -> None:
-    from attrfit.cli.commands import add_config_flags
-
-    p = sub.add_parser("lr-find", help="LR range test: suggest the max learning rate (train side only)")
-    p.add_argument("csv", help="labels CSV")
-    p.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of options, as for train; flags override it")
-    p.add_argument("--min-lr", type=float, default=1e-6, help="first LR of the sweep (default 1e-6)")
-    p.add_argument("--max-lr", type=float, default=10.0, help="last LR of the sweep (default 10)")
-    p.add_argument("--steps", type=int, default=100, help="training steps per sweep (default 100)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="sweeps from the same weights with other batch orders (default 3)")
-    p.add_argument("--rule", choices=list(RULES), default="valley", help="which suggestion is chosen (default valley)")
-    p.add_argument("--out", default="lr_find", help="folder for lr_find.json and lr_find.png (default ./lr_find)")
-    p.add_argument("--force", action="store_true", help="replace an existing lr_find.json in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_flags(p, lr_find=True)  # training-only flags (--lr, --epochs, --report...) are refused
-    p.set_defaults(func=run_lr_find)
-
-
-def run_lr_find(args) -> int:
-    from attrfit.cli.commands import config_from_args
-    from attrfit.data.dataset import load_data
-    from attrfit.training.loop import make_sides
-
-    out = Path(args.out)
-    _check_args(args.min_lr, args.max_lr, args.steps, args.repeats)
-    cfg = config_from_args(args)  # every option checked before anything is read or written
-    if (out / "lr_find.json").exists() and not args.force:
-        raise AttrfitError(f"{out / 'lr_find.json'} exists; pass --force to replace it, or choose another --out")
-    files.probe_folder(files.make_folder(out, "LR range test folder"), "LR range test")  # now, not after it
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    data = load_data(cfg.data, progress=not args.quiet)
-    sides = make_sides(data)
-    r = find_lr(cfg, data.schema, sides, out, args.min_lr, args.max_lr, args.steps, args.repeats, args.rule,
-                progress=not args.quiet)
-    print(describe(r))
-    print(f"plot: {out / 'lr_find.png'}  data: {out / 'lr_find.json'}")
-    return 0
-
+# ---------------------------------------------------------------- what the command prints
 
 def describe(r: dict) -> str:
     """The text ``lr-find`` prints: settings, each rule's suggestion, the chosen and one-cycle LRs, warnings."""

@@ -141,7 +141,7 @@ class MlflowTracker:
         self.finished = False
 
     def _start(self, run: Path, config: dict) -> str:
-        from attrfit import __version__
+        from attrfit.core.version import __version__
         from attrfit.recipe.config import flatten
 
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "attrfit"

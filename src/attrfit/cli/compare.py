@@ -1,0 +1,60 @@
+"""``attrfit compare`` and ``attrfit runs``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from attrfit.cli.args import print_json
+from attrfit.core import files
+from attrfit.evaluation.compare import N_BOOT, compare_runs, format_comparison, write_html
+
+log = logging.getLogger(__name__)
+
+
+def register_compare(sub) -> None:
+    p = sub.add_parser("compare", help="compare runs on the same test images: paired differences and verdicts")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (the first is the baseline A)")
+    p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page (figures embedded)")
+    p.add_argument("--force", action="store_true", help="replace an existing --html file")
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args) -> int:
+    from attrfit.core.runs import own_files
+
+    if args.html:  # before the scoring: never a run's own file, no existing file without --force
+        run_files = [f for r in args.runs for f in own_files(Path(r))]
+        files.check_output(args.html, args.force, run_files, "comparison page", "--html")
+    c = compare_runs(args.runs, n_boot=args.n_boot, seed=args.seed, progress=not args.json)
+    if args.html:
+        path = write_html(c, args.html)
+        log.info("wrote %s", path)
+    if args.json:
+        print_json(c.to_dict())
+    else:
+        print(format_comparison(c))
+    return 0
+
+
+def register_runs(sub) -> None:
+    p = sub.add_parser("runs", help="list run folders: when, data, settings, state, val and test scores")
+    p.add_argument("folder", nargs="?", default="runs", help="folder holding run folders (default ./runs)")
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.set_defaults(func=run_runs)
+
+
+def run_runs(args) -> int:
+    from attrfit.core.runs import format_runs, list_runs
+
+    found = list_runs(args.folder)
+    if args.json:
+        print_json([dataclasses.asdict(r) for r in found])
+    else:
+        sys.stdout.write(format_runs(found) + "\n")
+    return 0

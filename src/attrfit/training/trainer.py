@@ -1,0 +1,411 @@
+"""The trainer: model, optimizer and loss for a run, and one optimizer step; what checkpoints carry.
+
+Everything random is a pure function of ``(seed, epoch)`` or ``(seed, step)``: the batch
+order of an epoch, the augmentation of a step, dropout. So a run resumed from a
+checkpoint at step k continues exactly as if it had never stopped. The loop over epochs
+(:mod:`attrfit.training.loop`) and the LR range test (:mod:`attrfit.training.lr_find`)
+both drive a :class:`Trainer`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attrfit.core.errors import AttrfitError
+from attrfit.core.progress import progress_bar
+from attrfit.data.augment import augment_batch
+from attrfit.data.table import Schema
+from attrfit.model import checkpoint
+from attrfit.model.net import build_model
+from attrfit.model.precision import (PrecisionCheck, autocast, guard_bf16, inference_batches, resolve_device,
+                                     resolve_precision)
+from attrfit.recipe.config import TrainConfig, to_dict, validate
+from attrfit.recipe.schedule import lr_at, momentum_at
+from attrfit.training.distributed import Dist
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- pure functions of progress
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The permutation of the n train rows for one epoch: a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 2_654_435_761 + step * 40_503 + 12_345) % (2**63)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Full batches only (drop_last): BatchNorm never sees a tiny last batch."""
+    return max(1, n_train // batch_size)
+
+
+# ---------------------------------------------------------------- model, optimizer, loss
+
+def channel_stats(images: Tensor, max_images: int = 2048, chunk: int = 256) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (0..255 units) of uint8 images N x 3 x H x W, on an even sample.
+
+    Summed in float64 chunks, so the peak extra memory is one chunk, not a float copy of the sample.
+    """
+    idx = torch.linspace(0, len(images) - 1, min(len(images), max_images)).long()
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(idx), chunk):
+        x = images[idx[start : start + chunk]].to(torch.float64)
+        total += x.sum((0, 2, 3))
+        squares += (x * x).sum((0, 2, 3))
+    count = len(idx) * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean * mean).clamp(min=1.0).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = model.param_groups(cfg.optim.weight_decay)
+    lr = 0.0  # set every step from the schedule
+    if cfg.optim.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov)
+
+
+def set_hyper(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+        if "betas" in g:
+            g["betas"] = (momentum, g["betas"][1])
+        else:
+            g["momentum"] = momentum
+
+
+def class_weights(train_labels: Tensor, num_classes: list[int]) -> list[Tensor]:
+    """Inverse-frequency weights per head, normalised to mean 1 over the classes present."""
+    out = []
+    for j, k in enumerate(num_classes):
+        col = train_labels[:, j]
+        counts = torch.bincount(col[col >= 0], minlength=k).float()
+        w = torch.where(counts > 0, counts.sum() / (k * counts.clamp(min=1)), torch.zeros_like(counts))
+        out.append(w / w[counts > 0].mean())
+    return out
+
+
+@dataclass
+class LossSpec:
+    head_weights: list[float]
+    class_weights: list[Tensor | None]
+    label_smoothing: float = 0.0
+
+
+def multi_head_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec) -> tuple[Tensor, Tensor]:
+    """Weighted sum of per-head cross-entropies; missing labels (-1) are skipped.
+
+    A head with no labelled sample in the batch contributes exactly 0. Returns
+    ``(total, per_head)`` with ``per_head`` the unweighted mean loss of each head.
+    """
+    per_head = []
+    for j, out in enumerate(logits):
+        t = targets[:, j]
+        labelled = (t >= 0).sum()
+        loss = F.cross_entropy(
+            out.float(), t, weight=spec.class_weights[j], ignore_index=-1,
+            label_smoothing=spec.label_smoothing, reduction="sum",
+        )
+        per_head.append(loss / labelled.clamp(min=1))
+    per_head_t = torch.stack(per_head)
+    weights = torch.tensor(spec.head_weights, device=per_head_t.device)
+    return (per_head_t * weights).sum(), per_head_t
+
+
+def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: torch.device) -> LossSpec:
+    unknown = set(cfg.optim.loss_weights) - set(schema.heads)
+    if unknown:
+        raise AttrfitError(f"loss-weights names unknown head(s) {sorted(unknown)}; heads: {', '.join(schema.heads)}")
+    weights = [float(cfg.optim.loss_weights.get(h, 1.0)) for h in schema.heads]
+    cw = class_weights(train_labels, schema.num_classes) if cfg.optim.class_weights else [None] * len(weights)
+    cw = [w.to(device) if w is not None else None for w in cw]
+    return LossSpec(weights, cw, cfg.optim.label_smoothing)
+
+
+# ---------------------------------------------------------------- EMA
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
+        if e.dtype.is_floating_point:
+            e.lerp_(p, 1.0 - decay)
+        else:
+            e.copy_(p)
+
+
+# ---------------------------------------------------------------- state that checkpoints carry
+
+@dataclass
+class Progress:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # global optimizer steps
+    epoch_step: int = 0  # steps done inside the current (incomplete) epoch
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    sums: dict = field(default_factory=dict)  # running per-epoch sums (loss, correct, counts)
+    wall_time: float = 0.0  # seconds spent training, over all sessions
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Sides:
+    """What the loop may touch: the train images and labels, and val for model selection."""
+
+    train_images: Tensor
+    train_labels: Tensor
+    val_images: Tensor
+    val_labels: Tensor
+    train_rows: Tensor  # row indices of the train images in the full cache (for audits)
+
+
+@dataclass
+class Trainer:
+    cfg: TrainConfig
+    schema: Schema
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: nn.Module | None
+    device: torch.device
+    precision: str
+    loss: LossSpec
+    total_steps: int
+    max_lr: float
+    dist: Dist
+    scaler: torch.amp.GradScaler | None = None
+    check: PrecisionCheck | None = None  # the bf16 self-check: which layers run in fp32 here
+    compiled: nn.Module | None = None
+    stop_requested: bool = False  # set by Ctrl-C: finish the step, checkpoint, exit
+
+    @property
+    def net(self) -> nn.Module:
+        return self.compiled or self.model
+
+
+def build_trainer(cfg: TrainConfig, schema: Schema, sides: Sides, max_lr: float, dist: Dist) -> Trainer:
+    validate(cfg)
+    device = dist.device if dist.enabled else resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    mean, std = channel_stats(sides.train_images)
+    model = build_model(cfg.model, schema.num_classes, tuple(mean), tuple(std))
+    if cfg.sync_bn and dist.enabled:
+        if device.type != "cuda":
+            raise AttrfitError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    check = guard_bf16(model, precision, device, tuple(sides.train_images.shape[2:]),
+                       cfg.batch_size // dist.world_size, inference_batches(len(sides.val_images), cfg.eval_batch_size))
+    optimizer = make_optimizer(model, cfg)
+    ema = copy.deepcopy(model).eval() if cfg.optim.ema > 0 else None  # after the check: copies its fp32 marks
+    n_train = len(sides.train_images) // dist.world_size
+    total = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size // dist.world_size)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    trainer = Trainer(cfg, schema, model, optimizer, ema, device, precision,
+                      loss_spec(cfg, schema, sides.train_labels, device), total, max_lr, dist, scaler, check)
+    trainer.compiled = dist.wrap(model, cfg) if dist.enabled else (torch.compile(model) if cfg.compile else None)
+    return trainer
+
+
+# ---------------------------------------------------------------- one step, one epoch
+
+def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum: float) -> tuple[Tensor, Tensor, Tensor]:
+    """One optimizer step on a uint8 batch at the given LR and momentum.
+
+    ``step`` seeds the augmentation and dropout of this step. Returns (total loss,
+    per-head loss, per-head correct count) as tensors on the training device.
+    """
+    cfg = t.cfg
+    set_hyper(t.optimizer, lr, momentum)
+    gen = torch.Generator(device=x.device).manual_seed(step_seed(cfg.seed, step))
+    torch.manual_seed(step_seed(cfg.seed + 1, step))  # dropout
+    x = augment_batch(x, cfg.augment, gen)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(t.device, t.precision):
+        logits = t.net(x)
+    total, per_head = multi_head_loss(logits, y, t.loss)
+    t.optimizer.zero_grad(set_to_none=True)
+    if t.scaler is not None:
+        t.scaler.scale(total).backward()
+        t.scaler.unscale_(t.optimizer)
+    else:
+        total.backward()
+    if cfg.optim.grad_clip > 0:
+        nn.utils.clip_grad_norm_(t.model.parameters(), cfg.optim.grad_clip)
+    if t.scaler is not None:
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    else:
+        t.optimizer.step()
+    if t.ema is not None:
+        ema_update(t.ema, t.model, cfg.optim.ema)
+    with torch.no_grad():
+        correct = torch.stack([(o.argmax(1) == y[:, j]).sum() for j, o in enumerate(logits)])
+    return total.detach(), per_head.detach(), correct
+
+
+def check_finite(t: Trainer, loss_sum: Tensor, per_head_sum: Tensor, step: int) -> None:
+    if bool(torch.isfinite(loss_sum)):
+        return
+    bad = [h for h, v in zip(t.schema.heads, per_head_sum.tolist()) if not math.isfinite(v)]
+    raise AttrfitError(f"the loss became {float(loss_sum)} by step {step} (head(s) {', '.join(bad) or '?'}"
+                       f"{divergence_advice(t)}")
+
+
+def check_weights(t: Trainer, step: int) -> None:
+    """Refuse to checkpoint weights an update made non-finite (the loss shows it only a step later)."""
+    state = {n: v for n, v in t.model.state_dict().items() if v.is_floating_point()}  # BN statistics too
+    finite = torch.stack([torch.isfinite(v).all() for v in state.values()])
+    if bool(finite.all()):
+        return
+    first = [n for n, ok in zip(state, finite.tolist()) if not ok][0]
+    raise AttrfitError(f"the weights became non-finite by step {step} (first: {first}{divergence_advice(t)}")
+
+
+def divergence_advice(t: Trainer) -> str:
+    """The end of a divergence message: the LR, and what to try, which is not always a lower LR.
+
+    An LR below 1% of the run's peak (or below 1e-4) cannot blow up a network that trained
+    at the peak: then the cause is numerical (a faulty low-precision kernel) or the data.
+    """
+    lr = t.optimizer.param_groups[0]["lr"]
+    low_precision = t.precision != "fp32"
+    tiny = lr < max(1e-4, 0.01 * t.max_lr)
+    text = f"; lr {lr:.3g}); training stopped and the last good checkpoint is kept. "
+    if tiny:
+        text += "An LR this small does not cause divergence: "
+        return text + ("this looks like a numerical fault of " + t.precision + " on this machine; rerun with "
+                       "--precision fp32 and please report it" if low_precision else
+                       "check the images and labels of this run (e.g. constant or corrupt images)")
+    advice = "Lower --lr (try 'attrfit lr-find') or set --grad-clip"
+    return text + advice + ("; if that does not help, try --precision fp32" if low_precision else "")
+
+
+def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "callable | None", show: bool) -> None:
+    """Train one epoch from ``prog.epoch_step`` on (so a mid-epoch resume skips done batches)."""
+    bs = t.cfg.batch_size // t.dist.world_size
+    n = len(sides.train_images)
+    order = t.dist.shard(epoch_order(n, t.cfg.seed, epoch))
+    n_steps = steps_per_epoch(len(order), bs)
+    heads = len(t.schema.heads)
+    if not prog.sums:
+        prog.sums = {"loss": 0.0, "per_head": [0.0] * heads, "correct": [0] * heads, "labelled": [0] * heads,
+                     "steps": 0, "images": 0}
+    bar = progress_bar(total=n_steps, initial=prog.epoch_step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}", enabled=show)
+    acc_loss = torch.zeros((), dtype=torch.float64, device=t.device)  # float64: sums exact whatever the fold points
+    acc_head = torch.zeros(heads, dtype=torch.float64, device=t.device)
+    acc_correct = torch.zeros(heads, dtype=torch.long, device=t.device)
+    acc_lab = torch.zeros(heads, dtype=torch.long, device=t.device)
+    t0, done_here = time.perf_counter(), 0
+    check_every = 1 if t.device.type == "cpu" else 25
+    for i in range(prog.epoch_step, n_steps):
+        if t.stop_requested:
+            break
+        idx = order[i * bs : (i + 1) * bs]
+        x = sides.train_images[idx].to(t.device, non_blocking=True)
+        y = sides.train_labels[idx].to(t.device, non_blocking=True)
+        lr = lr_at(prog.step, t.total_steps, t.max_lr, t.cfg.schedule)
+        mom = momentum_at(prog.step, t.total_steps, t.cfg.schedule, t.cfg.optim.momentum)
+        loss, per_head, correct = train_step(t, x, y, prog.step, lr, mom)
+        acc_loss += loss
+        acc_head += per_head
+        acc_correct += correct
+        acc_lab += (y >= 0).sum(0)
+        prog.step += 1
+        prog.epoch_step += 1
+        done_here += 1
+        if done_here % check_every == 0 or i == n_steps - 1:
+            check_finite(t, acc_loss, acc_head, prog.step)
+        if done_here % 10 == 0 or i == n_steps - 1:
+            rate = done_here * bs * t.dist.world_size / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{float(acc_loss) / done_here:.3f}", img_s=f"{rate:.0f}", refresh=False)
+        bar.update(1)
+        if save_mid is not None and t.cfg.checkpoint_every and prog.step % t.cfg.checkpoint_every == 0 \
+                and i < n_steps - 1:
+            _fold(prog, acc_loss, acc_head, acc_correct, acc_lab, done_here, bs * t.dist.world_size)
+            acc_loss.zero_(), acc_head.zero_(), acc_correct.zero_(), acc_lab.zero_()
+            save_mid()
+            t0, done_here = time.perf_counter(), 0
+    bar.close()
+    _fold(prog, acc_loss, acc_head, acc_correct, acc_lab, done_here, bs * t.dist.world_size)
+
+
+def _fold(prog: Progress, loss, head, correct, lab, steps: int, images_per_step: int) -> None:
+    """Add the device accumulators into the checkpointable per-epoch sums."""
+    s = prog.sums
+    s["loss"] += float(loss)
+    s["per_head"] = [a + b for a, b in zip(s["per_head"], head.tolist())]
+    s["correct"] = [a + b for a, b in zip(s["correct"], correct.tolist())]
+    s["labelled"] = [a + b for a, b in zip(s["labelled"], lab.tolist())]
+    s["steps"] += steps
+    s["images"] += steps * images_per_step
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def model_args(t: Trainer) -> dict:
+    m = t.model
+    return {"cfg": to_dict(m.cfg), "num_classes": list(m.num_classes),
+            "mean": m.mean.flatten().tolist(), "std": m.std.flatten().tolist()}
+
+
+def checkpoint_payload(t: Trainer, prog: Progress, extra: dict) -> dict:
+    return {
+        "model_args": model_args(t),
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "ema": t.ema.state_dict() if t.ema is not None else None,
+        "scaler": t.scaler.state_dict() if t.scaler is not None else None,
+        "progress": prog.to_dict(),
+        "config": to_dict(t.cfg),
+        "schema": t.schema.to_dict(),
+        "max_lr": t.max_lr,
+        "precision": t.precision,
+        "precision_check": t.check.to_dict() if t.check else None,
+        **extra,
+    }
+
+
+def restore(t: Trainer, ckpt: dict) -> Progress:
+    t.model.load_state_dict(ckpt["model"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    if t.ema is not None and ckpt.get("ema") is not None:
+        t.ema.load_state_dict(ckpt["ema"])
+    if t.scaler is not None and ckpt.get("scaler"):
+        t.scaler.load_state_dict(ckpt["scaler"])
+    return Progress(**ckpt["progress"])
+
+
+def init_weights_from(t: Trainer, source: str) -> None:
+    """``--init-from``: copy weights (not optimizer or schedule) from an earlier checkpoint."""
+    ckpt, path = checkpoint.load_with_fallback(checkpoint.resolve(source))
+    diff = Schema.from_dict(ckpt["schema"]).differences(t.schema)
+    if diff:
+        raise AttrfitError(f"--init-from {path}: its schema differs from this data: {'; '.join(diff)}")
+    try:
+        t.model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise AttrfitError(f"--init-from {path}: its architecture does not match this model's ({first}); "
+                           "use the same --preset/--width/--depth") from None
+    if t.ema is not None:
+        t.ema.load_state_dict(t.model.state_dict())
+    log.info("initialised weights from %s", path)
