@@ -69,10 +69,10 @@ def commands() -> list:
     ``attrfit.commands``, which imports this module.
     """
     from attrfit import commands as core
-    from attrfit import compare, export, lr_find, predict, report
+    from attrfit import audit, compare, export, lr_find, predict, report
 
     return [*core.REGISTRY, lr_find.register, report.register, compare.register_compare, compare.register_runs,
-            predict.register, export.register]
+            predict.register, export.register, audit.register]
 
 
 def main(argv: list[str] | None = None) -> int:
