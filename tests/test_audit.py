@@ -210,3 +210,19 @@ def test_outputs_are_checked_before_the_work(tiny, tmp_path, capsys):
 def test_lr_auto_is_refused(tiny):
     with pytest.raises(AttrfitError, match="needs a number for --lr"):
         audit.check_config(tiny_cfg(tiny, lr="auto"))
+
+
+def test_training_options_come_from_flags_over_a_config_file_over_the_audit_defaults(tiny, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(audit, "audit_labels", lambda cfg, folds, progress: seen.append((cfg, folds)) or 1 / 0)
+    toml = tmp_path / "audit.toml"
+    toml.write_text("epochs = 30\n[augment]\ncutout = 0.25\n[optim]\nlr = 0.3\n")
+    base = ["audit-labels", str(tiny), "--size", "16x16", "--out", str(tmp_path / "o.csv")]
+    for extra in ([], ["--config", str(toml)], ["--config", str(toml), "--epochs", "5", "--folds", "3"]):
+        with pytest.raises(ZeroDivisionError):
+            cli.main([*base, *extra])
+    (plain, k1), (filed, _), (flagged, k3) = seen
+    assert (plain.epochs, plain.augment.cutout, k1) == (audit.AUDIT_DEFAULTS["epochs"], 0.0, 4)
+    assert (filed.epochs, filed.augment.cutout, filed.optim.lr) == (30, 0.25, 0.3)
+    assert (flagged.epochs, flagged.augment.cutout, k3) == (5, 0.25, 3)
+    assert flagged.data.csv == str(tiny) and flagged.data.size == "16x16"

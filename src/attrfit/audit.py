@@ -326,8 +326,9 @@ def register(sub) -> None:
     add_split_args(p)
     add_cache_args(p)
     p.add_argument("--split", help="split file (default: <csv stem>.split.json beside the CSV; made if absent)")
+    p.add_argument("--config", help="TOML (or YAML) file of training options, as for train (its [data] is ignored)")
     p.add_argument("--folds", type=int, default=4, help="k of the k-fold cross-fitting (default 4)")
-    p.add_argument("--epochs", type=int, default=AUDIT_DEFAULTS["epochs"], help="epochs of each fold's training (default 8)")
+    p.add_argument("--epochs", type=int, help=f"epochs of each fold's training (default {AUDIT_DEFAULTS['epochs']})")
     p.add_argument("--lr", help="max learning rate of each fold's one-cycle schedule (default 0.2)")
     p.add_argument("--batch-size", type=int, help="batch size (default 128)")
     p.add_argument("--precision", help="auto | bf16 | fp16 | fp32 (default auto)")
@@ -341,7 +342,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from attrfit.commands import data_config_from_args
-    from attrfit.config import TrainConfig, apply
+    from attrfit.config import TrainConfig, apply, load_file
 
     out_csv = Path(args.out or f"{Path(args.csv).stem}_label_issues.csv")
     out_html = Path(args.html) if args.html else out_csv.with_suffix(".html")
@@ -349,7 +350,9 @@ def run(args) -> int:
     check_outputs(out_csv, out_html, args.force, [Path(args.csv), data_cfg.split_path()])
     flags = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                                "precision": args.precision, "threads": args.threads}.items() if v is not None}
-    cfg = dataclasses.replace(apply(TrainConfig(), flags, source="command line"), data=data_cfg)
+    from_file = load_file(args.config) if args.config else {}
+    cfg = apply(TrainConfig(), {**AUDIT_DEFAULTS, **from_file}, source=args.config or "audit-labels defaults")
+    cfg = dataclasses.replace(apply(cfg, flags, source="command line"), data=data_cfg)
     audit = audit_labels(cfg, args.folds, progress=not args.quiet)
     write_outputs(audit, out_csv, out_html)
     print(summary(audit))
