@@ -157,6 +157,9 @@ def test_audit_recovers_flipped_labels(tmp_path):
         assert s.suggested == write_tiny_color(int(re.search(r"(\d+)", result.paths[s.row]).group(1)))
     oof = result.probs[0].argmax(1)
     assert (oof == result.labels[:, 0]).mean() >= 0.9  # out of fold, yet it learned the task
+    assert audit.oof_accuracy(result, 0) == pytest.approx((oof == result.labels[:, 0]).mean())
+    bright = result.labels[:, 1] >= 0
+    assert audit.oof_accuracy(result, 1) == pytest.approx((result.probs[1].argmax(1) == result.labels[:, 1])[bright].mean())
 
 
 def write_tiny_color(i: int) -> str:

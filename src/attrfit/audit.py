@@ -231,6 +231,16 @@ def audit_labels(cfg, folds: int = 4, progress: bool = False) -> Audit:
 
 # ---------------------------------------------------------------- outputs
 
+def oof_accuracy(audit: Audit, j: int) -> float:
+    """Out-of-fold accuracy of head ``j`` against the given labels: how far the suspects can be trusted.
+
+    Where it is low, many suspects are the model's own mistakes, not wrong labels.
+    """
+    y = audit.labels[:, j]
+    labelled = y >= 0
+    return float((audit.probs[j].argmax(1)[labelled] == y[labelled]).mean()) if labelled.any() else float("nan")
+
+
 def ranked(audit: Audit) -> list[Suspect]:
     """Every suspect, by head in schema order, most suspect first."""
     return [s for h in audit.schema.heads for s in audit.suspects[h]]
@@ -262,14 +272,18 @@ def gallery_html(audit: Audit, per_head: int = GALLERY_PER_HEAD) -> str:
         labelled = int((audit.labels[:, audit.schema.heads.index(h)] >= 0).sum())
         cards = "".join(suspect_card(audit, s) for s in found[:per_head])
         shown = f"; the {min(per_head, len(found))} most suspect" if found else ""
+        acc = oof_accuracy(audit, audit.schema.heads.index(h))
         parts.append(f'<div class="mistakes"><h3>{mistakes.esc(h)}: {len(found)} suspects of {labelled} '
-                     f'labelled rows{shown}</h3><div class="gallery">{cards}</div></div>')
+                     f'labelled rows (out-of-fold accuracy {acc:.3f}){shown}</h3>'
+                     f'<div class="gallery">{cards}</div></div>')
     folds = int(audit.folds.max()) + 1
     return AUDIT_PAGE.format(
         css=AUDIT_CSS + mistakes.CSS, title=mistakes.esc(f"attrfit label audit: {audit.csv.name}"),
         intro=mistakes.esc(f"{n} rows of the train and val sides of {audit.csv} (the test side is not read), "
                            f"{folds}-fold cross-fitted. Suspects per head by cleanlab's confident learning, "
                            "most suspect first; p(given) is the out-of-sample probability of the given label. "
+                           "Where a head's out-of-fold accuracy is low, many suspects are the model's own "
+                           "mistakes rather than wrong labels. "
                            "The full list is in the CSV. Nothing in the labels CSV was changed."),
         heads="\n".join(parts))
 
@@ -309,7 +323,8 @@ def summary(audit: Audit) -> str:
         labelled = int((audit.labels[:, j] >= 0).sum())
         top = (f"; most suspect {audit.paths[found[0].row]} ({found[0].given} -> {found[0].suggested}, "
                f"p {found[0].score:.2f})" if found else "")
-        lines.append(f"  {h}: {len(found)} of {labelled} ({len(found) / max(1, labelled):.1%}){top}")
+        lines.append(f"  {h}: {len(found)} of {labelled} ({len(found) / max(1, labelled):.1%}), out-of-fold "
+                     f"accuracy {oof_accuracy(audit, j):.3f}{top}")
     return "\n".join(lines)
 
 
