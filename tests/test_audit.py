@@ -132,7 +132,7 @@ def test_suspects_are_confidently_contradicted_labels_ranked_by_self_confidence(
 
 def test_a_missing_cleanlab_is_one_clear_error(tiny, monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "cleanlab", None)
-    monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
+    monkeypatch.setitem(sys.modules, "cleanlab.count", None)
     out = tmp_path / "issues.csv"
     assert cli.main(["audit-labels", str(tiny), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
