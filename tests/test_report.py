@@ -32,7 +32,8 @@ def tiny_run(tmp_path_factory):
 
 
 def images_of(page: str) -> list[str]:
-    return re.findall(r'<img [^>]*src="([^"]*)"', page)
+    """The figures' images (the mistakes' thumbnails are not figures: tests/test_mistakes.py)."""
+    return re.findall(r'<figure[^>]*><img [^>]*src="([^"]*)"', page)
 
 
 def decode(uri: str) -> bytes:

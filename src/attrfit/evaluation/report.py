@@ -51,6 +51,7 @@ from matplotlib.lines import Line2D
 
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
+from attrfit.evaluation import mistakes
 from attrfit.evaluation.metrics import is_collapsed
 
 log = logging.getLogger(__name__)
@@ -846,13 +847,14 @@ def render_html(facts: RunFacts, scored, rows: list[HeadRow], warnings: list[str
         "metrics": metrics_table(rows, scored.results["mean"]) + instance_html(scored.results.get("instance")),
         "curves": "\n".join(curves) or "<p>No metrics.csv rows: training did not finish an epoch.</p>",
         "confusions": "\n".join(confusions),
+        "mistakes": mistakes.mistakes_html(scored),
         "data": kv_table(data_pairs) + data_table(facts, schema, rows),
         "split": kv_table(split_pairs(facts)),
         "training": kv_table(training_pairs(facts, scored)),
         "config": config_html(facts.config),
         "n_boot": N_BOOT,
     }
-    return PAGE.format(css=CSS, **parts)
+    return PAGE.format(css=CSS + mistakes.CSS, **parts)
 
 
 CSS = """
@@ -909,6 +911,12 @@ shows one dark column.</p>
 <div class="cms">
 {confusions}
 </div>
+<h2>Mistakes ({side} side)</h2>
+<p class="note">Per head, the class pairs most often confused, and the images the model gets wrong with the
+highest confidence (true class, predicted class with its probability, and the probability it gave the
+true class). Confident mistakes are often wrong labels: <code>attrfit audit-labels</code> looks for them
+on the train and val sides.</p>
+{mistakes}
 <h2>Data</h2>
 {data}
 <h2>Split</h2>

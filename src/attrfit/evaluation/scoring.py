@@ -197,6 +197,7 @@ class Scored:
     paths: list[str]  # image_path per row
     schema: Schema
     checkpoint: dict
+    images: Tensor | None = None  # uint8 N x 3 x H x W of the rows (thumbnails of the report's mistakes)
 
 
 def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, csv: str | None = None,
@@ -236,7 +237,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
                                      schema, dev, precision, cfg.eval_batch_size, tta)
     results = {**results, "side": side, "checkpoint": str(path), "epoch": ckpt["progress"]["epoch"]}
     paths = [data.image_paths[int(r)] for r in rows]
-    return Scored(results, probs, data.labels[rows].numpy(), paths, schema, ckpt)
+    return Scored(results, probs, data.labels[rows].numpy(), paths, schema, ckpt, data.images[rows])
 
 
 def evaluate_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, csv: str | None = None,

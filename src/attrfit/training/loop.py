@@ -341,7 +341,7 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
         try:
             scored = Scored({**results, "side": "test", "checkpoint": str(run / "best.pt"),
                              "epoch": best["progress"]["epoch"]}, probs, data.labels[test].numpy(),
-                            [data.image_paths[int(r)] for r in test], data.schema, best)
+                            [data.image_paths[int(r)] for r in test], data.schema, best, data.images[test])
             write_report(run, scored=scored)  # the test side is scored once, here
         except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report
             log.warning("the report could not be written (%s); make it later with 'attrfit report %s'", e, run)

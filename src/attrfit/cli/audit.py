@@ -1,0 +1,47 @@
+"""``attrfit audit-labels``: likely wrong labels on the train and val sides (k-fold cross-fitting + cleanlab)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from attrfit.cli.args import add_cache_args, add_split_args, add_table_args, data_config_from_args
+from attrfit.recipe.config import TrainConfig, apply, load_file
+from attrfit.training.audit import AUDIT_DEFAULTS, audit_labels, check_outputs, summary, write_outputs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("audit-labels", help="find likely wrong labels on the train and val sides (needs cleanlab)")
+    add_table_args(p)
+    add_split_args(p)
+    add_cache_args(p)
+    p.add_argument("--split", help="split file (default: <csv stem>.split.json beside the CSV; made if absent)")
+    p.add_argument("--config", help="TOML (or YAML) file of training options, as for train (its [data] is ignored)")
+    p.add_argument("--folds", type=int, default=4, help="k of the k-fold cross-fitting (default 4)")
+    p.add_argument("--epochs", type=int, help=f"epochs of each fold's training (default {AUDIT_DEFAULTS['epochs']})")
+    p.add_argument("--lr", help="max learning rate of each fold's one-cycle schedule (default 0.2)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    p.add_argument("--precision", help="auto | bf16 | fp16 | fp32 (default auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", help="suspects CSV to write (default <csv stem>_label_issues.csv here)")
+    p.add_argument("--html", help="gallery to write (default: the --out name with .html)")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    out_csv = Path(args.out or f"{Path(args.csv).stem}_label_issues.csv")
+    out_html = Path(args.html) if args.html else out_csv.with_suffix(".html")
+    data_cfg = data_config_from_args(args)
+    check_outputs(out_csv, out_html, args.force, [Path(args.csv), data_cfg.split_path()])
+    flags = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                               "precision": args.precision, "threads": args.threads}.items() if v is not None}
+    from_file = load_file(args.config) if args.config else {}
+    cfg = apply(TrainConfig(), {**AUDIT_DEFAULTS, **from_file}, source=args.config or "audit-labels defaults")
+    cfg = dataclasses.replace(apply(cfg, flags, source="command line"), data=data_cfg)
+    audit = audit_labels(cfg, args.folds, progress=not args.quiet)
+    write_outputs(audit, out_csv, out_html)
+    print(summary(audit))
+    print(f"suspects: {out_csv}\ngallery: {out_html} (open it in any browser)")
+    return 0

@@ -1,0 +1,346 @@
+"""The label audit: rows of the train and val sides whose given label is probably wrong.
+
+Confident learning (Northcutt, Jiang & Chuang, "Confident learning: estimating uncertainty
+in dataset labels", JAIR 2021), as implemented by cleanlab:
+
+1. Out-of-sample probabilities for every audited row by k-fold cross-fitting: the train
+   and val rows are dealt into k folds (whole groups, e.g. a person, in one fold), and each
+   fold is predicted by a model trained for a fixed number of epochs on the other k-1 folds
+   (its final weights: picking an epoch on the held-out fold would fit its labels).
+2. Per head, cleanlab estimates from those probabilities and the given labels how many
+   labels are wrong (the confident joint), and the suspects are that many rows with the
+   lowest self-confidence, the probability the model gives the given label (lower = more
+   suspect); the suggested label is the most probable class.
+
+The test side is never read: its rows are not audited and no fold trains on them, so the
+held-out scores of later runs stay honest. The user's CSV is never changed; the result is
+a CSV of suspects and an HTML gallery to review them (:func:`write_outputs`).
+
+Example:
+    >>> audit = audit_labels(TrainConfig(data=DataConfig(csv="labels.csv"), epochs=8), folds=4)  # doctest: +SKIP
+    >>> write_outputs(audit, Path("label_issues.csv"), Path("label_issues.html"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attrfit.core import files
+
+from attrfit.evaluation import mistakes
+from attrfit.core.errors import AttrfitError
+from attrfit.data.table import Schema
+
+log = logging.getLogger(__name__)
+
+AUDITED_SIDES = ("train", "val")  # never "test"
+GALLERY_PER_HEAD = 24
+CSV_COLUMNS = ("image_path", "head", "given_label", "suggested_label", "score", "rank", "side")
+
+
+# ---------------------------------------------------------------- folds
+
+def fold_ids(groups: list[str] | None, n: int, k: int, seed: int = 0) -> np.ndarray:
+    """Fold (0..k-1) of each of ``n`` rows; rows of one group share a fold, folds are near equal in rows.
+
+    Groups are shuffled by ``seed``, then each goes to the fold with the fewest rows so far.
+
+    >>> np.bincount(fold_ids(None, 6, 3)).tolist()
+    [2, 2, 2]
+    >>> f = fold_ids(["a", "a", "b", "c", "c", "d"], 6, 2); bool(f[0] == f[1] and f[3] == f[4])
+    True
+    """
+    keys = np.asarray(groups if groups is not None else np.arange(n))
+    unique, inverse, sizes = np.unique(keys, return_inverse=True, return_counts=True)
+    if k < 2 or k > len(unique):
+        what = "groups" if groups is not None else "rows"
+        raise AttrfitError(f"--folds {k}: needs 2 to {len(unique)} (the audited {what}); choose a k in that range")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fill = np.zeros(k, dtype=np.int64)
+    fold_of_group = np.empty(len(unique), dtype=np.int64)
+    for g in order:
+        f = int(fill.argmin())
+        fold_of_group[g] = f
+        fill[f] += sizes[g]
+    return fold_of_group[inverse]
+
+
+# ---------------------------------------------------------------- cross-fitting
+
+def train_fold(cfg, schema: Schema, images: Tensor, labels: Tensor, train_idx: np.ndarray, held_idx: np.ndarray,
+               show: bool = False) -> list[np.ndarray]:
+    """Train on ``train_idx`` for ``cfg.epochs`` (final weights) and return its probabilities on ``held_idx``."""
+    from attrfit.training.distributed import Dist
+    from attrfit.evaluation.scoring import predict_probs
+    from attrfit.training.loop import eval_model
+    from attrfit.training.trainer import Progress, Sides, build_trainer, run_epoch
+
+    tr, held = torch.from_numpy(train_idx), torch.from_numpy(held_idx)
+    # the held-out images stand in as "val" only to size the bf16 check's inference batches: never scored
+    sides = Sides(images[tr].contiguous(), labels[tr], images[held], labels[held], tr)
+    t = build_trainer(cfg, schema, sides, float(cfg.optim.lr), Dist())
+    prog = Progress()
+    for epoch in range(cfg.epochs):
+        run_epoch(t, sides, prog, epoch, None, show)
+        prog.sums, prog.epoch_step = {}, 0
+    return predict_probs(eval_model(t), sides.val_images, t.device, t.precision, cfg.eval_batch_size,
+                         channels_last=cfg.channels_last)
+
+
+def crossfit(cfg, schema: Schema, images: Tensor, labels: Tensor, folds: np.ndarray,
+             progress: bool = False) -> list[np.ndarray]:
+    """Out-of-fold probabilities per head (N x K_h): row i is predicted by the model that did not train on fold[i]."""
+    probs = [np.zeros((len(folds), k), np.float32) for k in schema.num_classes]
+    k = int(folds.max()) + 1
+    for f in range(k):
+        t0 = time.perf_counter()
+        held = np.flatnonzero(folds == f)
+        out = train_fold(cfg, schema, images, labels, np.flatnonzero(folds != f), held, progress)
+        for p, o in zip(probs, out):
+            p[held] = o
+        log.info("fold %d/%d: trained on %d rows, predicted %d in %.0f s", f + 1, k, len(folds) - len(held),
+                 len(held), time.perf_counter() - t0)
+    return probs
+
+
+# ---------------------------------------------------------------- suspects (cleanlab)
+
+@dataclass(frozen=True)
+class Suspect:
+    """A row whose given label of one head is probably wrong."""
+
+    row: int  # index into the audited rows
+    head: str
+    given: str
+    suggested: str  # the most probable class out of sample
+    score: float  # cleanlab's self-confidence label quality: out-of-sample probability of the given label
+    rank: int  # 1 = most suspect of its head
+
+
+def require_cleanlab():
+    """cleanlab's ``count`` and ``rank`` modules, or one clear error naming the extra to install."""
+    try:
+        import cleanlab.count
+        import cleanlab.rank
+    except ImportError:
+        raise AttrfitError("audit-labels needs cleanlab, which is not installed; install it with "
+                           "pip install 'attrfit[audit]' (or pip install 'cleanlab>=2.6,<3')") from None
+    return cleanlab.count, cleanlab.rank
+
+
+def head_suspects(probs: np.ndarray, target: np.ndarray) -> list[tuple[int, float, int]]:
+    """``(row, score, suggested class)`` of one head's label issues, most suspect first (rows with -1 skipped).
+
+    cleanlab estimates how many labels are wrong (``num_label_issues``: the off-diagonal of the
+    confident joint) and the suspects are that many lowest self-confidences. On the demo's known
+    flips this had a higher precision than ``find_label_issues``' default (prune by noise rate)
+    on 15 of 16 head-runs, recall within 0.06 (BENCHMARKS.md §8). A row whose most probable class is its
+    given label is not a suspect: the model agrees with the label.
+    """
+    count, rank = require_cleanlab()
+    rows = np.flatnonzero(target >= 0)
+    if len(rows) == 0 or probs.shape[1] < 2:
+        return []
+    p = probs[rows].astype(np.float64)
+    p /= p.sum(1, keepdims=True)  # cleanlab checks rows sum to 1; float32 softmax is off by ~1e-7
+    y = target[rows]
+    with warnings.catch_warnings():  # "too few examples in class k" for rare classes: the result stands
+        warnings.simplefilter("ignore")
+        n = int(count.num_label_issues(y, p))
+        scores = rank.get_label_quality_scores(y, p, method="self_confidence")
+    order = np.argsort(scores, kind="stable")[:n]
+    return [(int(rows[i]), float(scores[i]), int(p[i].argmax())) for i in order if p[i].argmax() != y[i]]
+
+
+def find_suspects(probs: list[np.ndarray], labels: np.ndarray, schema: Schema) -> dict[str, list[Suspect]]:
+    """Per head, the label issues cleanlab finds in out-of-sample ``probs`` against ``labels`` (N x H, -1 missing)."""
+    out = {}
+    for j, h in enumerate(schema.heads):
+        classes = schema.classes[h]
+        out[h] = [Suspect(r, h, classes[labels[r, j]], classes[s], score, rank)
+                  for rank, (r, score, s) in enumerate(head_suspects(probs[j], labels[:, j]), 1)]
+    return out
+
+
+# ---------------------------------------------------------------- the whole audit
+
+@dataclass
+class Audit:
+    """Out-of-sample probabilities and the suspects of the audited (train and val) rows."""
+
+    csv: Path
+    schema: Schema
+    paths: list[str]  # image_path per audited row
+    sides: list[str]  # 'train' or 'val' per audited row
+    labels: np.ndarray  # N x H given labels, -1 missing
+    probs: list[np.ndarray]  # per head N x K_h, out of fold
+    folds: np.ndarray  # N fold ids
+    images: Tensor  # uint8 N x 3 x H x W, for the gallery
+    suspects: dict[str, list[Suspect]]
+
+
+def audited_rows(data) -> tuple[np.ndarray, list[str]]:
+    """Cache rows of the train and val sides (never test), and the side of each."""
+    rows = [data.sides[s].numpy() for s in AUDITED_SIDES]
+    sides = [s for s, r in zip(AUDITED_SIDES, rows) for _ in range(len(r))]
+    return np.concatenate(rows).astype(np.int64), sides
+
+
+def row_groups(data, rows: np.ndarray) -> list[str] | None:
+    """The group (e.g. person) of each cache row in ``rows``, or None without a group column."""
+    if data.table.groups is None:
+        return None
+    group_of_path = dict(zip(data.table.paths, data.table.groups))
+    return [group_of_path[data.image_paths[int(r)]] for r in rows]
+
+
+def check_config(cfg) -> None:
+    from attrfit.recipe.config import validate
+
+    validate(cfg)
+    if isinstance(cfg.optim.lr, str):
+        raise AttrfitError(f"audit-labels needs a number for --lr, not {cfg.optim.lr!r} (the range test is per run; "
+                           "run 'attrfit lr-find' once and pass its suggestion)")
+
+
+def audit_data(data, cfg, folds: int = 4, progress: bool = False) -> Audit:
+    """Cross-fit on the train and val rows of loaded ``data`` (an :class:`attrfit.data.dataset.Data`) and find suspects."""
+    check_config(cfg)
+    rows, sides = audited_rows(data)
+    if len(rows) == 0:
+        raise AttrfitError(f"{data.split_path}: the train and val sides are empty; nothing to audit")
+    fold = fold_ids(row_groups(data, rows), len(rows), folds, cfg.seed)
+    idx = torch.from_numpy(rows)
+    images, labels = data.images[idx], data.labels[idx]
+    probs = crossfit(cfg, data.schema, images, labels, fold, progress)
+    suspects = find_suspects(probs, labels.numpy(), data.schema)
+    paths = [data.image_paths[int(r)] for r in rows]
+    return Audit(Path(data.table.csv_path), data.schema, paths, sides, labels.numpy(), probs, fold, images, suspects)
+
+
+def audit_labels(cfg, folds: int = 4, progress: bool = False) -> Audit:
+    """Load the data of ``cfg`` (a :class:`attrfit.recipe.config.TrainConfig`; the split is made once if absent) and audit it.
+
+    >>> audit = audit_labels(TrainConfig(data=DataConfig(csv="labels.csv")), folds=4)  # doctest: +SKIP
+    >>> audit.suspects["gender"][0].suggested  # doctest: +SKIP
+    'female'
+    """
+    from attrfit.data.dataset import load_data
+
+    check_config(cfg)
+    require_cleanlab()  # before the work, not after k trainings
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_data(cfg.data, progress=progress)
+    return audit_data(data, cfg, folds, progress)
+
+
+# ---------------------------------------------------------------- outputs
+
+def oof_accuracy(audit: Audit, j: int) -> float:
+    """Out-of-fold accuracy of head ``j`` against the given labels: how far the suspects can be trusted.
+
+    Where it is low, many suspects are the model's own mistakes, not wrong labels.
+    """
+    y = audit.labels[:, j]
+    labelled = y >= 0
+    return float((audit.probs[j].argmax(1)[labelled] == y[labelled]).mean()) if labelled.any() else float("nan")
+
+
+def ranked(audit: Audit) -> list[Suspect]:
+    """Every suspect, by head in schema order, most suspect first."""
+    return [s for h in audit.schema.heads for s in audit.suspects[h]]
+
+
+def write_csv(audit: Audit, path: Path) -> Path:
+    with files.atomic_open(path, "the label-issues CSV", text=True, newline="", encoding="utf-8",
+                           errors="surrogateescape") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for s in ranked(audit):
+            w.writerow([audit.paths[s.row], s.head, s.given, s.suggested, f"{s.score:.4f}", s.rank,
+                        audit.sides[s.row]])
+    return path
+
+
+def suspect_card(audit: Audit, s: Suspect) -> str:
+    path = audit.paths[s.row]
+    return mistakes.card_html(audit.images[s.row], [f"#{s.rank} {Path(path).name}", f"given: {s.given}",
+                                                    f"suggested: {s.suggested}", f"p(given) {s.score:.2f}"], path)
+
+
+def gallery_html(audit: Audit, per_head: int = GALLERY_PER_HEAD) -> str:
+    """One self-contained page: per head, its count of suspects and the top ``per_head`` as cards."""
+    n = len(audit.paths)
+    parts = []
+    for h in audit.schema.heads:
+        found = audit.suspects[h]
+        labelled = int((audit.labels[:, audit.schema.heads.index(h)] >= 0).sum())
+        cards = "".join(suspect_card(audit, s) for s in found[:per_head])
+        shown = f"; the {min(per_head, len(found))} most suspect" if found else ""
+        acc = oof_accuracy(audit, audit.schema.heads.index(h))
+        parts.append(f'<div class="mistakes"><h3>{mistakes.esc(h)}: {len(found)} suspects of {labelled} '
+                     f'labelled rows (out-of-fold accuracy {acc:.3f}){shown}</h3>'
+                     f'<div class="gallery">{cards}</div></div>')
+    folds = int(audit.folds.max()) + 1
+    return AUDIT_PAGE.format(
+        css=AUDIT_CSS + mistakes.CSS, title=mistakes.esc(f"attrfit label audit: {audit.csv.name}"),
+        intro=mistakes.esc(f"{n} rows of the train and val sides of {audit.csv} (the test side is not read), "
+                           f"{folds}-fold cross-fitted. Suspects per head by cleanlab's confident learning, "
+                           "most suspect first; p(given) is the out-of-sample probability of the given label. "
+                           "Where a head's out-of-fold accuracy is low, many suspects are the model's own "
+                           "mistakes rather than wrong labels. "
+                           "The full list is in the CSV. Nothing in the labels CSV was changed."),
+        heads="\n".join(parts))
+
+
+AUDIT_CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
+       max-width: 1250px; margin: 0 auto; padding: 1.2em 2em 4em; }
+.note { color: #555; max-width: 60em; }
+"""
+
+AUDIT_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}</style></head>
+<body><h1>{title}</h1><p class="note">{intro}</p>
+{heads}
+</body></html>
+"""
+
+
+def check_outputs(out_csv: Path, out_html: Path, force: bool, inputs: list[Path]) -> None:
+    """Refuse outputs that replace an input (ever) or an existing file (without ``force``), before the work."""
+    if out_csv.resolve() == out_html.resolve():
+        raise AttrfitError(f"the CSV and the HTML output are the same file {out_csv}; give different names")
+    files.check_output(out_csv, force, inputs, "label-issues CSV")
+    files.check_output(out_html, force, inputs, "label-issues gallery", flag="--html")
+
+
+def write_outputs(audit: Audit, out_csv: Path, out_html: Path, per_head: int = GALLERY_PER_HEAD) -> None:
+    write_csv(audit, out_csv)
+    files.write_text(out_html, gallery_html(audit, per_head), "the label-issues gallery")
+
+
+def summary(audit: Audit) -> str:
+    """Per head: suspects found among the labelled audited rows, and the top one."""
+    lines = [f"{len(audit.paths)} rows audited (train and val sides), {int(audit.folds.max()) + 1} folds"]
+    for j, h in enumerate(audit.schema.heads):
+        found = audit.suspects[h]
+        labelled = int((audit.labels[:, j] >= 0).sum())
+        top = (f"; most suspect {audit.paths[found[0].row]} ({found[0].given} -> {found[0].suggested}, "
+               f"p {found[0].score:.2f})" if found else "")
+        lines.append(f"  {h}: {len(found)} of {labelled} ({len(found) / max(1, labelled):.1%}), out-of-fold "
+                     f"accuracy {oof_accuracy(audit, j):.3f}{top}")
+    return "\n".join(lines)
+
+
+AUDIT_DEFAULTS = {"epochs": 8}  # k short trainings: a few minutes on a CPU at 64x64
