@@ -86,7 +86,7 @@ def train_fold(cfg, schema: Schema, images: Tensor, labels: Tensor, train_idx: n
 
     tr, held = torch.from_numpy(train_idx), torch.from_numpy(held_idx)
     # the held-out images stand in as "val" only to size the bf16 check's inference batches: never scored
-    sides = Sides(images[tr].contiguous(), labels[tr], images[held], labels[held], tr)
+    sides = Sides(images[tr].contiguous(), labels[tr], images[held], labels[held])
     t = build_trainer(cfg, schema, sides, float(cfg.optim.lr), Dist())
     prog = Progress()
     for epoch in range(cfg.epochs):

@@ -43,7 +43,7 @@ class Dist:
         per_rank = len(order) // self.world_size
         return order[self.rank :: self.world_size][:per_rank]
 
-    def wrap(self, model: nn.Module, cfg) -> nn.Module:
+    def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self.local_rank] if self.device is not None and self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 

@@ -45,7 +45,7 @@ def make_sides(data) -> Sides:
     if len(data.sides["test"]) == 0:
         log.warning("the test side of the split is empty: the run trains, but its final test scores will be n/a; "
                     "make the split with a larger --test-fraction for a held-out score")
-    return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va], tr)
+    return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va])
 
 
 def _check_val_labels(val_labels: Tensor, heads: tuple[str, ...]) -> None:

@@ -171,7 +171,6 @@ class Sides:
     train_labels: Tensor
     val_images: Tensor
     val_labels: Tensor
-    train_rows: Tensor  # row indices of the train images in the full cache (for audits)
 
 
 @dataclass
@@ -220,7 +219,8 @@ def build_trainer(cfg: TrainConfig, schema: Schema, sides: Sides, max_lr: float,
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     trainer = Trainer(cfg, schema, model, optimizer, ema, device, precision,
                       loss_spec(cfg, schema, sides.train_labels, device), total, max_lr, dist, scaler, check)
-    trainer.compiled = dist.wrap(model, cfg) if dist.enabled else (torch.compile(model) if cfg.compile else None)
+    net = dist.wrap(model) if dist.enabled else model  # DDP first, then compile: torch's recommended order
+    trainer.compiled = torch.compile(net) if cfg.compile else (net if dist.enabled else None)
     return trainer
 
 
