@@ -77,3 +77,23 @@ def trained_tiny(tmp_path_factory):
                                 "batch_size": 16, "lr": 0.05, "report": False, "precision": "fp32",
                                 "data.cache_dir": str(root / "cache")})
     return fit(cfg, run_dir=root / "run", progress=False), csv_path
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run ``attrfit ARGV`` in-process; (exit code, stdout, stderr)."""
+    from attrfit.cli.app import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error(code: int, err: str, *needles: str) -> str:
+    """Exit 2, one 'attrfit: error:' line on stderr (log lines may precede it), no traceback; returns the line."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("attrfit: error:")]
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]

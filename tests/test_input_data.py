@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny
+from conftest import assert_one_error, cli, write_tiny
 
-from attrfit.cli.app import main
 from attrfit.data.dataset import Data, DataConfig, check_trainable, read_checked
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import load_split, make_split, save_split
@@ -27,20 +26,6 @@ TINY = ["--size", "16x16", "--width", "8", "--stages", "2", "--batch-size", "16"
         "--epochs", "1", "--precision", "fp32", "--no-report", "--quiet"]
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error(code: int, err: str, *needles: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("attrfit: error:")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
 
 
 def write(path: Path, text: str | bytes, encoding: str = "utf-8") -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny
+from conftest import assert_one_error, cli, write_tiny
 from PIL import Image
 
 from attrfit.data import cache
@@ -37,20 +37,6 @@ TINY = ["--size", "16x16", "--width", "8", "--stages", "2", "--batch-size", "16"
 needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error(code: int, err: str, *needles: str) -> None:
-    """Exit 2, one 'attrfit: error:' line on stderr (log lines may precede it), no traceback."""
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("attrfit: error:")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    for n in needles:
-        assert n in errors[0], errors[0]
 
 
 def temps(folder: Path) -> list[str]:

@@ -28,7 +28,7 @@ import attrfit.training.trainer
 from attrfit.model import checkpoint
 
 from attrfit.core import runs
-from attrfit.cli.app import main
+from conftest import assert_one_error, cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -41,20 +41,6 @@ TINY = ["--size", "16x16", "--width", "8", "--stages", "2", "--batch-size", "16"
         "--precision", "fp32", "--no-report", "--quiet"]
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error(code: int, err: str, *needles: str) -> None:
-    """Exit 2, one 'attrfit: error:' line on stderr (log lines may precede it), no traceback."""
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("attrfit: error:")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    for n in needles:
-        assert n in errors[0], errors[0]
 
 
 def visible(folder: Path) -> list[str]:
