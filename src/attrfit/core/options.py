@@ -197,3 +197,30 @@ def help_text(f: dataclasses.Field) -> str:
     else:
         shown = "none" if default is None else default
     return f"{text} (default: {shown})".replace("%", "%%")
+
+
+DURATION_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text) -> float | None:
+    """Seconds in a wall-time like ``90s``, ``15m``, ``1.5h`` or ``600`` (seconds); None if it is not one.
+
+    Example:
+        >>> parse_duration("15m"), parse_duration("90s"), parse_duration("1.5h"), parse_duration("soon")
+        (900.0, 90.0, 5400.0, None)
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(text).lower())
+    if not m or m.group(2) not in ("", *DURATION_UNITS):
+        return None
+    seconds = float(m.group(1)) * DURATION_UNITS.get(m.group(2), 1.0)
+    return seconds if seconds > 0 else None
+
+
+class Duration:
+    """A wall time such as 90s, 15m or 2h."""
+
+    def describe(self) -> str:
+        return "a duration such as 90s, 15m or 2h"
+
+    def __call__(self, v) -> str | None:
+        return None if parse_duration(v) else self.describe()

@@ -21,7 +21,7 @@ from attrfit.data.augment import AugmentConfig
 from attrfit.data.dataset import DataConfig
 from attrfit.core.errors import AttrfitError
 from attrfit.model.net import ModelConfig
-from attrfit.core.options import EachValue, OneOf, OrWord, Pattern, Range, check_value, flag_of, option
+from attrfit.core.options import Duration, EachValue, OneOf, OrWord, Pattern, Range, check_value, flag_of, option
 from attrfit.recipe.schedule import ScheduleConfig
 from attrfit.data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 
@@ -81,6 +81,10 @@ class TrainConfig:
                                    "schedule", "PATH")
     report: bool = option(True, "write the HTML report at the end", lr_find=False)
     sync_bn: bool = option(False, "SyncBatchNorm across processes under torchrun")
+    budget: str | None = option(None, "wall time for the whole run (e.g. 90s, 15m, 2h): the epochs are set from the "
+                                "measured speed of the first steps so that training, validation and the test scoring "
+                                "end within it; overrides --epochs; a resumed run keeps the plan", "DURATION",
+                                Duration(), lr_find=False)
     log: tuple[str, ...] = option((), "also mirror the run into experiment trackers: tensorboard, mlflow "
                                   "(comma-separated; needs attrfit[track])", "NAME,...", lr_find=False)
 

@@ -115,6 +115,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
     from attrfit.recipe.config import from_dict
     from attrfit.training.distributed import from_env
 
+    started = time.perf_counter()  # --budget counts from here
     if resume is not None:
         from attrfit.data.dataset import saved_run_config
 
@@ -130,7 +131,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
             held.append(runs.lock_run(Path(resume)))
         elif dist.is_main and run_dir is not None:
             runs.check_new_run_dir(run_dir)  # before the data is loaded: fail in seconds, not after the cache
-        return _fit(cfg, run_dir, resume, progress, dist, held)
+        return _fit(cfg, run_dir, resume, progress, dist, held, started)
     except RuntimeError as e:  # torch.OutOfMemoryError is one; the CPU allocator raises a plain one
         if not is_out_of_memory(e):
             raise
@@ -149,7 +150,7 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
 
 
-def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list) -> Path:
+def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list, started: float) -> Path:
     from attrfit.core import runs
     from attrfit.data.dataset import load_data
 
@@ -178,7 +179,7 @@ def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list) -> Path:
     run = Path(dist.broadcast_object(dist.main_first(make_run)))
     handler = runs.add_file_log(run) if dist.is_main else None
     try:
-        return _train_in(run, cfg, data, sides, ckpt, progress, dist)
+        return _train_in(run, cfg, data, sides, ckpt, progress, dist, started)
     finally:
         if handler is not None:
             logging.getLogger("attrfit").removeHandler(handler)
@@ -203,6 +204,31 @@ def _max_lr(cfg: TrainConfig, ckpt, run: Path, data, sides, dist: Dist, progress
     return float(cfg.optim.lr)
 
 
+def _plan_budget(run: Path, t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist) -> TrainConfig:
+    """``--budget``: measure, set the epochs (and so the schedule's length), record the plan; return the config."""
+    from attrfit.core import runs
+    from attrfit.training import budget
+
+    p = budget.plan(t, sides, n_test, started, dist)
+    t.total_steps = p.epochs * p.steps_per_epoch
+    t.cfg = dataclasses.replace(t.cfg, epochs=p.epochs)
+    if dist.is_main:
+        runs.write_json(run / "budget.json", p.to_dict())
+    log.info("--budget %s: %d epochs of %.1f s each (measured); %.0f s spent before training, %.0f s kept for "
+             "the test scoring and report: planned to end after %.0f s", t.cfg.budget, p.epochs, p.epoch_s,
+             p.spent_s, p.reserve_s, p.planned_s)
+    return t.cfg
+
+
+def _budget_outcome(run: Path, took_s: float) -> None:
+    """How close the run landed to its budget: logged, and added to ``RUN/budget.json``."""
+    from attrfit.core import runs
+
+    p = runs.read_json(run / "budget.json")
+    runs.write_json(run / "budget.json", {**p, "took_s": took_s})
+    log.info("--budget: the run took %.0f s of %.0f s (%.0f%%)", took_s, p["budget_s"], 100 * took_s / p["budget_s"])
+
+
 def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
     from attrfit.core import runs
     from attrfit.data.dataset import RUN_SPLIT
@@ -220,7 +246,7 @@ def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
                                                "precision_check": t.check.to_dict() if t.check else None})
 
 
-def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Dist) -> Path:
+def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Dist, started: float) -> Path:
     import signal
 
     from attrfit.core import runs
@@ -240,6 +266,8 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
             metrics.truncate_after(0)  # rows a run killed before its first checkpoint logged
         if cfg.init_from:
             init_weights_from(t, cfg.init_from)
+        if cfg.budget:
+            cfg = _plan_budget(run, t, sides, len(data.sides["test"]), started, dist)
         _start_run(run, t, data, dist)
     extra = {"split": {"path": str(data.split_path), "fingerprint": data.split["fingerprint"],
                        "assignment": assignment_digest(data.split["sides"])},
@@ -263,6 +291,8 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
         if dist.is_main:
             finish(run, t, data, prog)
             tracker.log_end(run)
+            if cfg.budget and ckpt is None:
+                _budget_outcome(run, time.perf_counter() - started)
     finally:
         tracker.close()
         if old is not None:

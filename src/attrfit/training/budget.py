@@ -1,0 +1,96 @@
+"""``--budget DURATION``: the number of epochs that fits a wall-time budget, measured on this machine.
+
+People think in wall time ("what can I get by lunch?"). At the start of a new run the
+trainer's first steps and one validation pass are timed (everything a step changes is put
+back afterwards: :func:`attrfit.training.lr_find.leaves_no_trace`), and the run gets the
+whole epochs that fit what is left of the budget once the time already spent (reading
+the data, building the cache, an LR range test) and a reserve for the final test scoring
+and report are taken off. The plan is written to ``RUN/budget.json`` and its epochs into
+``RUN/config.json``, so a resumed run keeps it (and its one-cycle schedule) exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from attrfit.core.options import parse_duration
+from attrfit.evaluation.scoring import evaluate_images
+from attrfit.training.distributed import Dist
+from attrfit.training.lr_find import leaves_no_trace, train_batches
+from attrfit.training.trainer import Sides, Trainer, steps_per_epoch, train_step
+
+TIMED_STEPS = 5  # after one untimed warm-up step
+REPORT_S = 10.0  # reserve for writing the report at the end (figures, thumbnails), seconds
+MARGIN = 1.03  # checkpoint writes, logging and noise on top of the measured epoch
+
+
+@dataclass
+class BudgetPlan:
+    """What ``--budget`` decided, and from what (seconds); written to ``RUN/budget.json``."""
+
+    budget_s: float
+    spent_s: float  # before training: data, cache, LR range test, this measurement
+    step_s: float
+    val_s: float
+    steps_per_epoch: int
+    epoch_s: float  # (steps x step_s + val_s) x MARGIN
+    reserve_s: float  # final test scoring and report
+    epochs: int
+
+    @property
+    def planned_s(self) -> float:
+        return self.spent_s + self.epochs * self.epoch_s + self.reserve_s
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "planned_s": self.planned_s}
+
+
+def epochs_within(budget_s: float, spent_s: float, epoch_s: float, reserve_s: float) -> int:
+    """Whole epochs that fit what is left of the budget; at least 1 (a run always trains).
+
+    Example:
+        >>> epochs_within(900, 60, 40, 20), epochs_within(60, 50, 40, 20)
+        (20, 1)
+    """
+    return max(1, math.floor((budget_s - spent_s - reserve_s) / epoch_s))
+
+
+def time_steps(t: Trainer, sides: Sides, steps: int = TIMED_STEPS) -> tuple[float, float]:
+    """(seconds per training step, seconds per validation pass), leaving no trace on the trainer."""
+    bs = t.cfg.batch_size // t.dist.world_size
+    batches = train_batches(sides, bs, t.cfg.seed, steps + 1, t.dist)
+    with leaves_no_trace(t):
+        for i, (x, y) in enumerate(batches):
+            if i == 1:  # the first step warms up kernels and allocators
+                _sync(t.device)
+                start = time.perf_counter()
+            train_step(t, x.to(t.device), y.to(t.device), i, 0.0, t.cfg.optim.momentum)
+        _sync(t.device)
+        step_s = (time.perf_counter() - start) / steps
+        start = time.perf_counter()
+        evaluate_images(t.ema if t.ema is not None else t.model, sides.val_images, sides.val_labels,
+                        sides.train_labels, t.schema, t.device, t.precision, t.cfg.eval_batch_size)
+        val_s = time.perf_counter() - start
+    return step_s, val_s
+
+
+def plan(t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist) -> BudgetPlan:
+    """Measure, then choose the epochs; every rank gets rank 0's plan (the same schedule everywhere)."""
+    budget_s = parse_duration(t.cfg.budget)
+    step_s, val_s = time_steps(t, sides)
+    n_steps = steps_per_epoch(len(sides.train_images) // dist.world_size, t.cfg.batch_size // dist.world_size)
+    epoch_s = (n_steps * step_s + val_s) * MARGIN
+    reserve_s = val_s * n_test / max(1, len(sides.val_images)) + (REPORT_S if t.cfg.report else 0.0)
+    spent_s = time.perf_counter() - started
+    epochs = epochs_within(budget_s, spent_s, epoch_s, reserve_s)
+    p = BudgetPlan(budget_s, spent_s, step_s, val_s, n_steps, epoch_s, reserve_s, epochs)
+    return dist.broadcast_object(p) if dist.enabled else p
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,90 @@
+"""``train --budget``: the plan is a pure function of measured times, leaves no trace, and a resume keeps it.
+
+Wall time itself is never asserted (it is the machine's business): the measured times or
+the epoch count are fixed by monkeypatching where a test needs a definite number.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import attrfit.training.budget as budget
+import attrfit.training.trainer
+from attrfit.core import runs
+from attrfit.core.options import parse_duration
+from attrfit.model import checkpoint
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.training.loop import fit
+from conftest import assert_one_error, cli
+
+
+def tiny_cfg(csv, **over) -> TrainConfig:
+    base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 3, "batch_size": 16,
+            "lr": 0.05, "eval_batch_size": 64, "report": False, "seed": 1, "precision": "fp32", "threads": 1}
+    return apply(TrainConfig(), {**base, **over})
+
+
+def test_durations():
+    assert [parse_duration(t) for t in ("90s", "15m", "2h", "1.5h", "600", "15 min")] == \
+        [90.0, 900.0, 7200.0, 5400.0, 600.0, 900.0]
+    assert [parse_duration(t) for t in ("soon", "0s", "-5m", "15x", "")] == [None] * 5
+
+
+def test_epochs_fit_what_is_left_and_at_least_one():
+    assert budget.epochs_within(900, 60, 40, 20) == 20  # (900 - 60 - 20) / 40 = 20.5
+    assert budget.epochs_within(900, 60, 41, 20) == 20
+    assert budget.epochs_within(100, 90, 40, 20) == 1  # nothing left: still one epoch
+
+
+def test_a_bad_budget_is_refused_before_anything_is_written(capsys, tiny, tmp_path):
+    code, _, err = cli(capsys, "train", tiny, "--budget", "soon", "--run-dir", tmp_path / "r")
+    assert_one_error(code, err, "--budget", "90s, 15m or 2h")
+    assert not (tmp_path / "r").exists() and not tiny.with_suffix(".split.json").exists()
+
+
+def test_plan_from_measured_times(tiny, tmp_path, monkeypatch):
+    """Fixed step and validation times: the epochs follow from them, and budget.json says how."""
+    monkeypatch.setattr(budget, "time_steps", lambda t, sides: (0.5, 1.0))
+    run = fit(tiny_cfg(tiny, budget="40s"), run_dir=tmp_path / "r", progress=False)
+    plan = json.loads((run / "budget.json").read_text())
+    n_steps = plan["steps_per_epoch"]
+    assert plan["epoch_s"] == pytest.approx((n_steps * 0.5 + 1.0) * budget.MARGIN)
+    assert plan["epochs"] == budget.epochs_within(40, plan["spent_s"], plan["epoch_s"], plan["reserve_s"])
+    assert plan["spent_s"] > 0  # reading the data and timing the steps came off the budget
+    assert runs.read_json(run / "config.json")["epochs"] == plan["epochs"]
+    assert len(runs.MetricsLog(run / "metrics.csv").rows()) == plan["epochs"] and plan["took_s"] > 0
+
+
+def test_a_budget_run_equals_the_same_epochs_given_directly(tiny, tmp_path, monkeypatch):
+    """The timing steps leave no trace, and the schedule is as long as the planned epochs."""
+    monkeypatch.setattr(budget, "epochs_within", lambda *a: 2)
+    planned = fit(tiny_cfg(tiny, budget="10m", epochs=7), run_dir=tmp_path / "b", progress=False)
+    direct = fit(tiny_cfg(tiny, epochs=2), run_dir=tmp_path / "d", progress=False)
+    a, b = checkpoint.load(planned / "last.pt"), checkpoint.load(direct / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["progress"]["step"] == b["progress"]["step"]
+
+
+def test_resume_keeps_the_plan(tiny, tmp_path, monkeypatch):
+    class Crash(Exception):
+        pass
+
+    monkeypatch.setattr(budget, "epochs_within", lambda *a: 3)
+    real_step = attrfit.training.trainer.train_step
+
+    def crash_in_epoch_two(t, x, y, step, *a):
+        if step == 4:  # after the checkpoint at the end of epoch 1 or 2
+            raise Crash()
+        return real_step(t, x, y, step, *a)
+
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", crash_in_epoch_two)
+    with pytest.raises(Crash):
+        fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", real_step)
+    monkeypatch.setattr(budget, "epochs_within", lambda *a: 9)  # a re-plan would show
+    run = fit(None, resume=tmp_path / "r", progress=False)
+    assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 3
+    assert json.loads((run / "budget.json").read_text())["epochs"] == 3
