@@ -42,7 +42,11 @@ def write_tiny(root: Path, n: int = 60, seed: int = 0, size: int = 24, missing_e
         if groups:
             row["pid"] = f"p{i % groups}"
         rows.append(row)
-    path = root / "labels.csv"
+    return write_rows(root / "labels.csv", rows)
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """A labels CSV from dicts (the first row's keys are the columns)."""
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

@@ -1,6 +1,5 @@
 """The pedestrian-attribute field's metrics for binary tables: hand-computed tiny cases, and a real run."""
 
-import csv
 import json
 
 import numpy as np
@@ -13,6 +12,7 @@ from attrfit.evaluation.scoring import attribute_metrics, binary_table, format_t
 from attrfit.evaluation.metrics import instance_metrics, instance_ratios, mean_accuracy_ma
 from attrfit.data.table import Schema
 from attrfit.training.loop import fit
+from conftest import write_rows
 
 
 def test_instance_metrics_perfect_prediction_is_one():
@@ -78,12 +78,7 @@ def write_binary(root, n=60, size=16):
         a[..., 1] += 100 * bright
         Image.fromarray(a).save(root / f"img/{i}.png")
         rows.append({"image_path": f"img/{i}.png", "red": red, "bright": bright, "hat": (i // 4) % 2})
-    path = root / "labels.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_rows(root / "labels.csv", rows)
 
 
 def test_binary_table_run_reports_the_field_metrics(tmp_path, capsys):

@@ -59,6 +59,14 @@ def add_cache_args(p: argparse.ArgumentParser) -> None:
         config_flag(p, key)
 
 
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """Everything that reads a table into split, cache and labels: the CSV, the split file and its options."""
+    add_table_args(p)
+    config_flag(p, "data.split")
+    add_split_args(p)
+    add_cache_args(p)
+
+
 def data_config_from_args(args):
     from attrfit.data.dataset import DataConfig
 

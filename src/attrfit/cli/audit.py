@@ -5,17 +5,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from attrfit.cli.args import add_cache_args, add_split_args, add_table_args, data_config_from_args
+from attrfit.cli.args import add_data_args, data_config_from_args
 from attrfit.recipe.config import TrainConfig, apply, load_file
 from attrfit.training.audit import AUDIT_DEFAULTS, audit_labels, check_outputs, summary, write_outputs
 
 
 def register(sub) -> None:
     p = sub.add_parser("audit-labels", help="find likely wrong labels on the train and val sides (needs cleanlab)")
-    add_table_args(p)
-    add_split_args(p)
-    add_cache_args(p)
-    p.add_argument("--split", help="split file (default: <csv stem>.split.json beside the CSV; made if absent)")
+    add_data_args(p)
     p.add_argument("--config", help="TOML (or YAML) file of training options, as for train (its [data] is ignored)")
     p.add_argument("--folds", type=int, default=4, help="k of the k-fold cross-fitting (default 4)")
     p.add_argument("--epochs", type=int, help=f"epochs of each fold's training (default {AUDIT_DEFAULTS['epochs']})")

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import attrfit
-from attrfit.cli.args import (add_cache_args, add_device_arg, add_run_arg, add_config_flags, add_split_args, add_table_args, config_from_args,
-                              data_config_from_args, print_json)
+from attrfit.cli.args import (add_config_flags, add_data_args, add_device_arg, add_run_arg, add_split_args,
+                              add_table_args, config_from_args, data_config_from_args, print_json)
 
 log = logging.getLogger("attrfit")
 
@@ -85,10 +85,7 @@ def describe_split(split: dict, table) -> str:
 
 def register_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="check the table, make/verify the split and build the image cache")
-    add_table_args(p)
-    add_split_args(p)
-    add_cache_args(p)
-    p.add_argument("--split", help="split file (default: <csv stem>.split.json beside the CSV; made if absent)")
+    add_data_args(p)
     p.set_defaults(func=run_prepare)
 
 
