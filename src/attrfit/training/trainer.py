@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -193,7 +195,8 @@ class Trainer:
 
     @property
     def net(self) -> nn.Module:
-        return self.compiled or self.model
+        # not `compiled or model`: truth-testing a compiled module calls len() on it, which raises
+        return self.model if self.compiled is None else self.compiled
 
 
 def build_trainer(cfg: TrainConfig, schema: Schema, sides: Sides, max_lr: float, dist: Dist) -> Trainer:
@@ -220,8 +223,18 @@ def build_trainer(cfg: TrainConfig, schema: Schema, sides: Sides, max_lr: float,
     trainer = Trainer(cfg, schema, model, optimizer, ema, device, precision,
                       loss_spec(cfg, schema, sides.train_labels, device), total, max_lr, dist, scaler, check)
     net = dist.wrap(model) if dist.enabled else model  # DDP first, then compile: torch's recommended order
+    if cfg.compile:
+        check_compiler(device)
     trainer.compiled = torch.compile(net) if cfg.compile else (net if dist.enabled else None)
     return trainer
+
+
+def check_compiler(device: torch.device) -> None:
+    """torch.compile on a CPU writes C++ and builds it at the first step: say so now if it cannot."""
+    cxx = os.environ.get("CXX") or "g++"
+    if device.type == "cpu" and shutil.which(cxx) is None:
+        raise AttrfitError(f"--compile on a CPU needs a C++ compiler ({cxx} was not found on PATH): install one "
+                           "(e.g. apt install g++) or set CXX, or train without --compile")
 
 
 # ---------------------------------------------------------------- one step, one epoch
