@@ -8,9 +8,8 @@ For each of ``peta_heads.csv`` (8 categorical heads) and ``peta35.csv`` (35 bina
 with the data in ../shared/data/peta (read-only; splits, cache and runs go to ``--workdir``):
 
 1. split by ``person_id`` (identity-disjoint: 15% test, 10% val), images at 128x64;
-2. calibrate: time a few training steps and one validation pass with the default CPU settings,
-   and choose the number of epochs so training plus per-epoch validation fits the budget (the
-   one-cycle schedule needs its length up front);
+2. train with ``budget`` set (``attrfit train --budget``): the product times the first steps and
+   a validation pass and picks the epochs so the whole run, test scoring included, fits;
 3. train with :func:`attrfit.training.loop.fit` (default settings, plus any ``--set`` overrides),
    recording the wall time at the end of every epoch (after its validation);
 4. report the best checkpoint on the test side: per head accuracy, balanced accuracy and the
@@ -20,14 +19,12 @@ with the data in ../shared/data/peta (read-only; splits, cache and runs go to ``
 
 The accuracy-vs-wall-time curve (val mean accuracy and mean balanced accuracy per epoch) goes to
 a PNG beside the JSON, so the time to reach a given accuracy can be read off. The budget covers
-training and validation; reading the data, calibration and the final test scoring are reported
-apart.
+the whole of ``fit()``: reading the data, the timing, training, validation and the test scoring.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -37,36 +34,10 @@ import torch
 import common
 from attrfit.core import runs
 from attrfit.recipe.config import TrainConfig, apply
-from attrfit.data.dataset import DataConfig, load_data
-from attrfit.training.loop import fit, make_sides, validate_epoch
-from attrfit.training.trainer import steps_per_epoch
+from attrfit.data.dataset import DataConfig
+from attrfit.training.loop import fit
 
 REFERENCE_MA = {"identity-disjoint": 71.43, "random image split": 83.96}  # ResNet50, ImageNet-pretrained, 256x192
-
-
-# ---------------------------------------------------------------- choosing the epochs
-
-def calibrate(cfg: TrainConfig, warmup: int, steps: int) -> dict:
-    """Seconds per training step and per validation pass, and the data loading time, for ``cfg``."""
-    t0 = time.perf_counter()
-    data = load_data(cfg.data, progress=False)  # the first call makes the split and the cache
-    load_s = time.perf_counter() - t0
-    sides = make_sides(data)
-    a = common.AttrfitSteps(cfg, data.schema, sides, total_steps=warmup + steps)
-    rate = a.timed(warmup, steps)
-    t0 = time.perf_counter()
-    validate_epoch(a.t, sides)
-    val_s = time.perf_counter() - t0
-    n_steps = steps_per_epoch(len(sides.train_images), cfg.batch_size)
-    return {"data_load_s": load_s, "images_per_s": rate, "step_s": cfg.batch_size / rate, "val_s": val_s,
-            "steps_per_epoch": n_steps, "epoch_s": n_steps * cfg.batch_size / rate + val_s,
-            "train_images": len(sides.train_images), "val_images": len(sides.val_images),
-            "test_images": len(data.sides["test"]), "heads": list(data.schema.heads)}
-
-
-def epochs_for(budget_s: float, epoch_s: float, min_epochs: int) -> int:
-    """Whole epochs that fit the budget (at least ``min_epochs``)."""
-    return max(min_epochs, math.floor(budget_s / epoch_s))
 
 
 # ---------------------------------------------------------------- the wall time of each epoch
@@ -139,18 +110,15 @@ def bench_csv(csv: Path, images: str | None, args, work: Path) -> dict:
         overrides["model.preset"] = args.preset
     overrides.update(dict(kv.split("=", 1) for kv in args.set))
     cfg = apply(TrainConfig(data=data), overrides, source="--set")
-    budget_s = args.budget_min * 60
-    cal = calibrate(cfg, warmup=1 if args.quick else 3, steps=2 if args.quick else 10)
-    epochs = epochs_for(budget_s, cal["epoch_s"], min_epochs=2)
-    if args.max_epochs:
-        epochs = min(epochs, args.max_epochs)
-    cfg = apply(cfg, {"epochs": epochs})
+    budget_s = round(args.budget_min * 60)
+    cfg = apply(cfg, {"budget": f"{budget_s}s"})  # the product's own planner: train --budget
     run_dir = work / "runs" / f"{csv.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run, fit_s, epoch_end_s = timed_fit(cfg, run_dir)
     points = curve(run, epoch_end_s)
     results = runs.read_json(run / "results.json")
-    return {"csv": str(csv), "run": str(run), "config": overrides, "epochs": epochs,
-            "budget_s": budget_s, "calibration": cal, "fit_wall_s": fit_s,
+    plan = runs.read_json(run / "budget.json")
+    return {"csv": str(csv), "run": str(run), "config": overrides, "epochs": len(points),
+            "budget_s": budget_s, "budget_plan": plan, "fit_wall_s": fit_s,
             "last_epoch_end_s": points[-1]["wall_s"] if points else None,  # since fit() started
             "curve": points, "time_to_fraction_of_best_val": {
                 "mean_accuracy": time_to(points, "val_mean_accuracy"),
@@ -172,16 +140,16 @@ def tables(name: str, r: dict) -> list[str]:
         out.append(f"mA (mean balanced accuracy over the 35 attributes) = {ma:.2f}; ImageNet-pretrained ResNet50 "
                    f"at 256x192: {REFERENCE_MA['identity-disjoint']} identity-disjoint, "
                    f"{REFERENCE_MA['random image split']} random image split")
-    cal = r["calibration"]
+    plan = r["budget_plan"]
     out.append(common.markdown_table(
         ["epoch", "wall s", "val mean acc", "val mean bal acc", "val majority"],
         [[p["epoch"], p["wall_s"], p["val_mean_accuracy"], p["val_mean_balanced_accuracy"],
           p["val_mean_majority_accuracy"]] for p in r["curve"]]))
-    out.append(f"budget {r['budget_s']:.0f} s; calibrated {cal['epoch_s']:.1f} s per epoch "
-               f"({cal['images_per_s']:.0f} img/s, val {cal['val_s']:.1f} s) -> {r['epochs']} epochs; "
-               f"the last epoch ended {common.fmt(r['last_epoch_end_s'])} s after fit() started, which returned "
-               f"after {r['fit_wall_s']:.0f} s (test scoring included); data load before calibration (the first "
-               f"time: split + cache) {cal['data_load_s']:.1f} s")
+    out.append(f"budget {r['budget_s']:.0f} s (train --budget): measured {plan['epoch_s']:.1f} s per epoch "
+               f"({plan['step_s']:.3f} s per step, val {plan['val_s']:.1f} s), {plan['spent_s']:.1f} s spent before "
+               f"(data, checks), {plan['reserve_s']:.1f} s reserved -> {plan['epochs']} epochs; the last epoch ended "
+               f"{common.fmt(r['last_epoch_end_s'])} s after fit() started, which returned after "
+               f"{r['fit_wall_s']:.0f} s ({100 * r['fit_wall_s'] / r['budget_s']:.0f}% of the budget)")
     return out
 
 
@@ -221,9 +189,8 @@ def main() -> int:
     p = common.base_parser(__doc__, "peta_time_to_accuracy")
     p.add_argument("--csv", choices=["heads", "35", "both"], default="both", help="which PETA CSV (default both)")
     p.add_argument("--budget-min", type=float, default=15.0,
-                   help="wall-clock minutes of training + validation per CSV (default 15; --quick 0.1)")
-    p.add_argument("--max-epochs", type=int, default=0,
-                   help="cap on the epochs the budget allows (default none; --quick 2)")
+                   help="wall-clock minutes per CSV, as `attrfit train --budget`: reading the data, training, "
+                        "validation and the test scoring (default 15; --quick 0.25)")
     p.add_argument("--size", default=common.PETA_SIZE, help=f"HxW (default {common.PETA_SIZE}; --quick 64x32)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training config override, e.g. --set optim.class_weights=true (repeatable)")
@@ -243,8 +210,7 @@ def main() -> int:
         if args.quick:  # a subset CSV in a temp folder; image paths stay relative to PETA
             work = Path(tmp)
             args.size, args.cache_dir = "64x32", None
-            args.budget_min = min(args.budget_min, 0.1)
-            args.max_epochs = args.max_epochs or 2
+            args.budget_min = min(args.budget_min, 0.25)
             csvs = {n: common.subset_csv(common.peta_csv(n), work / common.PETA_CSVS[n], args.rows) for n in names}
             images = str(common.PETA)
         else:
