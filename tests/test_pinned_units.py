@@ -111,6 +111,8 @@ def test_class_weights_are_inverse_frequency_with_mean_one():
     w = class_weights(labels, [2, 3])
     torch.testing.assert_close(w[0], torch.tensor([0.5, 1.5]))  # 4/(2*3), 4/(2*1), normalised to mean 1
     torch.testing.assert_close(w[1], torch.tensor([0.0, 1.0, 0.0]))  # absent classes weigh nothing
+    root = class_weights(labels, [2, 3], power=0.5)[0]  # sqrt(1/3) : sqrt(1), normalised to mean 1
+    torch.testing.assert_close(root, torch.tensor([2 / (1 + 3**0.5), 2 * 3**0.5 / (1 + 3**0.5)]))
 
 
 def test_label_smoothing_and_missing_labels_in_the_loss():

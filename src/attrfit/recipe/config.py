@@ -45,6 +45,9 @@ class OptimConfig:
     grad_clip: float = option(0.0, "clip the global gradient norm to this; 0 = off", "NORM", Range(0, 1_000_000))
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", "EPS", FRACTION)
     class_weights: bool = option(False, "weight each class by its inverse frequency on the train side")
+    class_weight_power: float = option(1.0, "with --class-weights: the power of the inverse frequency (1 = fully "
+                                       "balanced, 0.5 = its square root: milder, costs less accuracy)", "P",
+                                       Range(0, 1))
     loss_weights: dict[str, float] = option(
         help="per-head loss weights, e.g. gender=2,age=1 (others 1)", metavar="HEAD=W,...",
         check=EachValue(Range(0, 1000)), default_factory=dict, default_text="1 for every head")

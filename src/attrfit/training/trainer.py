@@ -90,13 +90,15 @@ def set_hyper(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -> N
             g["momentum"] = momentum
 
 
-def class_weights(train_labels: Tensor, num_classes: list[int]) -> list[Tensor]:
-    """Inverse-frequency weights per head, normalised to mean 1 over the classes present."""
+def class_weights(train_labels: Tensor, num_classes: list[int], power: float = 1.0) -> list[Tensor]:
+    """Inverse-frequency weights per head to the ``power`` (1: inverse frequency, 0.5: its square
+    root), normalised to mean 1 over the classes present."""
     out = []
     for j, k in enumerate(num_classes):
         col = train_labels[:, j]
         counts = torch.bincount(col[col >= 0], minlength=k).float()
         w = torch.where(counts > 0, counts.sum() / (k * counts.clamp(min=1)), torch.zeros_like(counts))
+        w = w**power
         out.append(w / w[counts > 0].mean())
     return out
 
@@ -133,7 +135,8 @@ def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: to
     if unknown:
         raise AttrfitError(f"loss-weights names unknown head(s) {sorted(unknown)}; heads: {', '.join(schema.heads)}")
     weights = [float(cfg.optim.loss_weights.get(h, 1.0)) for h in schema.heads]
-    cw = class_weights(train_labels, schema.num_classes) if cfg.optim.class_weights else [None] * len(weights)
+    cw = (class_weights(train_labels, schema.num_classes, cfg.optim.class_weight_power) if cfg.optim.class_weights
+          else [None] * len(weights))
     cw = [w.to(device) if w is not None else None for w in cw]
     return LossSpec(weights, cw, cfg.optim.label_smoothing)
 
