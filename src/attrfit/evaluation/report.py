@@ -51,6 +51,7 @@ from matplotlib.lines import Line2D
 
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
+from attrfit.data.split import Split
 from attrfit.evaluation import mistakes
 from attrfit.evaluation.metrics import is_collapsed
 
@@ -262,8 +263,8 @@ def overfit_warnings(train_acc: dict[str, float], val_acc: dict[str, float], epo
     return out
 
 
-def duplicate_warnings(split: dict | None) -> list[str]:
-    dups = (split or {}).get("exact_duplicates_across_sides") or []
+def duplicate_warnings(dups: list[list[str]] | None) -> list[str]:
+    """``dups``: the split's exact duplicates across sides, [side_a, path_a, side_b, path_b] each."""
     if not dups:
         return []
     a_side, a, b_side, b = dups[0]
@@ -273,7 +274,7 @@ def duplicate_warnings(split: dict | None) -> list[str]:
 
 def warnings_for(rows: list[HeadRow], side: str, val_heads: dict | None = None, test_heads: dict | None = None,
                  train_acc: dict[str, float] | None = None, val_acc: dict[str, float] | None = None,
-                 best_epoch: int | None = None, split: dict | None = None) -> list[str]:
+                 best_epoch: int | None = None, duplicates: list[list[str]] | None = None) -> list[str]:
     """Every warning that applies, in plain words, as "HEAD: ..." (or "split: ..."), grouped by head.
 
     Example:
@@ -289,7 +290,7 @@ def warnings_for(rows: list[HeadRow], side: str, val_heads: dict | None = None, 
         out += overfit_warnings(train_acc, val_acc, best_epoch)
     order = {r.head: i for i, r in enumerate(rows)}
     out.sort(key=lambda w: order.get(w.partition(": ")[0], len(order)))  # stable: per head, kinds in order
-    return duplicate_warnings(split) + out
+    return duplicate_warnings(duplicates) + out
 
 
 # ---------------------------------------------------------------- figures
@@ -461,7 +462,7 @@ class RunFacts:
     environment: dict
     results: dict | None  # results.json (test side, best checkpoint); None if training never finished
     split_ref: dict
-    split: dict
+    split: Split
     split_path: Path
     metrics: list[dict]  # metrics.csv rows (strings)
     table: object  # attrfit.data.table.Table
@@ -612,7 +613,7 @@ def collect_warnings(facts: RunFacts, scored, rows: list[HeadRow], side: str) ->
     val = (scored.checkpoint.get("val") or {}).get("heads")
     test = scored.results["heads"] if side == "test" else (facts.results or {}).get("heads")
     train_acc, val_acc = train_val_accuracy(best_row(facts.metrics, best), scored.schema.heads)
-    return warnings_for(rows, side, val, test, train_acc, val_acc, best, facts.split)
+    return warnings_for(rows, side, val, test, train_acc, val_acc, best, facts.split.exact_duplicates_across_sides)
 
 
 def save_report(report: Report, out: str | Path) -> Path:
@@ -748,18 +749,18 @@ def data_table(facts: RunFacts, schema, majority_rows: list[HeadRow]) -> Safe:
 
 def split_pairs(facts: RunFacts) -> list[tuple[str, object]]:
     s = facts.split
-    c = s.get("counts", {})
+    c = s.counts
     n = sum(c.values()) or 1
     sizes = ", ".join(f"{k} {c[k]} ({c[k] / n:.0%})" for k in ("train", "val", "test") if k in c)
-    if "exact_duplicates_across_sides" not in s:
+    d = s.exact_duplicates_across_sides
+    if d is None:
         dup = "not checked (run 'attrfit split' to make a split that checks byte-identical images)"
     else:
-        d = s["exact_duplicates_across_sides"]
         dup = "none found" if not d else f"{len(d)} image(s) with a byte-identical copy on another side"
     return [("split file", str(facts.split_path)), ("sizes", sizes),
-            ("grouping column", s.get("group_column") or "none (rows split independently)"),
-            ("stratified by", s.get("stratify", "–")), ("seed", s.get("seed", "–")),
-            ("fingerprint", str(s.get("fingerprint", ""))[:16]), ("exact duplicates across sides", dup)]
+            ("grouping column", s.group_column or "none (rows split independently)"),
+            ("stratified by", s.stratify or "–"), ("seed", s.seed),
+            ("fingerprint", str(s.fingerprint)[:16]), ("exact duplicates across sides", dup)]
 
 
 def training_pairs(facts: RunFacts, scored) -> list[tuple[str, object]]:

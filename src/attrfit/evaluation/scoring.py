@@ -214,7 +214,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     from attrfit.recipe.config import from_dict
     from attrfit.data.dataset import load_data, saved_run_config
     from attrfit.core.errors import AttrfitError
-    from attrfit.data.split import same_split
+    from attrfit.data.split import SplitRef, same_split
     from attrfit.model.checkpoint import model_from_checkpoint
 
     path = checkpoint.resolve(ckpt_or_run)
@@ -225,7 +225,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
         runs.check_recorded_paths(data_cfg, path, "or (attrfit evaluate) give its new place with --csv NEW.csv")
     schema = Schema.from_dict(ckpt["schema"])
     data = load_data(data_cfg, schema=schema, progress=progress, create_split=False)
-    if "split" in ckpt and not same_split(ckpt["split"], data.split):
+    if "split" in ckpt and not same_split(SplitRef(**ckpt["split"]), data.split):
         raise AttrfitError(f"{data.split_path} is not the split {path} was trained with (the table or the "
                            "assignment to sides changed); evaluate with the original split file")
     dev = resolve_device(device)

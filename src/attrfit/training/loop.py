@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from attrfit.core.errors import AttrfitError
-from attrfit.data.split import assignment_digest, same_split, save_split
+from attrfit.data.split import SplitRef, same_split, save_split
 from attrfit.data.table import Schema
 from attrfit.evaluation.metrics import is_collapsed
 from attrfit.evaluation.scoring import evaluate_images
@@ -190,7 +190,7 @@ def _check_resume(run: Path, data, ckpt: dict) -> None:
     diff = Schema.from_dict(ckpt["schema"]).differences(data.schema)
     if diff:
         raise AttrfitError(f"cannot resume {run}: the data's schema changed ({'; '.join(diff)})")
-    if not same_split(ckpt.get("split", {}), data.split):
+    if "split" not in ckpt or not same_split(SplitRef(**ckpt["split"]), data.split):
         raise AttrfitError(f"cannot resume {run}: the split or table changed since the run started")
 
 
@@ -239,8 +239,8 @@ def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
     data.schema.save(run / "schema.json")
     save_split(data.split, run / RUN_SPLIT, force=True)  # evaluable later, whatever happens to the original
     runs.write_json(run / "split_ref.json", {"path": str(Path(data.split_path).resolve()),
-                                             "fingerprint": data.split["fingerprint"],
-                                             "counts": data.split["counts"]})
+                                             "fingerprint": data.split.fingerprint,
+                                             "counts": data.split.counts})
     runs.write_json(run / "environment.json", {**runs.environment(), "device": str(t.device),
                                                "precision": t.precision, "world_size": dist.world_size,
                                                "precision_check": t.check.to_dict() if t.check else None})
@@ -269,8 +269,7 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
         if cfg.budget:
             cfg = _plan_budget(run, t, sides, len(data.sides["test"]), started, dist)
         _start_run(run, t, data, dist)
-    extra = {"split": {"path": str(data.split_path), "fingerprint": data.split["fingerprint"],
-                       "assignment": assignment_digest(data.split["sides"])},
+    extra = {"split": dataclasses.asdict(data.split.ref(data.split_path)),
              "data": {"size": cfg.data.size, "resize": cfg.data.resize}}
 
     def save_last() -> None:
