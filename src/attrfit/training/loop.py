@@ -3,6 +3,9 @@
 Training only ever sees the train side: the loop is handed a tensor holding the train
 images alone (:class:`~attrfit.training.trainer.Sides`), and the test side is touched once,
 at the end, to score the best checkpoint. A run resumes exactly from ``last.pt``.
+
+The loop itself is :func:`train`, readable top to bottom; :func:`fit` and the helpers
+around it only set up (config, data, run folder, trainer, resume) and tear down.
 """
 
 from __future__ import annotations
