@@ -31,7 +31,7 @@ def flipped_cells(n: int, seed: int, noise: float) -> dict[str, set[str]]:
 
 def audited_paths(data_dir: Path) -> set[str]:
     """The image paths of the train and val sides of the demo's split (what audit-labels audits)."""
-    sides = load_split(data_dir / "annotations.split.json")["sides"]  # side -> image paths
+    sides = load_split(data_dir / "annotations.split.json").sides  # side -> image paths
     return set(sides["train"]) | set(sides["val"])
 
 

@@ -103,11 +103,11 @@ def sync(device: torch.device) -> None:
 # ---------------------------------------------------------------- attrfit's training step, timed
 
 class AttrfitSteps:
-    """attrfit's trainer stepping through the cached train images as ``run_epoch`` does.
+    """attrfit's trainer stepping through the cached train images as ``attrfit.training.loop.train`` does.
 
     Batches are gathered from the uint8 train tensor in :func:`attrfit.training.loop.epoch_order`,
     trained with :func:`attrfit.training.loop.train_step` at the one-cycle LR of the step, and the
-    loss is checked for NaN every step on the CPU (a sync, as ``run_epoch`` does there).
+    loss is checked for NaN every step on the CPU (a sync, as that loop does there).
     Consecutive :meth:`timed` calls continue the same batch order and schedule.
     """
 

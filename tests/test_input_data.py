@@ -8,6 +8,7 @@ Results are checked through the library; messages through ``attrfit.cli.app.main
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -19,8 +20,8 @@ from conftest import assert_one_error, cli, write_tiny
 
 from attrfit.data.dataset import Data, DataConfig, check_trainable, read_checked
 from attrfit.core.errors import AttrfitError
-from attrfit.data.split import load_split, make_split, save_split
-from attrfit.data.table import class_order, read_table
+from attrfit.data.split import Split, load_split, make_split, save_split
+from attrfit.data.table import Schema, class_order, read_table
 
 TINY = ["--size", "16x16", "--width", "8", "--stages", "2", "--batch-size", "16", "--lr", "0.05",
         "--epochs", "1", "--precision", "fp32", "--no-report", "--quiet"]
@@ -126,7 +127,8 @@ def test_split_saved_with_another_class_order_still_fits(tmp_path):
     table = read_table(path)
     assert table.schema.classes["bright"] == ("<30", "30-45", "60+")
     split = make_split(table)
-    split["schema"]["classes"]["bright"] = ["30-45", "60+", "<30"]  # the old alphabetical order
+    old = Schema(split.schema.heads, {**split.schema.classes, "bright": ("30-45", "60+", "<30")})  # alphabetical
+    split = dataclasses.replace(split, schema=old)
     save_split(split, root / "labels.split.json")
     t, _, _, rows = read_checked(DataConfig(csv=str(path)))
     assert t.schema.classes["bright"] == ("30-45", "60+", "<30")
@@ -142,7 +144,7 @@ def test_blank_group_cells_are_groups_of_their_own(tmp_path, caplog):
     table = read_table(path, group_column="pid")
     with caplog.at_level(logging.WARNING, logger="attrfit"):
         split = make_split(table, 0.2, 0.2)
-    side = {p: s for s, ps in split["sides"].items() for p in ps}
+    side = {p: s for s, ps in split.sides.items() for p in ps}
     blanks = [p for p, g in zip(table.paths, table.groups) if g == ""]
     assert len({side[p] for p in blanks}) == 3  # spread over the sides, not one big group
     assert any("30 row(s) have an empty --group-column 'pid'" in r.getMessage() for r in caplog.records)
@@ -152,7 +154,7 @@ def test_blank_group_cells_are_groups_of_their_own(tmp_path, caplog):
 
 def test_head_without_train_labels_is_refused(tmp_path, capsys):
     path = write_tiny(tmp_path / "d", missing_every=0)
-    test_side = make_split(read_table(path))["sides"]["test"][:2]  # the assignment ignores other heads
+    test_side = make_split(read_table(path)).sides["test"][:2]  # the assignment ignores other heads
     edit_csv(path, lambda rows: [{**r, "rare": {test_side[0]: "x", test_side[1]: "y"}.get(r["image_path"], "")}
                                  for r in rows])
     with pytest.raises(AttrfitError, match=r"head\(s\) \['rare'\] with no labelled row on the train side"):
@@ -164,6 +166,7 @@ def test_head_without_train_labels_is_refused(tmp_path, capsys):
 
 def fake_data(table, split, train, val) -> Data:
     sides = {"train": torch.tensor(train), "val": torch.tensor(val), "test": torch.tensor([], dtype=torch.int64)}
+    split = Split.from_dict({"seed": 0, "fingerprint": "", "sides": {s: [] for s in sides}, **split})
     return Data(table, split, Path("s.json"), torch.zeros(len(table), 3, 2, 2, dtype=torch.uint8),
                 torch.from_numpy(table.labels), list(table.paths), sides)
 
@@ -199,7 +202,7 @@ def test_split_refuses_empty_sides_naming_the_cause(tmp_path, capsys):
     table = read_table(many, check_files=False)
     with pytest.raises(AttrfitError, match="stratifying by 'kind' .* 20 classes .* --stratify none"):
         make_split(table)
-    assert len(make_split(table, stratify="none")["sides"]["test"]) == 6
+    assert len(make_split(table, stratify="none").sides["test"]) == 6
 
 
 # ---------------------------------------------------------------- 7: one file, two spellings
@@ -254,7 +257,7 @@ def test_run_keeps_its_split_for_evaluate_and_resume(tiny, tmp_path, capsys):
     code, _, err = cli(capsys, "train", tiny, *TINY, "--run-dir", run)
     assert code == 0, err
     original = tiny.with_name("labels.split.json")
-    assert load_split(run / "split.json")["assignment"] == load_split(original)["assignment"]
+    assert load_split(run / "split.json").assignment == load_split(original).assignment
     before = cli(capsys, "evaluate", run, "--json")[1]
     assert cli(capsys, "split", tiny, "--split-seed", "9", "--force")[0] == 0  # replaced in place
     code, after, err = cli(capsys, "evaluate", run, "--json")

@@ -161,7 +161,7 @@ def test_split_sizes_and_class_shares_follow_the_fractions(tmp_path, seed):
     path = imbalanced_table(tmp_path / f"s{seed}")
     color = {r["image_path"]: r["color"] for r in read_rows(path)}
     split = make_split(read_table(path), test_fraction=0.15, val_fraction=0.1, seed=seed)
-    sides = split["sides"]
+    sides = split.sides
     assert sorted(p for s in SIDES for p in sides[s]) == sorted(color)
     assert abs(len(sides["test"]) - 30) <= 2 and abs(len(sides["val"]) - 20) <= 2
     for c, count in (("blue", 140), ("green", 40), ("red", 20)):  # stratified: each class splits the same way

@@ -117,7 +117,7 @@ def test_predicting_the_test_images_reproduces_evaluate(trained, tmp_path):
     run, labels = trained
     scored = score_checkpoint(str(run), side="test", progress=False, device="cpu")
     table = read_table(labels)
-    test_paths = load_split(labels.parent / "labels.split.json")["sides"]["test"]
+    test_paths = load_split(labels.parent / "labels.split.json").sides["test"]
     listing = labels.parent / "test_side.csv"  # beside the labels: same relative image paths
     listing.write_text("image_path\n" + "\n".join(test_paths) + "\n")
     out = tmp_path / "test_pred.csv"

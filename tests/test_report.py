@@ -160,8 +160,7 @@ def test_warnings_are_grouped_by_head_and_duplicates_come_first():
     rng = np.random.default_rng(0)
     guess = np.eye(3)[rng.integers(0, 3, 300)]
     rows = [report.head_row(h, guess, target, ("a", "b", "c"), 0, 200) for h in ("x", "y")]
-    split = {"exact_duplicates_across_sides": [["train", "1.png", "test", "2.png"]]}
-    warnings = report.warnings_for(rows, "test", split=split)
+    warnings = report.warnings_for(rows, "test", duplicates=[["train", "1.png", "test", "2.png"]])
     assert warnings[0].startswith("split: 1 image(s) have byte-identical copies")
     heads = [w.split(":")[0] for w in warnings[1:]]
     assert heads == sorted(heads) and set(heads) == {"x", "y"}

@@ -11,7 +11,7 @@ from attrfit.data.table import read_table
 def test_fractions_and_disjoint(tiny):
     t = read_table(tiny)
     s = make_split(t, 0.2, 0.1, seed=0)
-    sides = s["sides"]
+    sides = s.sides
     all_paths = sides["train"] + sides["val"] + sides["test"]
     assert sorted(all_paths) == sorted(t.paths)
     assert abs(len(sides["test"]) - 12) <= 3 and abs(len(sides["val"]) - 6) <= 3
@@ -39,11 +39,11 @@ def test_groups_never_straddle(tiny_groups):
     s = make_split(t, 0.2, 0.2, seed=0)
     group_of = dict(zip(t.paths, t.groups))
     sides_of_group = {}
-    for side, paths in s["sides"].items():
+    for side, paths in s.sides.items():
         for p in paths:
             sides_of_group.setdefault(group_of[p], set()).add(side)
     assert all(len(v) == 1 for v in sides_of_group.values())
-    assert all(len(s["sides"][k]) for k in ("train", "val", "test"))
+    assert all(len(s.sides[k]) for k in ("train", "val", "test"))
 
 
 def test_stratified_ratios(tmp_path):
@@ -52,7 +52,7 @@ def test_stratified_ratios(tmp_path):
     t = read_table(write_tiny(tmp_path, n=300, missing_every=0))
     s = make_split(t, 0.2, 0.1, stratify="color")
     for side in ("train", "test"):
-        rows = [t.paths.index(p) for p in s["sides"][side]]
+        rows = [t.paths.index(p) for p in s.sides[side]]
         share = (t.labels[rows, 0] == 0).mean()
         assert abs(share - 1 / 3) < 0.03
 
@@ -99,7 +99,7 @@ def test_hand_edited_split_rejected(tiny, tmp_path):
 def test_exact_duplicates_across_sides(tiny):
     t = read_table(tiny)
     s = make_split(t, seed=0)
-    a, b = s["sides"]["train"][0], s["sides"]["test"][0]
+    a, b = s.sides["train"][0], s.sides["test"][0]
     (t.image_root / b).write_bytes((t.image_root / a).read_bytes())
     dups = cross_side_duplicates(t, s)
     assert {(d[1], d[3]) for d in dups} & {(a, b), (b, a)}

@@ -60,23 +60,24 @@ def run_split(args) -> int:
     files.check_output(out, force=True, inputs=[Path(args.csv)], what="split file")  # save_split refuses to replace
     table = read_table(args.csv, args.images, args.heads, args.ignore_columns, args.group_column)
     split = make_split(table, args.test_fraction, args.val_fraction, args.split_seed, args.stratify)
-    record_duplicates(split, table)
+    split = record_duplicates(split, table)
     path = save_split(split, out, force=args.force)
     print(describe_split(split, table))
     print(f"saved {path}")
     return 0
 
 
-def describe_split(split: dict, table) -> str:
-    c = split["counts"]
+def describe_split(split, table) -> str:
+    """``split``: an :class:`attrfit.data.split.Split`; ``table`` the table it was verified against."""
+    c = split.counts
     n = sum(c.values())
-    group = f", grouped by '{split['group_column']}'" if split["group_column"] else ""
+    group = f", grouped by '{split.group_column}'" if split.group_column else ""
     lines = [
         f"{n} rows, heads: {', '.join(table.schema.heads)}",
         f"train {c['train']} ({c['train'] / n:.1%}), val {c['val']} ({c['val'] / n:.1%}), "
-        f"test {c['test']} ({c['test'] / n:.1%}); seed {split['seed']}{group}, "
-        + (f"stratified by '{split['stratify']}'" if split["stratify"] != "none" else "not stratified"),
-        f"fingerprint {split['fingerprint'][:16]}",
+        f"test {c['test']} ({c['test'] / n:.1%}); seed {split.seed}{group}, "
+        + (f"stratified by '{split.stratify}'" if split.stratify != "none" else "not stratified"),
+        f"fingerprint {split.fingerprint[:16]}",
     ]
     return "\n".join(lines)
 

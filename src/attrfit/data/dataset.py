@@ -18,8 +18,9 @@ import torch
 from attrfit.data.cache import load_or_build, parse_size
 from attrfit.core.errors import AttrfitError
 from attrfit.core.options import OneOf, Range, option
-from attrfit.data.split import (SIDES, default_split_path, load_split, make_split, new_split_advice, no_train_labels_message,
-                           record_duplicates, same_split, save_split, unlearnable_heads, verify_split)
+from attrfit.data.split import (SIDES, Split, default_split_path, load_split, make_split, new_split_advice,
+                                no_train_labels_message, record_duplicates, same_split, save_split, unlearnable_heads,
+                                verify_split)
 from attrfit.data.table import Schema, Table, read_table, with_class_order
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class DataConfig:
 @dataclass
 class Data:
     table: Table
-    split: dict
+    split: Split
     split_path: Path
     images: torch.Tensor  # uint8 N x 3 x H x W, decoded rows
     labels: torch.Tensor  # int64 N x n_heads, -1 = missing
@@ -97,18 +98,17 @@ def read_config_table(cfg: DataConfig, schema: Schema | None = None) -> Table:
     )
 
 
-def obtain_split(cfg: DataConfig, table: Table, create: bool = True) -> tuple[dict, Path]:
+def obtain_split(cfg: DataConfig, table: Table, create: bool = True) -> tuple[Split, Path]:
     """Load the saved split; make and save it the first time (never silently re-made)."""
     path = cfg.split_path()
     if path.exists():
         return load_split(path), path
     if not create:
         raise AttrfitError(f"{path}: no split file; make one with 'attrfit split {cfg.csv}'")
-    split = make_split(table, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify)
-    record_duplicates(split, table)
+    split = record_duplicates(make_split(table, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify), table)
     save_split(split, path)
     log.info("made and saved a new split %s (test %d, val %d, train %d)", path,
-             split["counts"]["test"], split["counts"]["val"], split["counts"]["train"])
+             split.counts["test"], split.counts["val"], split.counts["train"])
     return split, path
 
 
@@ -133,13 +133,13 @@ def read_checked(cfg: DataConfig, schema: Schema | None = None, create_split: bo
 SPLIT_OPTIONS = (("test_fraction", "test_fraction", "--test-fraction", "--test-fraction"),
                  ("val_fraction", "val_fraction", "--val-fraction", "--val-fraction"),
                  ("split_seed", "seed", "--split-seed", "--split-seed"),
-                 ("stratify", "stratify", "--stratify", "--stratify"))  # (field, split key, train flag, split flag)
+                 ("stratify", "stratify", "--stratify", "--stratify"))  # (field, Split field, train flag, split flag)
 
 
-def follow_split(cfg: DataConfig, split: dict, path: Path) -> DataConfig:
+def follow_split(cfg: DataConfig, split: Split, path: Path) -> DataConfig:
     """``cfg`` checked against the existing split ``split``; its group column filled in from it."""
-    differ = [(flag, new_flag, getattr(cfg, f), split.get(key)) for f, key, flag, new_flag in SPLIT_OPTIONS
-              if getattr(cfg, f) is not None and getattr(cfg, f) != split.get(key)]
+    differ = [(flag, new_flag, getattr(cfg, f), getattr(split, key)) for f, key, flag, new_flag in SPLIT_OPTIONS
+              if getattr(cfg, f) is not None and getattr(cfg, f) != getattr(split, key)]
     if differ:
         given = ", ".join(f"{flag} {mine} (the split: {theirs})" for flag, _, mine, theirs in differ)
         options = " ".join(f"{new_flag} {mine}" for _, new_flag, mine, _ in differ)
@@ -147,7 +147,7 @@ def follow_split(cfg: DataConfig, split: dict, path: Path) -> DataConfig:
             f"the split file {path} already exists and was made with other settings: {given}; a saved split is "
             f"never re-made. Leave these options out to use it as it is, or "
             f"{new_split_advice(f'{cfg.csv} {options}')}")
-    recorded = split.get("group_column")
+    recorded = split.group_column
     if cfg.group_column is None and recorded:
         log.info("using group column '%s', which %s was made with", recorded, path)
         return dataclasses.replace(cfg, group_column=recorded)
@@ -160,11 +160,11 @@ def follow_split(cfg: DataConfig, split: dict, path: Path) -> DataConfig:
     return cfg
 
 
-def match_split_schema(table: Table, split: dict, path: Path) -> Table:
+def match_split_schema(table: Table, split: Split, path: Path) -> Table:
     """Refuse other heads than the split's, naming them; adopt the split's class order where only that differs."""
-    if "schema" not in split:
+    if split.schema is None:
         return table
-    saved = Schema.from_dict(split["schema"])
+    saved = split.schema
     if saved.heads != table.schema.heads:
         raise AttrfitError(
             f"the split file {path} was made for other heads: its heads are {list(saved.heads)}, the table's are "
@@ -190,23 +190,23 @@ def saved_run_config(cfg: DataConfig, run: str | Path) -> DataConfig:
     original = cfg.split_path()
     if not original.is_file():
         log.info("%s is gone; using the run's own copy %s", original, copy)
-    elif not same_split(load_split(copy), load_split(original)):
+    elif not same_split(load_split(copy).ref(copy), load_split(original)):
         log.info("%s changed since the run was trained; using the run's own copy %s", original, copy)
     return dataclasses.replace(cfg, split=str(copy))
 
 
 def check_trainable(data: "Data") -> None:
     """Refuse to train with an empty train or val side, or a head with no train label, naming the cause."""
-    counts, csv = data.split.get("counts", {}), data.table.csv_path
+    counts, csv = data.split.counts, data.table.csv_path
     if len(data.sides["train"]) == 0:
         raise AttrfitError(f"the train side of {data.split_path} is empty; {new_split_advice(csv)}")
     if len(data.sides["val"]) == 0:
-        if counts.get("val", 0) > 0:
+        if counts["val"] > 0:
             cause = f"all {counts['val']} of its images were unreadable and dropped (--skip-bad-images)"
-        elif data.split.get("val_fraction") == 0:
+        elif data.split.val_fraction == 0:
             cause = "it was made with --val-fraction 0; training needs a val side to pick the best epoch"
         else:
-            group = data.split.get("group_column")
+            group = data.split.group_column
             cause = (f"its {len(data.table)} rows{f' (grouped by {group!r})' if group else ''} were too few for a "
                      "val share (an older attrfit saved such splits)")
         raise AttrfitError(f"the val side of {data.split_path} is empty: {cause}; {new_split_advice(csv)}")

@@ -12,10 +12,12 @@ re-splitting, which is how test images leak into training.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,63 @@ SIDES = ("train", "val", "test")
 DEFAULT_TEST_FRACTION = 0.15
 DEFAULT_VAL_FRACTION = 0.1
 NO_STRATIFY = "none"  # --stratify none: one bucket, no class ratios kept
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """What a checkpoint records of its split: the file, the table it fits, which image is on which side."""
+
+    path: str
+    fingerprint: str
+    assignment: str | None  # None: recorded by an attrfit that did not digest the assignment
+
+
+@dataclass(frozen=True)
+class Split:
+    """A saved split: the one reader and writer of the split file's keys (:meth:`from_dict`, :meth:`to_dict`).
+
+    ``sides`` maps "train"/"val"/"test" to sorted ``image_path`` values. Keys that older
+    split files may lack are None (``schema``, ``assignment``, ``row_digests``,
+    ``exact_duplicates_across_sides``: the last is None when duplicates were never looked for).
+    """
+
+    seed: int
+    fingerprint: str  # sha256 of the table the split was made from (see :func:`fingerprint`)
+    sides: dict[str, list[str]]
+    counts: dict[str, int]  # images per side when the split was made
+    test_fraction: float | None = None
+    val_fraction: float | None = None
+    group_column: str | None = None
+    stratify: str | None = None  # a head, or "none"
+    n_rows: int | None = None
+    schema: Schema | None = None
+    assignment: str | None = None  # assignment_digest(sides)
+    row_digests: dict[str, list[str]] | None = None  # per side, row_digest of each listed image
+    exact_duplicates_across_sides: list[list[str]] | None = None  # [side_a, path_a, side_b, path_b] each
+    format: int = SPLIT_FORMAT
+
+    OPTIONAL = ("schema", "assignment", "row_digests", "exact_duplicates_across_sides")  # left out when None
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["schema"] = self.schema.to_dict() if self.schema is not None else None
+        d["sides"] = {s: list(self.sides[s]) for s in SIDES}
+        return {k: v for k, v in d.items() if v is not None or k not in self.OPTIONAL}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Split":
+        """Raises KeyError, TypeError or AssertionError when ``d`` is not a split."""
+        sides = d["sides"]
+        assert all(isinstance(sides[s], list) and all(isinstance(p, str) for p in sides[s]) for s in SIDES)
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in d.items() if k in known}
+        schema = Schema.from_dict(d["schema"]) if d.get("schema") is not None else None
+        counts = d.get("counts") or {s: len(sides[s]) for s in SIDES}
+        return cls(**{**kept, "seed": d["seed"], "fingerprint": d["fingerprint"], "sides": {s: sides[s] for s in SIDES},
+                      "counts": counts, "schema": schema})
+
+    def ref(self, path: str | Path) -> SplitRef:
+        return SplitRef(str(path), self.fingerprint, assignment_digest(self.sides))
 
 
 def new_split_advice(csv_path: str | Path = "CSV") -> str:
@@ -63,7 +122,7 @@ def make_split(
     val_fraction: float | None = None,
     seed: int | None = None,
     stratify: str | None = None,
-) -> dict:
+) -> Split:
     """Assign every row to train/val/test, keeping each group on one side.
 
     Units (groups, or single rows without a group column) are bucketed by the stratify
@@ -74,7 +133,7 @@ def make_split(
     with an empty test (or val) side and one whose train side has no label for a head.
 
     >>> split = make_split(table, 0.15, 0.1, seed=0)  # doctest: +SKIP
-    >>> sorted(split["sides"])  # doctest: +SKIP
+    >>> sorted(split.sides)  # doctest: +SKIP
     ['test', 'train', 'val']
     """
     test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
@@ -96,21 +155,10 @@ def make_split(
     digests = {table.paths[i]: row_digest(table, i) for i in range(len(table))}
     for s in SIDES:
         sides[s].sort()
-    return {
-        "format": SPLIT_FORMAT,
-        "seed": seed,
-        "test_fraction": test_fraction,
-        "val_fraction": val_fraction,
-        "group_column": table.group_column,
-        "stratify": head,
-        "n_rows": len(table),
-        "fingerprint": fingerprint(table),
-        "schema": table.schema.to_dict(),
-        "counts": {s: len(sides[s]) for s in SIDES},
-        "assignment": assignment_digest(sides),
-        "sides": sides,
-        "row_digests": {s: [digests[p] for p in sides[s]] for s in SIDES},
-    }
+    return Split(seed=seed, fingerprint=fingerprint(table), sides=sides, counts={s: len(sides[s]) for s in SIDES},
+                 test_fraction=test_fraction, val_fraction=val_fraction, group_column=table.group_column,
+                 stratify=head, n_rows=len(table), schema=table.schema, assignment=assignment_digest(sides),
+                 row_digests={s: [digests[p] for p in sides[s]] for s in SIDES})
 
 
 def assignment_digest(sides: dict[str, list[str]]) -> str:
@@ -220,7 +268,7 @@ def default_split_path(csv_path: Path) -> Path:
     return Path(csv_path).with_name(Path(csv_path).stem + ".split.json")
 
 
-def save_split(split: dict, path: str | Path, force: bool = False) -> Path:
+def save_split(split: Split, path: str | Path, force: bool = False) -> Path:
     """Write the split atomically; never overwrite an existing file unless ``force``."""
     path = Path(path)
     if path.exists() and not force:
@@ -229,27 +277,25 @@ def save_split(split: dict, path: str | Path, force: bool = False) -> Path:
             "leak into training). Use it as it is, or write a new one with --out NEW.split.json (and train with "
             "--split NEW.split.json); --force replaces it"
         )
-    text = json.dumps(split, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    text = json.dumps(split.to_dict(), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     files.write_text(path, text, "the split file",
                      "choose a writable place for it (--split FILE, or --out FILE with 'attrfit split')")
     return path
 
 
-def load_split(path: str | Path) -> dict:
+def load_split(path: str | Path) -> Split:
+    """Read and check a split file (any a current or older attrfit wrote)."""
     path = Path(path)
     if not path.is_file():
         raise AttrfitError(f"{path}: no such split file; make one with 'attrfit split'")
     try:
-        split = json.loads(path.read_text(encoding="utf-8"))
-        sides = split["sides"]
-        assert all(isinstance(sides[s], list) and all(isinstance(p, str) for p in sides[s]) for s in SIDES)
-        split["fingerprint"], split["seed"]
-    except (ValueError, KeyError, TypeError, AssertionError):
+        split = Split.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AssertionError, AttrfitError):
         raise AttrfitError(f"{path}: not a valid attrfit split file (was it edited by hand?)") from None
-    overlap = _overlaps(sides)
+    overlap = _overlaps(split.sides)
     if overlap:
         raise AttrfitError(f"{path}: {overlap}; the split file was edited by hand, make a new one with 'attrfit split'")
-    if "assignment" in split and split["assignment"] != assignment_digest(sides):
+    if split.assignment is not None and split.assignment != assignment_digest(split.sides):
         raise AttrfitError(f"{path}: the images on its sides were edited by hand (their digest does not match); "
                            f"{new_split_advice()}, and retrain")
     return split
@@ -265,18 +311,18 @@ def _overlaps(sides: dict) -> str:
     return ""
 
 
-def verify_split(split: dict, table: Table, split_path: str | Path = "split") -> dict[str, np.ndarray]:
+def verify_split(split: Split, table: Table, split_path: str | Path = "split") -> dict[str, np.ndarray]:
     """Check the split matches the table; return row indices per side.
 
     Refuses (AttrfitError naming the difference) when rows were added, removed or relabelled.
     """
-    if fingerprint(table) != split["fingerprint"]:
+    if fingerprint(table) != split.fingerprint:
         raise AttrfitError(f"{split_path} does not match {table.csv_path}: {describe_difference(split, table)}")
-    saved = Schema.from_dict(split["schema"]) if "schema" in split else table.schema
+    saved = split.schema or table.schema
     if saved.differences(table.schema):
         raise AttrfitError(f"{split_path}: schema differs from the table: {'; '.join(saved.differences(table.schema))}")
     index = {p: i for i, p in enumerate(table.paths)}
-    listed = [p for s in SIDES for p in split["sides"][s]]
+    listed = [p for s in SIDES for p in split.sides[s]]
     if len(listed) != len(index) or not set(listed) <= set(index):
         unknown = sorted(set(listed) - set(index))
         unlisted = sorted(set(index) - set(listed))
@@ -284,12 +330,13 @@ def verify_split(split: dict, table: Table, split_path: str | Path = "split") ->
         what += [f"leaves out {len(unlisted)} of its rows (e.g. {', '.join(unlisted[:3])})"] if unlisted else []
         raise AttrfitError(f"{split_path}: the split {' and '.join(what) or 'lists an image twice'}; it was edited "
                            f"by hand: {new_split_advice(table.csv_path)}")
-    return {s: np.array([index[p] for p in split["sides"][s]], dtype=np.int64) for s in SIDES}
+    return {s: np.array([index[p] for p in split.sides[s]], dtype=np.int64) for s in SIDES}
 
 
-def describe_difference(split: dict, table: Table) -> str:
-    saved = {p: (s, d) for s in SIDES for p, d in zip(split["sides"][s], split.get("row_digests", {}).get(s, []))}
-    saved_paths = {p for s in SIDES for p in split["sides"][s]}
+def describe_difference(split: Split, table: Table) -> str:
+    digests = split.row_digests or {}
+    saved = {p: (s, d) for s in SIDES for p, d in zip(split.sides[s], digests.get(s, []))}
+    saved_paths = {p for s in SIDES for p in split.sides[s]}
     now = set(table.paths)
     added = sorted(now - saved_paths)
     removed = sorted(saved_paths - now)
@@ -299,7 +346,7 @@ def describe_difference(split: dict, table: Table) -> str:
         if items:
             parts.append(f"{len(items)} row(s) {what} (e.g. {', '.join(items[:3])})")
     if not parts:
-        heads = split.get("schema", {}).get("heads")
+        heads = list(split.schema.heads) if split.schema is not None else None
         parts.append(f"its heads are {heads}, the table's {list(table.schema.heads)}"
                      if heads not in (None, list(table.schema.heads)) else "the heads or group column differ")
     return (
@@ -317,9 +364,9 @@ def file_digests(paths: list[Path]) -> list[str]:
     return out
 
 
-def cross_side_duplicates(table: Table, split: dict) -> list[tuple[str, str, str, str]]:
+def cross_side_duplicates(table: Table, split: Split) -> list[tuple[str, str, str, str]]:
     """Images whose bytes are identical but sit on different sides: (side_a, path_a, side_b, path_b)."""
-    side_of = {p: s for s in SIDES for p in split["sides"][s]}
+    side_of = {p: s for s in SIDES for p in split.sides[s]}
     first: dict[str, str] = {}
     out = []
     for p, d in zip(table.paths, file_digests(table.abs_paths())):
@@ -329,19 +376,17 @@ def cross_side_duplicates(table: Table, split: dict) -> list[tuple[str, str, str
     return out
 
 
-def record_duplicates(split: dict, table: Table) -> list[tuple[str, str, str, str]]:
-    """Find byte-identical images on different sides, store them in the split, log a warning."""
+def record_duplicates(split: Split, table: Table) -> Split:
+    """The split with its byte-identical images on different sides recorded (and a warning logged)."""
     dups = cross_side_duplicates(table, split)
-    split["exact_duplicates_across_sides"] = [list(d) for d in dups]
     if dups:
         log.warning("%d image(s) have byte-identical copies on another side (they leak), e.g. %s", len(dups),
                     "; ".join(f"{a}:{pa} = {b}:{pb}" for a, pa, b, pb in dups[:3]))
-    return dups
+    return dataclasses.replace(split, exact_duplicates_across_sides=[list(d) for d in dups])
 
 
-def same_split(recorded: dict, split: dict) -> bool:
+def same_split(recorded: SplitRef, split: Split) -> bool:
     """Whether a split equals the one a checkpoint recorded: same table and same assignment to sides."""
-    if recorded.get("fingerprint") != split["fingerprint"]:
+    if recorded.fingerprint != split.fingerprint:
         return False
-    a, b = recorded.get("assignment"), split.get("assignment") or assignment_digest(split["sides"])
-    return a is None or a == b
+    return recorded.assignment is None or recorded.assignment == (split.assignment or assignment_digest(split.sides))

@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
+from attrfit.data.split import SplitRef
 
 log = logging.getLogger(__name__)
 
@@ -181,24 +182,23 @@ class Loaded:
     environment: dict | None
 
 
-def split_of(run: Path) -> dict:
+def split_of(run: Path) -> SplitRef | None:
     """The split a run's best checkpoint recorded (fingerprint, assignment digest)."""
     from attrfit.model import checkpoint
 
-    path = checkpoint.resolve(run)
-    return checkpoint.load(path).get("split") or {}
+    return checkpoint.Checkpoint.load(checkpoint.resolve(run)).split
 
 
 def check_same_test_images(runs: list[Path]) -> str:
     """The shared split assignment digest, or a clear refusal naming the runs that differ."""
     splits = [split_of(r) for r in runs]
-    digests = [s.get("assignment") for s in splits]
+    digests = [s.assignment if s is not None else None for s in splits]
     if None in digests:
         old = runs[digests.index(None)]
         raise AttrfitError(f"{old}: its checkpoint does not record which images were on which side, so its test "
                            "images cannot be matched to the other runs'; retrain it with this attrfit")
     if len(set(digests)) > 1:
-        lines = ", ".join(f"{r} ({d[:8]}, split {s.get('path', '?')})" for r, d, s in zip(runs, digests, splits))
+        lines = ", ".join(f"{r} ({d[:8]}, split {s.path})" for r, d, s in zip(runs, digests, splits))
         raise AttrfitError(f"the runs were trained on different splits (assignment digests: {lines}), so they were "
                            "tested on different images and cannot be compared image by image. Compare only runs "
                            "made with the same split file (train them with --split FILE on the same CSV)")
@@ -231,12 +231,12 @@ def check_same_rows(loaded: list[Loaded]) -> None:
 
 def run_info(label: str, x: Loaded) -> RunInfo:
     ckpt, res = x.scored.checkpoint, x.results or {}
-    prog, cfg = ckpt["progress"], ckpt["config"]
+    prog, cfg = ckpt.progress, ckpt.config
     rates = [float(r["images_per_s"]) for r in x.metrics if r.get("images_per_s")]
-    return RunInfo(label, str(x.run), prog.get("best_epoch"), len(x.metrics) or prog.get("epoch"), cfg.get("epochs"),
-                   res.get("wall_time_s", prog.get("wall_time")),
+    return RunInfo(label, str(x.run), prog.best_epoch, len(x.metrics) or prog.epoch, cfg.get("epochs"),
+                   res.get("wall_time_s", prog.wall_time),
                    res.get("images_per_s", float(np.median(rates)) if rates else None),
-                   ckpt.get("max_lr"), ckpt.get("precision"))
+                   ckpt.max_lr, ckpt.precision)
 
 
 def config_diff(loaded: list[Loaded]) -> list[tuple[str, list]]:
@@ -246,9 +246,9 @@ def config_diff(loaded: list[Loaded]) -> list[tuple[str, list]]:
     flat = []
     for x in loaded:
         ckpt = x.scored.checkpoint
-        f = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in flatten(ckpt["config"]).items()}
-        f["max_lr (resolved)"] = ckpt.get("max_lr")
-        f["precision (used)"] = ckpt.get("precision")
+        f = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in flatten(ckpt.config).items()}
+        f["max_lr (resolved)"] = ckpt.max_lr
+        f["precision (used)"] = ckpt.precision
         flat.append(f)
     keys = list(dict.fromkeys(k for f in flat for k in f))
     return [(k, [f.get(k) for f in flat]) for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]

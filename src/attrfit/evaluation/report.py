@@ -51,6 +51,8 @@ from matplotlib.lines import Line2D
 
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
+from attrfit.data.split import Split
+from attrfit.model.checkpoint import Checkpoint
 from attrfit.evaluation import mistakes
 from attrfit.evaluation.metrics import is_collapsed
 
@@ -262,8 +264,8 @@ def overfit_warnings(train_acc: dict[str, float], val_acc: dict[str, float], epo
     return out
 
 
-def duplicate_warnings(split: dict | None) -> list[str]:
-    dups = (split or {}).get("exact_duplicates_across_sides") or []
+def duplicate_warnings(dups: list[list[str]] | None) -> list[str]:
+    """``dups``: the split's exact duplicates across sides, [side_a, path_a, side_b, path_b] each."""
     if not dups:
         return []
     a_side, a, b_side, b = dups[0]
@@ -273,7 +275,7 @@ def duplicate_warnings(split: dict | None) -> list[str]:
 
 def warnings_for(rows: list[HeadRow], side: str, val_heads: dict | None = None, test_heads: dict | None = None,
                  train_acc: dict[str, float] | None = None, val_acc: dict[str, float] | None = None,
-                 best_epoch: int | None = None, split: dict | None = None) -> list[str]:
+                 best_epoch: int | None = None, duplicates: list[list[str]] | None = None) -> list[str]:
     """Every warning that applies, in plain words, as "HEAD: ..." (or "split: ..."), grouped by head.
 
     Example:
@@ -289,7 +291,7 @@ def warnings_for(rows: list[HeadRow], side: str, val_heads: dict | None = None, 
         out += overfit_warnings(train_acc, val_acc, best_epoch)
     order = {r.head: i for i, r in enumerate(rows)}
     out.sort(key=lambda w: order.get(w.partition(": ")[0], len(order)))  # stable: per head, kinds in order
-    return duplicate_warnings(split) + out
+    return duplicate_warnings(duplicates) + out
 
 
 # ---------------------------------------------------------------- figures
@@ -461,7 +463,7 @@ class RunFacts:
     environment: dict
     results: dict | None  # results.json (test side, best checkpoint); None if training never finished
     split_ref: dict
-    split: dict
+    split: Split
     split_path: Path
     metrics: list[dict]  # metrics.csv rows (strings)
     table: object  # attrfit.data.table.Table
@@ -480,9 +482,9 @@ def read_run(run: Path, scored) -> RunFacts:
     from attrfit.recipe.config import from_dict
     from attrfit.data.dataset import read_checked, saved_run_config
 
-    cfg = from_dict(scored.checkpoint["config"])
+    cfg = from_dict(scored.checkpoint.config)
     table, split, split_path, sides = read_checked(saved_run_config(cfg.data, run), scored.schema, create_split=False)
-    return RunFacts(run, scored.checkpoint["config"], _optional_json(run / "environment.json") or {},
+    return RunFacts(run, scored.checkpoint.config, _optional_json(run / "environment.json") or {},
                     _optional_json(run / "results.json"), _optional_json(run / "split_ref.json") or {},
                     split, Path(split_path), runs.MetricsLog(run / "metrics.csv").rows(), table, sides)
 
@@ -533,7 +535,7 @@ def make_figures(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> dic
     from attrfit.evaluation.metrics import confusion_matrix
 
     schema, ckpt = scored.schema, scored.checkpoint
-    best = ckpt["progress"].get("best_epoch")
+    best = ckpt.progress.best_epoch
     figs: dict[str, tuple[str, bytes]] = {}
     if facts.metrics:
         figs["loss.png"] = ("Training loss per epoch.", png_bytes(loss_figure(facts.metrics, schema.heads)))
@@ -547,7 +549,7 @@ def make_figures(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> dic
         cfg = from_dict(facts.config)
         total = max(1, round(cfg.epochs * per_epoch))
         figs["schedule.png"] = ("Learning rate and momentum of every step, recomputed from the config.",
-                                png_bytes(schedule_figure(cfg, total, per_epoch, float(ckpt["max_lr"]), facts.metrics)))
+                                png_bytes(schedule_figure(cfg, total, per_epoch, float(ckpt.max_lr), facts.metrics)))
     lr_png = facts.run / "lr_find" / "lr_find.png"
     if lr_png.is_file():
         figs["lr_find.png"] = ("LR range test (run before training to pick the max LR).", lr_png.read_bytes())
@@ -608,11 +610,11 @@ def make_report(run: str | Path, side: str = "test", progress: bool = False, n_b
 
 
 def collect_warnings(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> list[str]:
-    best = scored.checkpoint["progress"].get("best_epoch")
-    val = (scored.checkpoint.get("val") or {}).get("heads")
+    best = scored.checkpoint.progress.best_epoch
+    val = (scored.checkpoint.val or {}).get("heads")
     test = scored.results["heads"] if side == "test" else (facts.results or {}).get("heads")
     train_acc, val_acc = train_val_accuracy(best_row(facts.metrics, best), scored.schema.heads)
-    return warnings_for(rows, side, val, test, train_acc, val_acc, best, facts.split)
+    return warnings_for(rows, side, val, test, train_acc, val_acc, best, facts.split.exact_duplicates_across_sides)
 
 
 def save_report(report: Report, out: str | Path) -> Path:
@@ -748,43 +750,43 @@ def data_table(facts: RunFacts, schema, majority_rows: list[HeadRow]) -> Safe:
 
 def split_pairs(facts: RunFacts) -> list[tuple[str, object]]:
     s = facts.split
-    c = s.get("counts", {})
+    c = s.counts
     n = sum(c.values()) or 1
     sizes = ", ".join(f"{k} {c[k]} ({c[k] / n:.0%})" for k in ("train", "val", "test") if k in c)
-    if "exact_duplicates_across_sides" not in s:
+    d = s.exact_duplicates_across_sides
+    if d is None:
         dup = "not checked (run 'attrfit split' to make a split that checks byte-identical images)"
     else:
-        d = s["exact_duplicates_across_sides"]
         dup = "none found" if not d else f"{len(d)} image(s) with a byte-identical copy on another side"
     return [("split file", str(facts.split_path)), ("sizes", sizes),
-            ("grouping column", s.get("group_column") or "none (rows split independently)"),
-            ("stratified by", s.get("stratify", "–")), ("seed", s.get("seed", "–")),
-            ("fingerprint", str(s.get("fingerprint", ""))[:16]), ("exact duplicates across sides", dup)]
+            ("grouping column", s.group_column or "none (rows split independently)"),
+            ("stratified by", s.stratify or "–"), ("seed", s.seed),
+            ("fingerprint", str(s.fingerprint)[:16]), ("exact duplicates across sides", dup)]
 
 
 def training_pairs(facts: RunFacts, scored) -> list[tuple[str, object]]:
     env, res, ckpt = facts.environment, facts.results or {}, scored.checkpoint
-    prog = ckpt["progress"]
-    wall = res.get("wall_time_s", prog.get("wall_time"))
+    prog = ckpt.progress
+    wall = res.get("wall_time_s", prog.wall_time)
     rate = res.get("images_per_s")
     cpu = f"{env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch threads)"
     hw = f"{env['cuda']}; host CPU {cpu}" if env.get("cuda") else cpu
-    return [("epochs", f"{prog.get('epoch')} of {facts.config.get('epochs')}; best epoch {prog.get('best_epoch')} "
+    return [("epochs", f"{prog.epoch} of {facts.config.get('epochs')}; best epoch {prog.best_epoch} "
                        f"(picked by {facts.config.get('monitor')} on val)"),
             ("model", model_summary(ckpt)),
-            ("max learning rate", num(ckpt.get("max_lr"), "{:.4g}")),
+            ("max learning rate", num(ckpt.max_lr, "{:.4g}")),
             ("wall time (training)", f"{num(wall, '{:.1f}')} s" + (f" ({wall / 60:.1f} min)" if wall else "")),
             ("training images/s (median over epochs)", num(rate, "{:.0f}")),
-            ("device", f"{env.get('device', '?')}, precision {env.get('precision', ckpt.get('precision', '?'))}, "
+            ("device", f"{env.get('device', '?')}, precision {env.get('precision', ckpt.precision)}, "
                        f"{env.get('world_size', 1)} process(es)"),
             ("hardware", hw), ("attrfit", env.get("attrfit", "?")), ("torch", env.get("torch", "?")),
             ("python", env.get("python", "?")), ("platform", env.get("platform", "?"))]
 
 
-def model_summary(ckpt: dict) -> str:
+def model_summary(ckpt: Checkpoint) -> str:
     """The resolved model settings and its parameter count (BatchNorm statistics excluded)."""
-    args = ckpt["model_args"]["cfg"]
-    n = sum(v.numel() for k, v in ckpt["model"].items() if "running_" not in k and "num_batches" not in k)
+    args = ckpt.model_args.cfg
+    n = sum(v.numel() for k, v in ckpt.model.items() if "running_" not in k and "num_batches" not in k)
     settings = ", ".join(f"{k} {v}" for k, v in args.items() if v is not None)
     return f"{settings}; {n / 1e6:.2f} M parameters"
 
@@ -823,7 +825,7 @@ def config_html(config: dict) -> Safe:
 def render_html(facts: RunFacts, scored, rows: list[HeadRow], warnings: list[str],
                 figs: dict[str, tuple[str, bytes]], side: str) -> str:
     """The whole page (every user string escaped, every image a data: URI)."""
-    schema, prog = scored.schema, scored.checkpoint["progress"]
+    schema, prog = scored.schema, scored.checkpoint.progress
     curves = [figure_html(n, c, d) for n, (c, d) in figs.items() if not n.startswith("confusion_")]
     matrices = [(n, c, d) for n, (c, d) in figs.items() if n.startswith("confusion_")]  # one per head, in order
     num_classes = {f"{j:02d}": k for j, k in enumerate(schema.num_classes)}  # matrix names: confusion_<j>_<head>
@@ -839,7 +841,7 @@ def render_html(facts: RunFacts, scored, rows: list[HeadRow], warnings: list[str
                   ("image size", f"{facts.config['data']['size']} ({facts.config['data']['resize']})")]
     parts = {
         "title": esc(f"attrfit report: {facts.run.name}"),
-        "subtitle": esc(f"Best checkpoint (epoch {prog.get('best_epoch')}) scored on the {side} side "
+        "subtitle": esc(f"Best checkpoint (epoch {prog.best_epoch}) scored on the {side} side "
                         f"({n_side} images). Run folder {facts.run.resolve()}; report made "
                         f"{time.strftime('%Y-%m-%d %H:%M')}."),
         "warnings": warnings_html(warnings, schema.heads),

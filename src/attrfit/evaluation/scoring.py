@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from attrfit.evaluation.metrics import (head_metrics, instance_metrics, is_collapsed, majority_classes, mean_accuracy_ma,
                              summarize)
+from attrfit.model.checkpoint import Checkpoint
 from attrfit.model.precision import autocast, guard_bf16, inference_batches, resolve_device, resolve_precision
 from attrfit.data.table import Schema
 
@@ -196,7 +197,7 @@ class Scored:
     labels: np.ndarray  # N x H, -1 missing
     paths: list[str]  # image_path per row
     schema: Schema
-    checkpoint: dict
+    checkpoint: Checkpoint
     images: Tensor | None = None  # uint8 N x 3 x H x W of the rows (thumbnails of the report's mistakes)
 
 
@@ -218,14 +219,14 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     from attrfit.model.checkpoint import model_from_checkpoint
 
     path = checkpoint.resolve(ckpt_or_run)
-    ckpt = checkpoint.load(path)
-    cfg = from_dict(ckpt["config"])
+    ckpt = Checkpoint.load(path)
+    cfg = from_dict(ckpt.config)
     data_cfg = saved_run_config(dataclasses.replace(cfg.data, csv=csv) if csv else cfg.data, path.parent)
     if not csv:
         runs.check_recorded_paths(data_cfg, path, "or (attrfit evaluate) give its new place with --csv NEW.csv")
-    schema = Schema.from_dict(ckpt["schema"])
+    schema = ckpt.schema
     data = load_data(data_cfg, schema=schema, progress=progress, create_split=False)
-    if "split" in ckpt and not same_split(ckpt["split"], data.split):
+    if ckpt.split is not None and not same_split(ckpt.split, data.split):
         raise AttrfitError(f"{data.split_path} is not the split {path} was trained with (the table or the "
                            "assignment to sides changed); evaluate with the original split file")
     dev = resolve_device(device)
@@ -235,7 +236,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     guard_bf16(model, precision, dev, tuple(data.images.shape[2:]), None, inference_batches(len(rows), cfg.eval_batch_size))
     results, probs = evaluate_images(model, data.images[rows], data.labels[rows], data.labels[data.sides["train"]],
                                      schema, dev, precision, cfg.eval_batch_size, tta)
-    results = {**results, "side": side, "checkpoint": str(path), "epoch": ckpt["progress"]["epoch"]}
+    results = {**results, "side": side, "checkpoint": str(path), "epoch": ckpt.progress.epoch}
     paths = [data.image_paths[int(r)] for r in rows]
     return Scored(results, probs, data.labels[rows].numpy(), paths, schema, ckpt, data.images[rows])
 
@@ -246,7 +247,7 @@ def evaluate_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False,
     return score_checkpoint(ckpt_or_run, side, tta, csv, progress, device).results
 
 
-def inference_precision(ckpt: dict, device: torch.device) -> str:
+def inference_precision(ckpt: Checkpoint, device: torch.device) -> str:
     """The precision the run trained (and validated) with, where this device supports it."""
-    trained = ckpt.get("precision", "fp32")
+    trained = ckpt.precision
     return "fp32" if trained == "fp16" and device.type == "cpu" else resolve_precision(trained, device)

@@ -6,18 +6,21 @@ fsynced, then renamed over the target, so a crash leaves either the old file or 
 one, never half of one. The previous ``last.pt`` is kept as ``last.prev.pt`` so that a
 damaged latest checkpoint falls back to the one before.
 
-The dict holds: ``format``, ``attrfit_version``, ``model_args`` (to rebuild the model),
-``model`` (un-compiled state dict), ``optimizer``, ``ema``, ``epoch`` (completed),
-``step`` (global), ``epoch_step`` (steps done inside the current epoch), ``best``,
-``config``, ``schema``, ``rng``.
+On disk the payload is a plain dict (``format``, ``attrfit_version`` and the fields of
+:class:`Checkpoint`, ``progress``, ``split`` and ``data`` as dicts). :class:`Checkpoint` is
+the one reader and writer of its keys: code reads ``Checkpoint.load(path).schema``, never
+``payload["schema"]``. :func:`load` returns the raw verified payload (tools and tests).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,6 +30,8 @@ from attrfit.core.version import __version__
 
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
+from attrfit.data.split import SplitRef
+from attrfit.data.table import Schema
 from attrfit.model.net import ModelConfig, build_model
 
 log = logging.getLogger(__name__)
@@ -116,10 +121,101 @@ def resolve(ckpt_or_run: str | Path, name: str = "best.pt") -> Path:
     return p
 
 
-def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> nn.Module:
+def model_from_checkpoint(ckpt: Checkpoint, use_ema: bool = True) -> nn.Module:
     """Rebuild the model from the arguments stored in a checkpoint and load its weights (EMA if present)."""
-    a = ckpt["model_args"]
-    model = build_model(ModelConfig(**a["cfg"]), a["num_classes"], tuple(a["mean"]), tuple(a["std"]))
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model = ckpt.model_args.build()
+    state = ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model
     model.load_state_dict(state)
     return model.eval()
+
+
+# ---------------------------------------------------------------- the typed contract
+
+@dataclass
+class Progress:
+    """Where training stands; the loop advances it, checkpoints carry it."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # global optimizer steps
+    epoch_step: int = 0  # steps done inside the current (incomplete) epoch
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    sums: dict = field(default_factory=dict)  # running per-epoch sums (loss, correct, counts)
+    wall_time: float = 0.0  # seconds spent training, over all sessions
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """What rebuilds the network: its ModelConfig fields, classes per head, input mean and std (0..255 units)."""
+
+    cfg: dict
+    num_classes: list[int]
+    mean: list[float]
+    std: list[float]
+
+    def build(self) -> nn.Module:
+        return build_model(ModelConfig(**self.cfg), self.num_classes, tuple(self.mean), tuple(self.std))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A training checkpoint (``last.pt``, ``best.pt``): the one reader and writer of the payload's keys.
+
+    >>> best = Checkpoint.load("runs/demo/best.pt")  # doctest: +SKIP
+    >>> best.progress.best_epoch, best.schema.heads  # doctest: +SKIP
+    """
+
+    model_args: ModelArgs
+    model: dict  # state dict of the un-compiled model
+    optimizer: dict
+    ema: dict | None  # state dict of the EMA weights (what validation and inference use), None without --ema
+    scaler: dict | None  # the fp16 GradScaler's state
+    progress: Progress
+    config: dict  # the resolved TrainConfig (recipe.config.from_dict rebuilds it)
+    schema: Schema
+    max_lr: float  # the one-cycle peak the run trains with (resolved when --lr auto)
+    precision: str  # what training ran in: "fp32", "bf16" or "fp16"
+    precision_check: dict | None  # the bf16 self-check (PrecisionCheck.to_dict())
+    split: SplitRef | None  # the split trained on; None in checkpoints that predate it
+    size: str  # "HxW" the images were resized to
+    resize: str  # "stretch" | "pad"
+    val: dict | None = None  # best.pt: the val results that made it the best
+    attrfit_version: str = __version__
+
+    def to_payload(self) -> dict:
+        """The dict written to disk (:func:`save` adds ``format`` and ``attrfit_version``)."""
+        payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name not in ("size", "resize", "val", "attrfit_version")}
+        payload.update(model_args=dataclasses.asdict(self.model_args), progress=self.progress.to_dict(),
+                       schema=self.schema.to_dict(), data={"size": self.size, "resize": self.resize},
+                       split=dataclasses.asdict(self.split) if self.split is not None else None)
+        return payload if self.val is None else {**payload, "val": self.val}
+
+    @classmethod
+    def from_payload(cls, d: dict, path: str | Path = "checkpoint") -> Checkpoint:
+        try:
+            data = d.get("data") or d["config"]["data"]  # {"size": "HxW", "resize": mode}; older runs: the config's
+            return cls(ModelArgs(**d["model_args"]), d["model"], d["optimizer"], d.get("ema"), d.get("scaler"),
+                       Progress(**d["progress"]), d["config"], Schema.from_dict(d["schema"]), float(d["max_lr"]),
+                       d.get("precision", "fp32"), d.get("precision_check"),
+                       SplitRef(**d["split"]) if d.get("split") else None, data["size"], data["resize"],
+                       d.get("val"), d.get("attrfit_version", "?"))
+        except (KeyError, TypeError) as e:
+            raise AttrfitError(f"{path}: not a checkpoint of an attrfit training run (no {e})") from None
+
+    def save(self, path: str | Path, keep_previous: bool = False) -> Path:
+        return save(self.to_payload(), path, keep_previous)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location="cpu") -> Checkpoint:
+        """Read, verify (see :func:`load`) and type a checkpoint."""
+        return cls.from_payload(load(path, map_location), path)
+
+    @classmethod
+    def load_with_fallback(cls, path: str | Path, map_location="cpu") -> tuple[Checkpoint, Path]:
+        """:meth:`load`, falling back to the ``.prev`` copy of a damaged or missing file (see :func:`load_with_fallback`)."""
+        payload, used = load_with_fallback(path, map_location)
+        return cls.from_payload(payload, used), used

@@ -155,13 +155,12 @@ class Predictor:
         from attrfit.model.checkpoint import model_from_checkpoint
 
         path = checkpoint.resolve(checkpoint_or_run)
-        ckpt = checkpoint.load(path)
+        ckpt = checkpoint.Checkpoint.load(path)
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
-        data = ckpt.get("data") or ckpt["config"]["data"]  # {"size": "HxW", "resize": mode}
-        size, precision = parse_size(data["size"]), inference_precision(ckpt, dev)
+        size, precision = parse_size(ckpt.size), inference_precision(ckpt, dev)
         guard_bf16(model, precision, dev, size, None, [PREDICT_BATCH])  # batch 1 is always checked too
-        return cls(model, Schema.from_dict(ckpt["schema"]), size, data["resize"], dev, precision, str(path))
+        return cls(model, ckpt.schema, size, ckpt.resize, dev, precision, str(path))
 
     def spec(self) -> dict:
         """What a caller needs to feed the model: heads, classes, input size and mode, normalisation (0..255 units)."""

@@ -81,17 +81,30 @@ def train_fold(cfg, schema: Schema, images: Tensor, labels: Tensor, train_idx: n
     """Train on ``train_idx`` for ``cfg.epochs`` (final weights) and return its probabilities on ``held_idx``."""
     from attrfit.training.distributed import Dist
     from attrfit.evaluation.scoring import predict_probs
+    from attrfit.recipe.schedule import lr_at, momentum_at
     from attrfit.training.loop import eval_model
-    from attrfit.training.trainer import Progress, Sides, build_trainer, run_epoch
+    from attrfit.training.trainer import (Progress, Sides, StepMeter, build_trainer, epoch_order, steps_per_epoch,
+                                          train_step)
 
     tr, held = torch.from_numpy(train_idx), torch.from_numpy(held_idx)
     # the held-out images stand in as "val" only to size the bf16 check's inference batches: never scored
     sides = Sides(images[tr].contiguous(), labels[tr], images[held], labels[held])
     t = build_trainer(cfg, schema, sides, float(cfg.optim.lr), Dist())
-    prog = Progress()
-    for epoch in range(cfg.epochs):
-        run_epoch(t, sides, prog, epoch, None, show)
-        prog.sums, prog.epoch_step = {}, 0
+    prog, bs = Progress(), cfg.batch_size
+    for epoch in range(cfg.epochs):  # the steps of attrfit train's loop, without validation or checkpoints
+        order = epoch_order(len(sides.train_images), cfg.seed, epoch)
+        n_steps = steps_per_epoch(len(order), bs)
+        meter = StepMeter(t, prog, n_steps, epoch, show)
+        for i in range(n_steps):
+            idx = order[i * bs : (i + 1) * bs]
+            x, y = sides.train_images[idx].to(t.device), sides.train_labels[idx].to(t.device)
+            lr = lr_at(prog.step, t.total_steps, t.max_lr, cfg.schedule)
+            mom = momentum_at(prog.step, t.total_steps, cfg.schedule, cfg.optim.momentum)
+            loss, per_head, correct = train_step(t, x, y, prog.step, lr, mom)
+            prog.step += 1
+            meter.add(loss, per_head, correct, y, last=i == n_steps - 1)
+        meter.close()
+        prog.sums = {}
     return predict_probs(eval_model(t), sides.val_images, t.device, t.precision, cfg.eval_batch_size,
                          channels_last=cfg.channels_last)
 

@@ -3,12 +3,18 @@
 Training only ever sees the train side: the loop is handed a tensor holding the train
 images alone (:class:`~attrfit.training.trainer.Sides`), and the test side is touched once,
 at the end, to score the best checkpoint. A run resumes exactly from ``last.pt``.
+
+The loop itself is :func:`train`, readable top to bottom; :func:`fit` and the helpers
+around it only set up (config, data, run folder, trainer, resume) and tear down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,19 +23,19 @@ import torch
 from torch import Tensor, nn
 
 from attrfit.core.errors import AttrfitError
-from attrfit.data.split import assignment_digest, same_split, save_split
+from attrfit.data.split import SplitRef, same_split, save_split
 from attrfit.data.table import Schema
 from attrfit.evaluation.metrics import is_collapsed
 from attrfit.evaluation.scoring import evaluate_images
 from attrfit.model import checkpoint
-from attrfit.model.checkpoint import model_from_checkpoint
+from attrfit.model.checkpoint import Checkpoint, Progress, model_from_checkpoint
 from attrfit.model.precision import guard_bf16, inference_batches, set_fp32_layers
 from attrfit.recipe.config import TrainConfig, to_dict, validate
-from attrfit.recipe.schedule import lr_at
-from attrfit.training import tracking
+from attrfit.recipe.schedule import lr_at, momentum_at
+from attrfit.training import tracking, trainer  # trainer.train_step, looked up per call (tests replace it)
 from attrfit.training.distributed import Dist
-from attrfit.training.trainer import (Progress, Sides, Trainer, build_trainer, check_weights, checkpoint_payload,
-                                      init_weights_from, restore, run_epoch)
+from attrfit.training.trainer import (Sides, StepMeter, Trainer, build_trainer, check_weights, checkpoint_of,
+                                      epoch_order, init_weights_from, restore, steps_per_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +164,7 @@ def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list, started: float)
     if resume is not None:
         run = Path(resume)
         if (run / "last.pt").exists() or checkpoint.previous_of(run / "last.pt").exists():
-            ckpt, _ = checkpoint.load_with_fallback(run / "last.pt")
+            ckpt, _ = Checkpoint.load_with_fallback(run / "last.pt")
     validate(cfg)
     tracking.check(cfg.log)  # a missing tracker package stops us before a run folder is made
     if cfg.threads:
@@ -186,17 +192,17 @@ def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list, started: float)
             handler.close()
 
 
-def _check_resume(run: Path, data, ckpt: dict) -> None:
-    diff = Schema.from_dict(ckpt["schema"]).differences(data.schema)
+def _check_resume(run: Path, data, ckpt: Checkpoint) -> None:
+    diff = ckpt.schema.differences(data.schema)
     if diff:
         raise AttrfitError(f"cannot resume {run}: the data's schema changed ({'; '.join(diff)})")
-    if not same_split(ckpt.get("split", {}), data.split):
+    if ckpt.split is None or not same_split(ckpt.split, data.split):
         raise AttrfitError(f"cannot resume {run}: the split or table changed since the run started")
 
 
 def _max_lr(cfg: TrainConfig, ckpt, run: Path, data, sides, dist: Dist, progress: bool) -> float:
     if ckpt is not None:
-        return float(ckpt["max_lr"])
+        return float(ckpt.max_lr)
     if cfg.optim.lr == "auto":
         from attrfit.training.lr_find import auto_lr
 
@@ -239,83 +245,115 @@ def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
     data.schema.save(run / "schema.json")
     save_split(data.split, run / RUN_SPLIT, force=True)  # evaluable later, whatever happens to the original
     runs.write_json(run / "split_ref.json", {"path": str(Path(data.split_path).resolve()),
-                                             "fingerprint": data.split["fingerprint"],
-                                             "counts": data.split["counts"]})
+                                             "fingerprint": data.split.fingerprint,
+                                             "counts": data.split.counts})
     runs.write_json(run / "environment.json", {**runs.environment(), "device": str(t.device),
                                                "precision": t.precision, "world_size": dist.world_size,
                                                "precision_check": t.check.to_dict() if t.check else None})
 
 
-def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Dist, started: float) -> Path:
-    import signal
-
+def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progress: bool, dist: Dist,
+              started: float) -> Path:
+    """Set up the trainer (new, or resumed from ``ckpt``), run :func:`train`, then score best.pt on test once."""
     from attrfit.core import runs
 
-    max_lr = _max_lr(cfg, ckpt, run, data, sides, dist, progress)
-    t = build_trainer(cfg, data.schema, sides, max_lr, dist)
+    t = build_trainer(cfg, data.schema, sides, _max_lr(cfg, ckpt, run, data, sides, dist, progress), dist)
     metrics = runs.MetricsLog(run / "metrics.csv")
     if ckpt is not None:
-        _check_resume(run, data, ckpt)
-        prog = restore(t, ckpt)
-        if dist.is_main:
-            metrics.truncate_after(prog.epoch)
-        log.info("resuming %s at epoch %d, step %d", run, prog.epoch + 1, prog.step)
+        prog = _resume(run, t, data, ckpt, metrics)
     else:
-        prog = Progress()
-        if dist.is_main and metrics.path.exists():
-            metrics.truncate_after(0)  # rows a run killed before its first checkpoint logged
-        if cfg.init_from:
-            init_weights_from(t, cfg.init_from)
-        if cfg.budget:
-            cfg = _plan_budget(run, t, sides, len(data.sides["test"]), started, dist)
-        _start_run(run, t, data, dist)
-    extra = {"split": {"path": str(data.split_path), "fingerprint": data.split["fingerprint"],
-                       "assignment": assignment_digest(data.split["sides"])},
-             "data": {"size": cfg.data.size, "resize": cfg.data.resize}}
-
-    def save_last() -> None:
-        check_weights(t, prog.step)
-        if dist.is_main:
-            checkpoint.save(checkpoint_payload(t, prog, extra), run / "last.pt", keep_previous=True)
-
-    def on_sigint(signum, frame):  # finish the step, checkpoint, then exit
-        t.stop_requested = True
-
-    old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-    tracker = tracking.open_tracker(cfg.log if dist.is_main else (), run, to_dict(cfg))
-    try:
-        _epochs(t, sides, prog, metrics, run, save_last, extra, progress and dist.is_main, tracker)
-        if t.stop_requested:
-            save_last()
-            raise KeyboardInterrupt(f"stopped; continue with: attrfit train --resume {run}")
-        if dist.is_main:
-            finish(run, t, data, prog)
-            tracker.log_end(run)
-            if cfg.budget and ckpt is None:
-                _budget_outcome(run, time.perf_counter() - started)
-    finally:
-        tracker.close()
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+        prog = _begin(run, t, data, sides, metrics, started)
+    with _sigint_stops(t):
+        tracker = tracking.open_tracker(t.cfg.log if dist.is_main else (), run, to_dict(t.cfg))
+        try:
+            train(run, t, sides, prog, data.split.ref(data.split_path), metrics, tracker, progress and dist.is_main)
+            if dist.is_main:
+                finish(run, t, data, prog)
+                tracker.log_end(run)
+                if t.cfg.budget and ckpt is None:
+                    _budget_outcome(run, time.perf_counter() - started)
+        finally:
+            tracker.close()
     dist.barrier()
     return run
 
 
-def _main_thread() -> bool:
-    import threading
+def _resume(run: Path, t: Trainer, data, ckpt: Checkpoint, metrics) -> Progress:
+    """Put the trainer back where ``ckpt`` left it; drop metrics rows logged after it."""
+    _check_resume(run, data, ckpt)
+    prog = restore(t, ckpt)
+    if t.dist.is_main:
+        metrics.truncate_after(prog.epoch)
+    log.info("resuming %s at epoch %d, step %d", run, prog.epoch + 1, prog.step)
+    return prog
 
+
+def _begin(run: Path, t: Trainer, data, sides: Sides, metrics, started: float) -> Progress:
+    """A new run: --init-from weights, the --budget plan, and the run folder's files."""
+    if t.dist.is_main and metrics.path.exists():
+        metrics.truncate_after(0)  # rows a run killed before its first checkpoint logged
+    if t.cfg.init_from:
+        init_weights_from(t, t.cfg.init_from)
+    if t.cfg.budget:
+        _plan_budget(run, t, sides, len(data.sides["test"]), started, t.dist)
+    _start_run(run, t, data, t.dist)
+    return Progress()
+
+
+@contextlib.contextmanager
+def _sigint_stops(t: Trainer):
+    """While inside, Ctrl-C sets ``t.stop_requested``: :func:`train` finishes the step, checkpoints, then exits."""
+    if not _main_thread():  # signal handlers can only be installed from the main thread
+        yield
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: setattr(t, "stop_requested", True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _epochs(t: Trainer, sides: Sides, prog: Progress, metrics, run: Path, save_last, extra, show: bool,
-            tracker: tracking.Tracker) -> None:
+# ---------------------------------------------------------------- the loop
+
+def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, metrics, tracker: tracking.Tracker,
+          show: bool) -> None:
+    """The training loop: each epoch trains its steps, validates, logs, and writes best.pt and last.pt.
+
+    Starts where ``prog`` stands (a mid-epoch resume skips the batches already done). On
+    Ctrl-C (``t.stop_requested``) the step in flight finishes, last.pt is written and
+    KeyboardInterrupt is raised. Every rank steps; only rank 0 validates and writes.
+    """
+    bs = t.cfg.batch_size // t.dist.world_size  # per process
     while prog.epoch < t.cfg.epochs:
         start = time.perf_counter()
-        run_epoch(t, sides, prog, prog.epoch, save_last, show)
+        order = t.dist.shard(epoch_order(len(sides.train_images), t.cfg.seed, prog.epoch))
+        n_steps = steps_per_epoch(len(order), bs)
+        meter = StepMeter(t, prog, n_steps, prog.epoch, show)
+        for i in range(prog.epoch_step, n_steps):
+            if t.stop_requested:
+                break
+            idx = order[i * bs : (i + 1) * bs]
+            x = sides.train_images[idx].to(t.device, non_blocking=True)
+            y = sides.train_labels[idx].to(t.device, non_blocking=True)
+            lr = lr_at(prog.step, t.total_steps, t.max_lr, t.cfg.schedule)
+            mom = momentum_at(prog.step, t.total_steps, t.cfg.schedule, t.cfg.optim.momentum)
+            loss, per_head, correct = trainer.train_step(t, x, y, prog.step, lr, mom)
+            prog.step += 1
+            prog.epoch_step += 1
+            meter.add(loss, per_head, correct, y, last=i == n_steps - 1)
+            if t.cfg.checkpoint_every and prog.step % t.cfg.checkpoint_every == 0 and i < n_steps - 1:
+                meter.fold()  # last.pt carries the epoch's sums so far
+                save_last(run, t, prog, split)
+        meter.close()
         if t.stop_requested:
-            return
+            break
         elapsed = time.perf_counter() - start
         prog.wall_time += elapsed
+        # validation: the monitored val mean picks the best epoch
         val = validate_epoch(t, sides) if t.dist.is_main else _empty_results(t.schema)
         prog.epoch += 1
         row = epoch_row(t, prog, val, elapsed)
@@ -324,19 +362,34 @@ def _epochs(t: Trainer, sides: Sides, prog: Progress, metrics, run: Path, save_l
         improved = value > prog.best_value
         if improved:
             prog.best_value, prog.best_epoch = value, prog.epoch
-        log.info("epoch %d/%d  loss %.4f  val mean acc %.4f (majority %.4f)  bal acc %.4f  %.0f img/s%s",
-                 prog.epoch, t.cfg.epochs, row["train_loss"], val["mean"]["accuracy"],
-                 val["mean"]["majority_accuracy"], val["mean"]["balanced_accuracy"], row["images_per_s"],
-                 "  * best" if improved else "")
-        warn_collapse(val, prog.epoch)
+        log_epoch(t, prog, row, val, improved)
+        # checkpoints: best.pt when val improved, last.pt after every epoch
         check_weights(t, prog.step)
         if t.dist.is_main:
             metrics.append(row)
             tracker.log_epoch(row)
             if improved:
-                checkpoint.save(checkpoint_payload(t, prog, {**extra, "val": val}), run / "best.pt")
-        save_last()
+                checkpoint_of(t, prog, split, val).save(run / "best.pt")
+        save_last(run, t, prog, split)
         t.dist.barrier()
+    if t.stop_requested:  # Ctrl-C: keep the steps done, and say how to go on
+        save_last(run, t, prog, split)
+        raise KeyboardInterrupt(f"stopped; continue with: attrfit train --resume {run}")
+
+
+def save_last(run: Path, t: Trainer, prog: Progress, split: SplitRef) -> None:
+    """last.pt (the one before kept as last.prev.pt), refused for weights that went non-finite; rank 0 writes."""
+    check_weights(t, prog.step)
+    if t.dist.is_main:
+        checkpoint_of(t, prog, split).save(run / "last.pt", keep_previous=True)
+
+
+def log_epoch(t: Trainer, prog: Progress, row: dict, val: dict, improved: bool) -> None:
+    log.info("epoch %d/%d  loss %.4f  val mean acc %.4f (majority %.4f)  bal acc %.4f  %.0f img/s%s",
+             prog.epoch, t.cfg.epochs, row["train_loss"], val["mean"]["accuracy"],
+             val["mean"]["majority_accuracy"], val["mean"]["balanced_accuracy"], row["images_per_s"],
+             "  * best" if improved else "")
+    warn_collapse(val, prog.epoch)
 
 
 def _empty_results(schema: Schema) -> dict:
@@ -351,7 +404,7 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
     from attrfit.core import runs
     from attrfit.evaluation.scoring import Scored, json_ready
 
-    best = checkpoint.load(run / "best.pt")
+    best = Checkpoint.load(run / "best.pt")
     model = model_from_checkpoint(best).to(t.device)
     if t.cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -370,7 +423,7 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
 
         try:
             scored = Scored({**results, "side": "test", "checkpoint": str(run / "best.pt"),
-                             "epoch": best["progress"]["epoch"]}, probs, data.labels[test].numpy(),
+                             "epoch": best.progress.epoch}, probs, data.labels[test].numpy(),
                             [data.image_paths[int(r)] for r in test], data.schema, best, data.images[test])
             write_report(run, scored=scored)  # the test side is scored once, here
         except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,13 @@ from attrfit.core.errors import AttrfitError
 from attrfit.core.progress import progress_bar
 from attrfit.data.augment import augment_batch
 from attrfit.data.table import Schema
+from attrfit.data.split import SplitRef
 from attrfit.model import checkpoint
+from attrfit.model.checkpoint import Checkpoint, ModelArgs, Progress
 from attrfit.model.net import build_model
 from attrfit.model.precision import (PrecisionCheck, autocast, guard_bf16, inference_batches, resolve_device,
                                      resolve_precision)
 from attrfit.recipe.config import TrainConfig, to_dict, validate
-from attrfit.recipe.schedule import lr_at, momentum_at
 from attrfit.training.distributed import Dist
 
 log = logging.getLogger(__name__)
@@ -155,20 +156,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 # ---------------------------------------------------------------- state that checkpoints carry
 
 @dataclass
-class Progress:
-    epoch: int = 0  # completed epochs
-    step: int = 0  # global optimizer steps
-    epoch_step: int = 0  # steps done inside the current (incomplete) epoch
-    best_value: float = -math.inf
-    best_epoch: int = -1
-    sums: dict = field(default_factory=dict)  # running per-epoch sums (loss, correct, counts)
-    wall_time: float = 0.0  # seconds spent training, over all sessions
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
 class Sides:
     """What the loop may touch: the train images and labels, and val for model selection."""
 
@@ -240,7 +227,7 @@ def check_compiler(device: torch.device) -> None:
                            "(e.g. apt install g++) or set CXX, or train without --compile")
 
 
-# ---------------------------------------------------------------- one step, one epoch
+# ---------------------------------------------------------------- one step
 
 def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum: float) -> tuple[Tensor, Tensor, Tensor]:
     """One optimizer step on a uint8 batch at the given LR and momentum.
@@ -315,109 +302,107 @@ def divergence_advice(t: Trainer) -> str:
     return text + advice + ("; if that does not help, try --precision fp32" if low_precision else "")
 
 
-def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "callable | None", show: bool) -> None:
-    """Train one epoch from ``prog.epoch_step`` on (so a mid-epoch resume skips done batches)."""
-    bs = t.cfg.batch_size // t.dist.world_size
-    n = len(sides.train_images)
-    order = t.dist.shard(epoch_order(n, t.cfg.seed, epoch))
-    n_steps = steps_per_epoch(len(order), bs)
-    heads = len(t.schema.heads)
-    if not prog.sums:
-        prog.sums = {"loss": 0.0, "per_head": [0.0] * heads, "correct": [0] * heads, "labelled": [0] * heads,
-                     "steps": 0, "images": 0}
-    bar = progress_bar(total=n_steps, initial=prog.epoch_step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}", enabled=show)
-    acc_loss = torch.zeros((), dtype=torch.float64, device=t.device)  # float64: sums exact whatever the fold points
-    acc_head = torch.zeros(heads, dtype=torch.float64, device=t.device)
-    acc_correct = torch.zeros(heads, dtype=torch.long, device=t.device)
-    acc_lab = torch.zeros(heads, dtype=torch.long, device=t.device)
-    t0, done_here = time.perf_counter(), 0
-    check_every = 1 if t.device.type == "cpu" else 25
-    for i in range(prog.epoch_step, n_steps):
-        if t.stop_requested:
-            break
-        idx = order[i * bs : (i + 1) * bs]
-        x = sides.train_images[idx].to(t.device, non_blocking=True)
-        y = sides.train_labels[idx].to(t.device, non_blocking=True)
-        lr = lr_at(prog.step, t.total_steps, t.max_lr, t.cfg.schedule)
-        mom = momentum_at(prog.step, t.total_steps, t.cfg.schedule, t.cfg.optim.momentum)
-        loss, per_head, correct = train_step(t, x, y, prog.step, lr, mom)
-        acc_loss += loss
-        acc_head += per_head
-        acc_correct += correct
-        acc_lab += (y >= 0).sum(0)
-        prog.step += 1
-        prog.epoch_step += 1
-        done_here += 1
-        if done_here % check_every == 0 or i == n_steps - 1:
-            check_finite(t, acc_loss, acc_head, prog.step)
-        if done_here % 10 == 0 or i == n_steps - 1:
-            rate = done_here * bs * t.dist.world_size / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{float(acc_loss) / done_here:.3f}", img_s=f"{rate:.0f}", refresh=False)
-        bar.update(1)
-        if save_mid is not None and t.cfg.checkpoint_every and prog.step % t.cfg.checkpoint_every == 0 \
-                and i < n_steps - 1:
-            _fold(prog, acc_loss, acc_head, acc_correct, acc_lab, done_here, bs * t.dist.world_size)
-            acc_loss.zero_(), acc_head.zero_(), acc_correct.zero_(), acc_lab.zero_()
-            save_mid()
-            t0, done_here = time.perf_counter(), 0
-    bar.close()
-    _fold(prog, acc_loss, acc_head, acc_correct, acc_lab, done_here, bs * t.dist.world_size)
+class StepMeter:
+    """Bookkeeping of an epoch's steps: sums kept on the device, the NaN check, the progress bar.
 
+    The sums stay on the training device (no sync per step, except the NaN check on the
+    CPU) until :meth:`fold` adds them into ``prog.sums``, the per-epoch sums checkpoints carry.
+    """
 
-def _fold(prog: Progress, loss, head, correct, lab, steps: int, images_per_step: int) -> None:
-    """Add the device accumulators into the checkpointable per-epoch sums."""
-    s = prog.sums
-    s["loss"] += float(loss)
-    s["per_head"] = [a + b for a, b in zip(s["per_head"], head.tolist())]
-    s["correct"] = [a + b for a, b in zip(s["correct"], correct.tolist())]
-    s["labelled"] = [a + b for a, b in zip(s["labelled"], lab.tolist())]
-    s["steps"] += steps
-    s["images"] += steps * images_per_step
+    def __init__(self, t: Trainer, prog: Progress, n_steps: int, epoch: int, show: bool) -> None:
+        heads = len(t.schema.heads)
+        if not prog.sums:
+            prog.sums = {"loss": 0.0, "per_head": [0.0] * heads, "correct": [0] * heads, "labelled": [0] * heads,
+                         "steps": 0, "images": 0}
+        self.t, self.prog = t, prog
+        self.images_per_step = t.cfg.batch_size // t.dist.world_size * t.dist.world_size
+        self.check_every = 1 if t.device.type == "cpu" else 25  # a NaN check syncs; cheap on the CPU only
+        self.bar = progress_bar(total=n_steps, initial=prog.epoch_step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}",
+                                enabled=show)
+        self.loss = torch.zeros((), dtype=torch.float64, device=t.device)  # float64: exact whatever the fold points
+        self.per_head = torch.zeros(heads, dtype=torch.float64, device=t.device)
+        self.correct = torch.zeros(heads, dtype=torch.long, device=t.device)
+        self.labelled = torch.zeros(heads, dtype=torch.long, device=t.device)
+        self.started, self.steps = time.perf_counter(), 0
+
+    def add(self, loss: Tensor, per_head: Tensor, correct: Tensor, y: Tensor, last: bool) -> None:
+        """Count one step (what :func:`train_step` returned and its labels ``y``); ``last``: the epoch's last."""
+        self.loss += loss
+        self.per_head += per_head
+        self.correct += correct
+        self.labelled += (y >= 0).sum(0)
+        self.steps += 1
+        if self.steps % self.check_every == 0 or last:
+            check_finite(self.t, self.loss, self.per_head, self.prog.step)
+        if self.steps % 10 == 0 or last:
+            rate = self.steps * self.images_per_step / (time.perf_counter() - self.started)
+            self.bar.set_postfix(loss=f"{float(self.loss) / self.steps:.3f}", img_s=f"{rate:.0f}", refresh=False)
+        self.bar.update(1)
+
+    def fold(self) -> None:
+        """Add the device sums into ``prog.sums`` (before a checkpoint) and start them over."""
+        s = self.prog.sums
+        s["loss"] += float(self.loss)
+        s["per_head"] = [a + b for a, b in zip(s["per_head"], self.per_head.tolist())]
+        s["correct"] = [a + b for a, b in zip(s["correct"], self.correct.tolist())]
+        s["labelled"] = [a + b for a, b in zip(s["labelled"], self.labelled.tolist())]
+        s["steps"] += self.steps
+        s["images"] += self.steps * self.images_per_step
+        for acc in (self.loss, self.per_head, self.correct, self.labelled):
+            acc.zero_()
+        self.started, self.steps = time.perf_counter(), 0
+
+    def close(self) -> None:
+        self.bar.close()
+        self.fold()
 
 
 # ---------------------------------------------------------------- checkpoints
 
-def model_args(t: Trainer) -> dict:
+def model_args(t: Trainer) -> ModelArgs:
     m = t.model
-    return {"cfg": to_dict(m.cfg), "num_classes": list(m.num_classes),
-            "mean": m.mean.flatten().tolist(), "std": m.std.flatten().tolist()}
+    return ModelArgs(to_dict(m.cfg), list(m.num_classes), m.mean.flatten().tolist(), m.std.flatten().tolist())
 
 
-def checkpoint_payload(t: Trainer, prog: Progress, extra: dict) -> dict:
-    return {
-        "model_args": model_args(t),
-        "model": t.model.state_dict(),
-        "optimizer": t.optimizer.state_dict(),
-        "ema": t.ema.state_dict() if t.ema is not None else None,
-        "scaler": t.scaler.state_dict() if t.scaler is not None else None,
-        "progress": prog.to_dict(),
-        "config": to_dict(t.cfg),
-        "schema": t.schema.to_dict(),
-        "max_lr": t.max_lr,
-        "precision": t.precision,
-        "precision_check": t.check.to_dict() if t.check else None,
-        **extra,
-    }
+def checkpoint_of(t: Trainer, prog: Progress, split: SplitRef, val: dict | None = None) -> Checkpoint:
+    """The trainer's state now (``val``: for best.pt, the val results that made it the best)."""
+    return Checkpoint(
+        model_args=model_args(t),
+        model=t.model.state_dict(),
+        optimizer=t.optimizer.state_dict(),
+        ema=t.ema.state_dict() if t.ema is not None else None,
+        scaler=t.scaler.state_dict() if t.scaler is not None else None,
+        progress=prog,
+        config=to_dict(t.cfg),
+        schema=t.schema,
+        max_lr=t.max_lr,
+        precision=t.precision,
+        precision_check=t.check.to_dict() if t.check else None,
+        split=split,
+        size=t.cfg.data.size,
+        resize=t.cfg.data.resize,
+        val=val,
+    )
 
 
-def restore(t: Trainer, ckpt: dict) -> Progress:
-    t.model.load_state_dict(ckpt["model"])
-    t.optimizer.load_state_dict(ckpt["optimizer"])
-    if t.ema is not None and ckpt.get("ema") is not None:
-        t.ema.load_state_dict(ckpt["ema"])
-    if t.scaler is not None and ckpt.get("scaler"):
-        t.scaler.load_state_dict(ckpt["scaler"])
-    return Progress(**ckpt["progress"])
+def restore(t: Trainer, ckpt: Checkpoint) -> Progress:
+    t.model.load_state_dict(ckpt.model)
+    t.optimizer.load_state_dict(ckpt.optimizer)
+    if t.ema is not None and ckpt.ema is not None:
+        t.ema.load_state_dict(ckpt.ema)
+    if t.scaler is not None and ckpt.scaler:
+        t.scaler.load_state_dict(ckpt.scaler)
+    return Progress(**ckpt.progress.to_dict())
 
 
 def init_weights_from(t: Trainer, source: str) -> None:
     """``--init-from``: copy weights (not optimizer or schedule) from an earlier checkpoint."""
-    ckpt, path = checkpoint.load_with_fallback(checkpoint.resolve(source))
-    diff = Schema.from_dict(ckpt["schema"]).differences(t.schema)
+    ckpt, path = Checkpoint.load_with_fallback(checkpoint.resolve(source))
+    diff = ckpt.schema.differences(t.schema)
     if diff:
         raise AttrfitError(f"--init-from {path}: its schema differs from this data: {'; '.join(diff)}")
     try:
-        t.model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+        t.model.load_state_dict(ckpt.ema if ckpt.ema is not None else ckpt.model)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise AttrfitError(f"--init-from {path}: its architecture does not match this model's ({first}); "
