@@ -6,8 +6,9 @@ no Python loop over samples; every random draw comes from the ``torch.Generator`
 caller passes, which must live on the batch's device (``torch.Generator(device=x.device)``),
 so a run is reproducible from its seed on a given device.
 
-Order of operations: horizontal flip, translate (reflect pad + per-sample crop),
-brightness, contrast, clamp to 0..255, cutout. Cutout squares are filled with the
+Order of operations: horizontal flip, translate (reflect pad + per-sample crop), scale
+(zoom about a random point, one batched ``grid_sample``), brightness, contrast, clamp to
+0..255, cutout. Cutout squares are filled with the
 image's own per-channel mean (taken just before cutout), so the patch carries no
 information and does not shift the image's colour statistics the way black would.
 """
@@ -42,6 +43,8 @@ class AugmentConfig:
                                Range(0, 1))
     contrast: float = option(0.0, "random contrast about the image mean: factor in [1 - C, 1 + C]; 0 = off", "C",
                              Range(0, 1))
+    scale: float = option(0.0, "random zoom per training image: factor uniform in [1 - S, 1 + S] about a random "
+                          "point of the image (bilinear; borders reflected); 0 = off", "S", Range(0, 1, hi_open=True))
 
     def __post_init__(self) -> None:
         check_fields(self, "augment")
@@ -69,6 +72,8 @@ def augment_batch(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor
     if cfg.translate > 0:
         out = _translate(out, cfg.translate, gen)
     out = out.to(torch.float32, copy=out is x)  # never hand back (or modify) x itself
+    if cfg.scale > 0:
+        out = _scale(out, cfg.scale, gen)
     if cfg.brightness > 0:
         out = out * _uniform_factor(out, cfg.brightness, gen)
     if cfg.contrast > 0:
@@ -130,6 +135,36 @@ def _translate(x: Tensor, t: int, gen: torch.Generator) -> Tensor:
     flat = (rows[:, :, None] * (w + 2 * t) + cols[:, None, :]).view(n, 1, h * w)
     crops = padded.flatten(2).gather(2, flat.expand(n, x.shape[1], h * w))
     return crops.view(x.shape)
+
+
+def _scale(x: Tensor, spread: float, gen: torch.Generator) -> Tensor:
+    """Zoom each float image by z uniform in [1 - spread, 1 + spread] about a point c uniform in the image.
+
+    In grid_sample's coordinates (-1..1 across the image) output point p shows input point
+    c + (p - c) / z: the point c stays in place. For z > 1 that is a crop lying inside the
+    image (a convex combination of c and the image's corners); for z < 1 the image shrinks
+    and the border around it is filled by reflection.
+    """
+    n = x.shape[0]
+    inv = 1.0 / _uniform_factor(x, spread, gen).view(n, 1)  # N x 1: 1 / z
+    centre = 2.0 * torch.rand(n, 2, generator=gen, device=x.device) - 1.0  # N x (x, y)
+    shift = centre * (1.0 - inv)  # N x 2
+    return F.grid_sample(x, zoom_grid(inv, shift, x.shape[2], x.shape[3]), mode="bilinear",
+                         padding_mode="reflection", align_corners=False)
+
+
+def zoom_grid(inv: Tensor, shift: Tensor, height: int, width: int) -> Tensor:
+    """``F.affine_grid`` (align_corners=False) of the axis-aligned maps p -> inv * p + shift: N x H x W x 2.
+
+    ``inv`` is N x 1, ``shift`` N x (x, y). Built by broadcasting because the map has no
+    rotation: affine_grid's batched matmul takes longer than the sampling itself (8 of 15 ms
+    for 128 images of 128x64 on one CPU thread).
+    """
+    xs = (2.0 * torch.arange(width, device=inv.device) + 1.0) / width - 1.0  # pixel centres in -1..1
+    ys = (2.0 * torch.arange(height, device=inv.device) + 1.0) / height - 1.0
+    gx = (inv * xs + shift[:, :1])[:, None, :].expand(-1, height, -1)  # N x H x W
+    gy = (inv * ys + shift[:, 1:])[:, :, None].expand(-1, -1, width)
+    return torch.stack((gx, gy), dim=3)
 
 
 def _cutout(x: Tensor, side: int, count: int, gen: torch.Generator) -> Tensor:
