@@ -89,3 +89,195 @@ def test_zoom_factors_and_zoom_in_is_a_crop_inside_the_image():
     assert (steps[z > 1] >= -1e-3).all()
     assert (steps[z < 0.8] < -1).any()
     assert torch.equal(out[:, 0], out[:, 2])  # the same map for every channel
+
+
+# ---------------------------------------------------------------- --mixup, --cutmix
+
+from attrfit.data.augment import Mix, mix_batch, sample_beta  # noqa: E402
+from attrfit.training.trainer import LossSpec, mixed_loss, multi_head_loss  # noqa: E402
+
+
+def test_beta_draws_follow_beta_and_only_the_generator():
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for alpha in (0.2, 1.0, 4.0):
+        g = _gen(11)
+        draws = torch.tensor([sample_beta(alpha, g) for _ in range(3000)], dtype=torch.float64)
+        assert 0 <= draws.min() and draws.max() <= 1
+        assert abs(draws.mean() - 0.5) < 0.02
+        assert abs(draws.var() - 1 / (4 * (2 * alpha + 1))) < 0.01  # Beta(a, a) variance
+        assert draws[:50].tolist() == [sample_beta(alpha, g2) for g2 in [_gen(11)] for _ in range(50)]
+    assert torch.equal(torch.get_rng_state(), before)  # the global RNG is never touched
+
+
+@pytest.mark.parametrize("mixup,cutmix", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_mix_batch_shapes_layout_range_and_seed(mixup, cutmix, fmt):
+    x = _noise(n=8).contiguous(memory_format=fmt)
+    m = mix_batch(x, mixup, cutmix, _gen(4))
+    assert m.images.shape == x.shape and m.images.dtype == torch.float32
+    assert m.images.is_contiguous(memory_format=fmt)
+    assert m.images.min() >= 0 and m.images.max() <= 255 and 0 <= m.lam <= 1
+    assert sorted(m.perm.tolist()) == list(range(8))
+    again = mix_batch(x, mixup, cutmix, _gen(4))
+    assert torch.equal(m.images, again.images) and torch.equal(m.perm, again.perm) and m.lam == again.lam
+    other = mix_batch(x, mixup, cutmix, _gen(5))
+    assert not torch.equal(m.images, other.images)
+
+
+def test_mixup_blends_with_the_permuted_batch():
+    x = _noise(n=8)
+    m = mix_batch(x, 0.4, 0.0, _gen(1))
+    assert torch.allclose(m.images, m.lam * x + (1 - m.lam) * x[m.perm], atol=1e-4)
+
+
+def test_cutmix_pastes_one_box_and_lam_is_the_share_left():
+    x = _noise(n=8, h=20, w=16)
+    for seed in range(20):
+        m = mix_batch(x, 0.0, 1.0, _gen(seed))
+        pasted = (m.images != x).any(1)  # N x H x W: where the copy's pixels landed
+        box = pasted[m.perm != torch.arange(8)].any(0)  # the same box in every mixed image
+        assert torch.equal(m.images[:, :, box], x[m.perm][:, :, box])
+        assert torch.equal(m.images[:, :, ~box], x[:, :, ~box])
+        rows, cols = box.any(1).nonzero(), box.any(0).nonzero()
+        if len(rows):  # a rectangle
+            assert box.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert m.lam == pytest.approx(1 - box.sum().item() / (20 * 16))
+
+
+def test_both_on_picks_mixup_or_cutmix_per_batch():
+    x = _noise(n=8)
+    kinds = set()
+    for seed in range(30):
+        m = mix_batch(x, 0.4, 1.0, _gen(seed))
+        blended = torch.allclose(m.images, m.lam * x + (1 - m.lam) * x[m.perm], atol=1e-4)
+        kinds.add("mixup" if blended and 0.01 < m.lam < 0.99 else "cutmix" if not blended else "?")
+    assert {"mixup", "cutmix"} <= kinds
+
+
+def _logits_targets(seed=0):
+    g = _gen(seed)
+    logits = (torch.randn(6, 3, generator=g, requires_grad=True), torch.randn(6, 2, generator=g, requires_grad=True))
+    targets = torch.tensor([[0, 1], [1, -1], [2, 0], [0, -1], [1, 1], [-1, 0]])
+    return logits, targets
+
+
+def test_mixed_loss_with_lam_1_is_the_plain_loss():
+    logits, targets = _logits_targets()
+    spec = LossSpec([1.0, 2.0], [torch.tensor([1.0, 2.0, 0.5]), None], 0.1)
+    perm = torch.tensor([5, 4, 3, 2, 1, 0])
+    plain = multi_head_loss(logits, targets, spec)
+    mixed = mixed_loss(logits, targets, spec, Mix(torch.zeros(0), perm, 1.0))
+    assert torch.equal(mixed[0], plain[0]) and torch.equal(mixed[1], plain[1])
+
+
+def _manual_ce(logit, target, weight=None, eps=0.0):
+    """Mean over the labelled rows of a head, summed then divided by their count (as multi_head_loss does)."""
+    keep = target >= 0
+    loss = F.cross_entropy(logit[keep], target[keep], weight=weight, label_smoothing=eps, reduction="sum")
+    return loss / keep.sum()
+
+
+def test_mixed_loss_skips_missing_labels_in_both_terms_and_keeps_weights_and_smoothing():
+    logits, targets = _logits_targets()
+    weight = torch.tensor([1.0, 2.0, 0.5])
+    spec = LossSpec([1.0, 3.0], [weight, None], 0.1)
+    perm = torch.tensor([1, 2, 3, 4, 5, 0])
+    lam = 0.3
+    total, per_head = mixed_loss(logits, targets, spec, Mix(torch.zeros(0), perm, lam))
+    want = [lam * _manual_ce(logits[0], targets[:, 0], weight, 0.1)
+            + (1 - lam) * _manual_ce(logits[0], targets[perm, 0], weight, 0.1),
+            lam * _manual_ce(logits[1], targets[:, 1], None, 0.1)
+            + (1 - lam) * _manual_ce(logits[1], targets[perm, 1], None, 0.1)]
+    assert torch.allclose(per_head, torch.stack(want))
+    assert torch.allclose(total, want[0] + 3 * want[1])
+
+    # only row 2 has a 'bright' label: its own term reaches row 2, its partner term the row mixed with it
+    # (perm[1] = 2); every other row gets no gradient from that head
+    t2 = targets.clone()
+    t2[:, 1] = torch.tensor([-1, -1, 0, -1, -1, -1])
+    mixed_loss(logits, t2, spec, Mix(torch.zeros(0), perm, lam))[0].backward()
+    assert (logits[1].grad.abs().sum(1) > 0).tolist() == [False, True, True, False, False, False]
+
+
+def test_mixed_loss_of_a_head_without_labels_is_zero():
+    logits, targets = _logits_targets()
+    targets[:, 1] = -1
+    _, per_head = mixed_loss(logits, targets, LossSpec([1.0, 1.0], [None, None]), Mix(torch.zeros(0), torch.arange(6), 0.5))
+    assert per_head[1] == 0 and torch.isfinite(per_head).all()
+
+
+# ---------------------------------------------------------------- in a run
+
+import attrfit.training.trainer  # noqa: E402
+from attrfit.core import runs  # noqa: E402
+from attrfit.model import checkpoint  # noqa: E402
+from attrfit.recipe.config import TrainConfig, apply  # noqa: E402
+from attrfit.training.loop import fit  # noqa: E402
+
+
+def tiny_cfg(csv, **over) -> TrainConfig:
+    base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 2, "batch_size": 16,
+            "lr": 0.05, "eval_batch_size": 64, "report": False, "seed": 1, "precision": "fp32"}
+    return apply(TrainConfig(), {**base, **over})
+
+
+def _weights(run, name="last.pt"):
+    return checkpoint.load(run / name)["model"]
+
+
+def _same_weights(a, b) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return all(torch.equal(v, wb[k]) for k, v in wa.items())
+
+
+def _val(run) -> list[str]:
+    return [r["val_mean_accuracy"] + r["train_loss"] for r in runs.MetricsLog(run / "metrics.csv").rows()]
+
+
+def test_levers_off_leave_a_run_as_it_was(tiny, tmp_path):
+    ref = fit(tiny_cfg(tiny), run_dir=tmp_path / "ref", progress=False)
+    off = fit(tiny_cfg(tiny, scale=0.0, mixup=0.0, cutmix=0.0), run_dir=tmp_path / "off", progress=False)
+    assert _same_weights(ref, off) and _val(ref) == _val(off)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_run_with_mixup_cutmix_and_scale_is_a_function_of_its_seed_and_resumes_bit_identical(
+        tiny, tmp_path, monkeypatch):
+    levers = {"mixup": 0.4, "cutmix": 1.0, "scale": 0.2, "batch_size": 8}  # 5 steps an epoch
+    ref = fit(tiny_cfg(tiny, **levers), run_dir=tmp_path / "ref", progress=False)
+    plain = fit(tiny_cfg(tiny), run_dir=tmp_path / "plain", progress=False)
+    assert not _same_weights(ref, plain)
+    real_step = attrfit.training.trainer.train_step
+
+    def crashing_step(t, x, y, step, *a):
+        if step == 3:
+            raise Crash()
+        return real_step(t, x, y, step, *a)
+
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", crashing_step)
+    with pytest.raises(Crash):
+        fit(tiny_cfg(tiny, checkpoint_every=2, **levers), run_dir=tmp_path / "b", progress=False)
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", real_step)
+    assert checkpoint.load(tmp_path / "b" / "last.pt")["progress"]["step"] == 2
+    fit(None, resume=tmp_path / "b", progress=False)
+    assert _same_weights(ref, tmp_path / "b") and _val(ref) == _val(tmp_path / "b")
+
+
+def _files(root):
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("flag,value,needle", [("--mixup", "-1", "--mixup (config key optim.mixup) must be in [0, 100]"),
+                                               ("--cutmix", "nan", "--cutmix"),
+                                               ("--scale", "1", "--scale (config key augment.scale) must be in [0, 1)")])
+def test_a_bad_value_is_refused_before_any_file_is_written(tiny, tmp_path, capsys, flag, value, needle):
+    from conftest import assert_one_error, cli
+
+    before = _files(tmp_path)
+    code, _, err = cli(capsys, "train", tiny, flag, value, "--run-dir", tmp_path / "run", "--size", "16x16")
+    assert_one_error(code, err, needle)
+    assert _files(tmp_path) == before

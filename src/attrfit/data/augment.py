@@ -15,6 +15,7 @@ information and does not shift the image's colour statistics the way black would
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -181,3 +182,92 @@ def _cutout(x: Tensor, side: int, count: int, gen: torch.Generator) -> Tensor:
         in_cols = (xs >= x0) & (xs < x0 + side)  # N x W
         mask |= (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
     return torch.where(mask, fill, x)
+
+
+# ---------------------------------------------------------------- mixup and cutmix (whole batches, labels too)
+
+@dataclass(frozen=True)
+class Mix:
+    """A batch mixed with a permutation of itself; the loss is ``lam * loss(y) + (1 - lam) * loss(y[perm])``."""
+
+    images: Tensor  # float N x 3 x H x W, 0..255, the layout of the input batch
+    perm: Tensor  # N: image i was mixed with image perm[i]
+    lam: float  # the share of each image's own labels (mixup: blend weight; cutmix: pixels not pasted over)
+
+    def dominant(self, labels: Tensor) -> Tensor:
+        """The labels of the larger share, per row (what a train accuracy can be counted against)."""
+        return labels if self.lam >= 0.5 else labels[self.perm]
+
+
+def mix_batch(x: Tensor, mixup: float, cutmix: float, gen: torch.Generator) -> Mix:
+    """Mixup (alpha ``mixup``) or cutmix (alpha ``cutmix``) of an augmented float batch; 0 switches one off.
+
+    One lam per batch from Beta(alpha, alpha). With both on, each batch picks one of the two
+    at random (probability 0.5, drawn from ``gen``). Draws, in order: the pick (only when both
+    are on), lam, the permutation, cutmix's box centre.
+
+    Example:
+        >>> m = mix_batch(torch.zeros(4, 3, 8, 8), 0.4, 0.0, torch.Generator().manual_seed(0))
+        >>> m.images.shape, 0 <= m.lam <= 1
+        (torch.Size([4, 3, 8, 8]), True)
+    """
+    if mixup <= 0 and cutmix <= 0:
+        raise ValueError("mix_batch needs mixup > 0 or cutmix > 0")
+    use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand((), generator=gen, device=x.device) < 0.5))
+    lam = sample_beta(cutmix if use_cutmix else mixup, gen)
+    perm = torch.randperm(x.shape[0], generator=gen, device=x.device)
+    if use_cutmix:
+        return _cutmix(x, perm, lam, gen)
+    return Mix(torch.lerp(x[perm], x, lam).contiguous(memory_format=_memory_format(x)), perm, lam)
+
+
+def _cutmix(x: Tensor, perm: Tensor, lam: float, gen: torch.Generator) -> Mix:
+    """Paste one box of x[perm] into every image; the box's side ratio is sqrt(1 - lam), its centre uniform,
+    clipped at the borders, so lam is recomputed from the area actually pasted."""
+    _, _, h, w = x.shape
+    ratio = math.sqrt(1.0 - lam)
+    bh, bw = round(h * ratio), round(w * ratio)
+    cy, cx = (int(torch.randint(0, s, (), generator=gen, device=x.device)) for s in (h, w))
+    y0, y1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h)
+    x0, x1 = max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
+    out = x.clone()  # keeps x's layout
+    out[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+    return Mix(out, perm, 1.0 - (y1 - y0) * (x1 - x0) / (h * w))
+
+
+def sample_beta(alpha: float, gen: torch.Generator) -> float:
+    """One draw from Beta(alpha, alpha) using only ``gen``: X / (X + Y) for X, Y ~ Gamma(alpha).
+
+    torch's own Beta and Gamma samplers take no generator, so the Gammas are drawn here
+    (:func:`_log_gamma`), in log space so that small alphas cannot underflow to 0 / 0.
+
+    Example:
+        >>> 0.0 <= sample_beta(0.2, torch.Generator().manual_seed(0)) <= 1.0
+        True
+    """
+    log_x, log_y = _log_gamma(alpha, 2, gen).tolist()
+    return 1.0 / (1.0 + math.exp(min(log_y - log_x, 700.0)))  # sigmoid(log X - log Y), never overflowing
+
+
+def _log_gamma(alpha: float, n: int, gen: torch.Generator, tries: int = 16) -> Tensor:
+    """log of n Gamma(alpha, 1) draws (float64): Marsaglia & Tsang (2000), a batch of candidates per round.
+
+    For alpha < 1, Gamma(alpha) = Gamma(alpha + 1) * U ** (1 / alpha) (their section 6). Each
+    candidate is accepted with probability >= 0.95, so one round of ``tries`` almost always does.
+    """
+    dev = gen.device
+    a = alpha + 1.0 if alpha < 1.0 else alpha
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    out = torch.full((n,), math.nan, dtype=torch.float64, device=dev)
+    while bool(out.isnan().any()):
+        z = torch.randn(n, tries, generator=gen, device=dev, dtype=torch.float64)
+        u = torch.rand(n, tries, generator=gen, device=dev, dtype=torch.float64)
+        v = (1.0 + c * z) ** 3
+        ok = (v > 0) & (u.log() < 0.5 * z * z + d - d * v + d * v.clamp(min=1e-300).log())
+        first = ok.to(torch.int8).argmax(1)  # the first accepted candidate of each row
+        found = ok.any(1) & out.isnan()
+        out = torch.where(found, (d * v).gather(1, first[:, None]).squeeze(1).log(), out)
+    if alpha < 1.0:
+        out = out + torch.rand(n, generator=gen, device=dev, dtype=torch.float64).log() / alpha
+    return out

@@ -48,6 +48,12 @@ class OptimConfig:
     loss_weights: dict[str, float] = option(
         help="per-head loss weights, e.g. gender=2,age=1 (others 1)", metavar="HEAD=W,...",
         check=EachValue(Range(0, 1000)), default_factory=dict, default_text="1 for every head")
+    mixup: float = option(0.0, "mixup: blend each training batch with a shuffled copy of itself, weight lam from "
+                          "Beta(A, A) per batch, and each head's loss likewise (lam * own labels + (1 - lam) * the "
+                          "copy's); 0 = off", "A", Range(0, 100))
+    cutmix: float = option(0.0, "cutmix: paste one box of a shuffled copy into each training batch, lam from "
+                           "Beta(A, A) per batch and the loss mixed by the box's area; with --mixup too, each batch "
+                           "uses one of the two at random; 0 = off", "A", Range(0, 100))
     ema: float = option(0.0, "decay of an exponential moving average of the weights used for evaluation "
                         "(e.g. 0.999); 0 = off", "DECAY", FRACTION, lr_find=False)
 
