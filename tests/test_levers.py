@@ -237,7 +237,7 @@ def _val(run) -> list[str]:
 
 def test_levers_off_leave_a_run_as_it_was(tiny, tmp_path):
     ref = fit(tiny_cfg(tiny), run_dir=tmp_path / "ref", progress=False)
-    off = fit(tiny_cfg(tiny, scale=0.0, mixup=0.0, cutmix=0.0), run_dir=tmp_path / "off", progress=False)
+    off = fit(tiny_cfg(tiny, scale=0.0, mixup=0.0, cutmix=0.0, tta=False), run_dir=tmp_path / "off", progress=False)
     assert _same_weights(ref, off) and _val(ref) == _val(off)
 
 
@@ -281,3 +281,95 @@ def test_a_bad_value_is_refused_before_any_file_is_written(tiny, tmp_path, capsy
     code, _, err = cli(capsys, "train", tiny, flag, value, "--run-dir", tmp_path / "run", "--size", "16x16")
     assert_one_error(code, err, needle)
     assert _files(tmp_path) == before
+
+
+# ---------------------------------------------------------------- --tta
+
+import copy  # noqa: E402
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import attrfit.training.loop as loop  # noqa: E402
+from attrfit.evaluation.scoring import evaluate_checkpoint, run_tta  # noqa: E402
+
+
+def _forward_probs(model, images) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [o.softmax(1).numpy() for o in model.eval()(images.float())]
+
+
+@pytest.fixture(scope="module")
+def tta_run(tmp_path_factory):
+    """A run with --tta whose every val and test scoring is recorded: (run, [(images, model copy, probs)])."""
+    from conftest import write_tiny
+
+    root = tmp_path_factory.mktemp("tta")
+    csv = write_tiny(root / "data")
+    seen = []
+    real = loop.evaluate_images
+
+    def spy(model, images, *a, **k):
+        results, probs = real(model, images, *a, **k)
+        seen.append((images.clone(), copy.deepcopy(model), probs, k.get("tta")))
+        return results, probs
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "evaluate_images", spy)
+        run = fit(tiny_cfg(csv, tta=True, **{"data.cache_dir": str(root / "cache")}), run_dir=root / "run",
+                  progress=False)
+    return run, seen
+
+
+def test_tta_averages_each_val_and_test_image_with_its_mirror(tta_run):
+    run, seen = tta_run
+    assert len(seen) == 3 and all(tta for *_, tta in seen)  # 2 epochs of val, then the test side once
+    for images, model, probs, _ in seen:
+        plain, mirror = _forward_probs(model, images), _forward_probs(model, images.flip(3))
+        for p, a, b in zip(probs, plain, mirror):
+            assert np.allclose(p, (a + b) / 2, atol=1e-5)
+            assert not np.allclose(p, a, atol=1e-4)  # and that is not the plain prediction
+
+
+def test_a_run_without_tta_validates_plainly(tiny, tmp_path, monkeypatch):
+    flags = []
+    real = loop.evaluate_images
+    monkeypatch.setattr(loop, "evaluate_images", lambda *a, **k: (flags.append(k.get("tta")), real(*a, **k))[1])
+    fit(tiny_cfg(tiny, epochs=1), run_dir=tmp_path / "run", progress=False)
+    assert flags == [False, False]
+
+
+def test_evaluate_and_predict_use_the_runs_tta_unless_told_otherwise(tta_run, capsys):
+    from attrfit.serving.predict import Predictor
+    from conftest import cli
+
+    run, _ = tta_run
+    assert run_tta(checkpoint.load(run / "best.pt")) and not run_tta({"config": {}})  # older checkpoints: off
+    stored = json.loads((run / "results.json").read_text())
+    default = evaluate_checkpoint(str(run), progress=False, device="cpu")
+    assert default["tta"] is True and default["mean"] == pytest.approx(stored["mean"])
+    assert evaluate_checkpoint(str(run), tta=False, progress=False, device="cpu")["tta"] is False
+    code, out, _ = cli(capsys, "evaluate", run, "--device", "cpu")
+    assert code == 0 and "mirror TTA" in out.splitlines()[0]
+    code, out, _ = cli(capsys, "evaluate", run, "--device", "cpu", "--no-tta")
+    assert code == 0 and "mirror TTA" not in out.splitlines()[0]
+
+    predictor = Predictor.from_checkpoint(run)
+    x = torch.randint(0, 256, (5, 3, 16, 16), generator=_gen(0), dtype=torch.uint8)
+    default, on, off = (predictor.predict_pixels(x, tta=t).probs for t in (None, True, False))
+    assert predictor.tta is True
+    for h in default:
+        assert np.array_equal(default[h], on[h]) and not np.allclose(default[h], off[h], atol=1e-4)
+
+
+def test_predict_command_uses_the_runs_tta_unless_told_no_tta(tta_run, capsys):
+    from conftest import cli
+
+    run, _ = tta_run
+    image = run.parent / "data" / "img" / "0.png"
+    outputs = {}
+    for flags in ((), ("--tta",), ("--no-tta",)):
+        code, out, err = cli(capsys, "predict", run, image, "--all-probs", "--quiet", "--device", "cpu", *flags)
+        assert code == 0, err
+        outputs[flags] = out
+    assert outputs[()] == outputs[("--tta",)] != outputs[("--no-tta",)]

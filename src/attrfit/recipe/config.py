@@ -79,6 +79,9 @@ class TrainConfig:
     device: str = option("auto", "where to train; auto picks a CUDA GPU if there is one", "DEVICE",
                          Pattern(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N (N a GPU index)"))
     threads: int = option(0, "torch CPU threads; 0 = torch's default", "N", Range(0, 4096))
+    tta: bool = option(False, "average each image's prediction with its mirror's in validation and the test scoring; "
+                       "stored in the run, so its evaluate, report and predict do the same unless told --no-tta",
+                       lr_find=False)
     eval_batch_size: int = option(512, "batch size for validation and test scoring (no gradients)", "N",
                                   Range(1), lr_find=False)
     checkpoint_every: int = option(0, "also write last.pt every N steps inside an epoch; 0 = at epoch ends only",
