@@ -8,9 +8,12 @@ so a run is reproducible from its seed on a given device.
 
 Order of operations: horizontal flip, translate (reflect pad + per-sample crop), scale
 (zoom about a random point, one batched ``grid_sample``), brightness, contrast, clamp to
-0..255, cutout. Cutout squares are filled with the
-image's own per-channel mean (taken just before cutout), so the patch carries no
-information and does not shift the image's colour statistics the way black would.
+0..255, cutout. Cutout squares are filled with the image's own per-channel mean (taken
+just before cutout), so the patch carries no information and does not shift the image's
+colour statistics the way black would.
+
+``mix_batch`` (mixup, cutmix) then mixes a whole augmented batch with a permutation of
+itself; the trainer mixes the loss with the same ``lam`` and permutation.
 """
 
 from __future__ import annotations
@@ -269,5 +272,6 @@ def _log_gamma(alpha: float, n: int, gen: torch.Generator, tries: int = 16) -> T
         found = ok.any(1) & out.isnan()
         out = torch.where(found, (d * v).gather(1, first[:, None]).squeeze(1).log(), out)
     if alpha < 1.0:
-        out = out + torch.rand(n, generator=gen, device=dev, dtype=torch.float64).log() / alpha
+        u = 1.0 - torch.rand(n, generator=gen, device=dev, dtype=torch.float64)  # in (0, 1]: a finite log
+        out = out + u.log() / alpha
     return out
