@@ -112,8 +112,9 @@ def test_beta_draws_follow_beta_and_only_the_generator():
 
 @pytest.mark.parametrize("mixup,cutmix", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_mix_batch_shapes_layout_range_and_seed(mixup, cutmix, fmt):
-    x = _noise(n=8).contiguous(memory_format=fmt)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_mix_batch_shapes_layout_range_and_seed(mixup, cutmix, fmt, dtype):
+    x = _noise(n=8).to(dtype).contiguous(memory_format=fmt)
     m = mix_batch(x, mixup, cutmix, _gen(4))
     assert m.images.shape == x.shape and m.images.dtype == torch.float32
     assert m.images.is_contiguous(memory_format=fmt)
@@ -373,3 +374,10 @@ def test_predict_command_uses_the_runs_tta_unless_told_no_tta(tta_run, capsys):
         assert code == 0, err
         outputs[flags] = out
     assert outputs[()] == outputs[("--tta",)] != outputs[("--no-tta",)]
+
+
+def test_train_accuracy_under_mixing_counts_the_larger_shares_labels():
+    y = torch.tensor([[0, 1], [1, -1], [2, 0]])
+    perm = torch.tensor([2, 0, 1])
+    assert torch.equal(Mix(torch.zeros(0), perm, 0.7).dominant(y), y)
+    assert torch.equal(Mix(torch.zeros(0), perm, 0.3).dominant(y), y[perm])

@@ -203,7 +203,7 @@ class Mix:
 
 
 def mix_batch(x: Tensor, mixup: float, cutmix: float, gen: torch.Generator) -> Mix:
-    """Mixup (alpha ``mixup``) or cutmix (alpha ``cutmix``) of an augmented float batch; 0 switches one off.
+    """Mixup (alpha ``mixup``) or cutmix (alpha ``cutmix``) of a batch (uint8 or float, 0..255); 0 switches one off.
 
     One lam per batch from Beta(alpha, alpha). With both on, each batch picks one of the two
     at random (probability 0.5, drawn from ``gen``). Draws, in order: the pick (only when both
@@ -216,6 +216,7 @@ def mix_batch(x: Tensor, mixup: float, cutmix: float, gen: torch.Generator) -> M
     """
     if mixup <= 0 and cutmix <= 0:
         raise ValueError("mix_batch needs mixup > 0 or cutmix > 0")
+    x = x.to(torch.float32)  # a no-op for augment_batch's output
     use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand((), generator=gen, device=x.device) < 0.5))
     lam = sample_beta(cutmix if use_cutmix else mixup, gen)
     perm = torch.randperm(x.shape[0], generator=gen, device=x.device)
