@@ -6,11 +6,25 @@ the step's torch.Generator, so a run stays a pure function of its seed (and resu
 
 from __future__ import annotations
 
+import copy
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from attrfit.data.augment import AugmentConfig, augment_batch, zoom_grid
+import attrfit.training.loop as loop
+import attrfit.training.trainer
+from attrfit.core import runs
+from attrfit.data.augment import AugmentConfig, Mix, augment_batch, mix_batch, sample_beta, zoom_grid
+from attrfit.evaluation.scoring import evaluate_checkpoint, run_tta
+from attrfit.model import checkpoint
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.serving.predict import Predictor
+from attrfit.training.loop import fit
+from attrfit.training.trainer import LossSpec, mixed_loss, multi_head_loss
+from conftest import assert_one_error, cli, write_tiny
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -92,9 +106,6 @@ def test_zoom_factors_and_zoom_in_is_a_crop_inside_the_image():
 
 
 # ---------------------------------------------------------------- --mixup, --cutmix
-
-from attrfit.data.augment import Mix, mix_batch, sample_beta  # noqa: E402
-from attrfit.training.trainer import LossSpec, mixed_loss, multi_head_loss  # noqa: E402
 
 
 def test_beta_draws_follow_beta_and_only_the_generator():
@@ -210,12 +221,6 @@ def test_mixed_loss_of_a_head_without_labels_is_zero():
 
 # ---------------------------------------------------------------- in a run
 
-import attrfit.training.trainer  # noqa: E402
-from attrfit.core import runs  # noqa: E402
-from attrfit.model import checkpoint  # noqa: E402
-from attrfit.recipe.config import TrainConfig, apply  # noqa: E402
-from attrfit.training.loop import fit  # noqa: E402
-
 
 def tiny_cfg(csv, **over) -> TrainConfig:
     base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 2, "batch_size": 16,
@@ -276,8 +281,6 @@ def _files(root):
                                                ("--cutmix", "nan", "--cutmix"),
                                                ("--scale", "1", "--scale (config key augment.scale) must be in [0, 1)")])
 def test_a_bad_value_is_refused_before_any_file_is_written(tiny, tmp_path, capsys, flag, value, needle):
-    from conftest import assert_one_error, cli
-
     before = _files(tmp_path)
     code, _, err = cli(capsys, "train", tiny, flag, value, "--run-dir", tmp_path / "run", "--size", "16x16")
     assert_one_error(code, err, needle)
@@ -285,14 +288,6 @@ def test_a_bad_value_is_refused_before_any_file_is_written(tiny, tmp_path, capsy
 
 
 # ---------------------------------------------------------------- --tta
-
-import copy  # noqa: E402
-import json  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-import attrfit.training.loop as loop  # noqa: E402
-from attrfit.evaluation.scoring import evaluate_checkpoint, run_tta  # noqa: E402
 
 
 def _forward_probs(model, images) -> list[np.ndarray]:
@@ -303,8 +298,6 @@ def _forward_probs(model, images) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def tta_run(tmp_path_factory):
     """A run with --tta whose every val and test scoring is recorded: (run, [(images, model copy, probs)])."""
-    from conftest import write_tiny
-
     root = tmp_path_factory.mktemp("tta")
     csv = write_tiny(root / "data")
     seen = []
@@ -342,8 +335,6 @@ def test_a_run_without_tta_validates_plainly(tiny, tmp_path, monkeypatch):
 
 def test_evaluate_and_predict_use_the_runs_tta_unless_told_otherwise(tta_run, capsys):
     from attrfit.serving.predict import Predictor
-    from conftest import cli
-
     run, _ = tta_run
     assert run_tta(checkpoint.load(run / "best.pt")) and not run_tta({"config": {}})  # older checkpoints: off
     stored = json.loads((run / "results.json").read_text())
@@ -364,8 +355,6 @@ def test_evaluate_and_predict_use_the_runs_tta_unless_told_otherwise(tta_run, ca
 
 
 def test_predict_command_uses_the_runs_tta_unless_told_no_tta(tta_run, capsys):
-    from conftest import cli
-
     run, _ = tta_run
     image = run.parent / "data" / "img" / "0.png"
     outputs = {}
