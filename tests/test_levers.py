@@ -334,7 +334,6 @@ def test_a_run_without_tta_validates_plainly(tiny, tmp_path, monkeypatch):
 
 
 def test_evaluate_and_predict_use_the_runs_tta_unless_told_otherwise(tta_run, capsys):
-    from attrfit.serving.predict import Predictor
     run, _ = tta_run
     assert run_tta(checkpoint.load(run / "best.pt")) and not run_tta({"config": {}})  # older checkpoints: off
     stored = json.loads((run / "results.json").read_text())
