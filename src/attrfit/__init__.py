@@ -50,12 +50,12 @@ def train(csv: str | Path | None = None, *, config=None, run_dir: str | Path | N
     return fit(cfg, run_dir=run_dir, resume=resume, progress=progress)
 
 
-def evaluate(run: str | Path, side: str = "test", *, tta: bool = False, csv: str | Path | None = None,
+def evaluate(run: str | Path, side: str = "test", *, tta: bool | None = None, csv: str | Path | None = None,
              device: str = "auto", progress: bool = True) -> dict:
     """Per-head metrics of a run's best checkpoint (or a .pt file) on one side of its split.
 
     Returns ``{"heads": {HEAD: {"accuracy", "balanced_accuracy", "majority_accuracy", "n", ...}},
-    "mean": {...}}``, the same shape as ``RUN/results.json``.
+    "mean": {...}}``, the same shape as ``RUN/results.json``. ``tta`` (mirror averaging) defaults to the run's --tta.
 
     Example:
         >>> attrfit.evaluate("runs/demo")["mean"]["accuracy"]  # doctest: +SKIP

@@ -167,5 +167,12 @@ def add_run_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run folder (its best.pt) or a checkpoint file")
 
 
+def add_tta_arg(p: argparse.ArgumentParser) -> None:
+    """--tta/--no-tta of evaluate and predict; unset (None) means what the run validated with (its train --tta)."""
+    p.add_argument("--tta", default=None, action=argparse.BooleanOptionalAction,
+                   help="average each image's prediction with its mirror's (default: as the run was trained, "
+                        "i.e. its train --tta)")
+
+
 def add_device_arg(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--device", default=default, help=f"auto, cpu, cuda or cuda:N (default {default})")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrfit
 from attrfit.cli.args import (add_config_flags, add_data_args, add_device_arg, add_run_arg, add_split_args,
-                              add_table_args, config_from_args, data_config_from_args, print_json)
+                              add_table_args, add_tta_arg, config_from_args, data_config_from_args, print_json)
 
 log = logging.getLogger("attrfit")
 
@@ -175,7 +175,7 @@ def register_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on a side of its split (test by default)")
     add_run_arg(p)
     p.add_argument("--side", choices=["test", "val", "train"], default="test", help="which side of the split (default test)")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    add_tta_arg(p)
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.add_argument("--csv", dest="csv_override", metavar="CSV", help="evaluate on this CSV's rows of the split instead (same schema)")
     add_device_arg(p, "auto")
@@ -190,7 +190,8 @@ def run_evaluate(args) -> int:
     if args.json:
         print_json(json_ready(results))
     else:
-        title = f"{args.side} side, {results['checkpoint']} (epoch {results.get('epoch')})"
+        tta = ", mirror TTA" if results.get("tta") else ""
+        title = f"{args.side} side, {results['checkpoint']} (epoch {results.get('epoch')}{tta})"
         print(format_table(results, title))
     return 0
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from attrfit.cli.args import add_device_arg, add_run_arg
+from attrfit.cli.args import add_device_arg, add_run_arg, add_tta_arg
 from attrfit.core import files, runs
 from attrfit.core.errors import AttrfitError
 from attrfit.data.table import IMAGE_COLUMN
@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --out FILE (never an input or a run file)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, help="csv or json (default: from --out's extension, else csv)")
     p.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per forward pass (default 64)")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    add_tta_arg(p)
     p.add_argument("--all-probs", action="store_true", help="also write each class's probability (HEAD_prob_CLASS)")
     p.add_argument("--images", metavar="DIR", help="folder a CSV's image paths are relative to (default: the CSV's folder)")
     add_device_arg(p, "auto")

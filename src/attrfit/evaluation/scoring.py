@@ -201,9 +201,11 @@ class Scored:
     images: Tensor | None = None  # uint8 N x 3 x H x W of the rows (thumbnails of the report's mistakes)
 
 
-def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, csv: str | None = None,
+def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = None, csv: str | None = None,
                      progress: bool = True, device: str = "auto") -> Scored:
     """Load a checkpoint and its run's data (split verified against the table) and score one side.
+
+    ``tta`` None means what the run validated with (:func:`run_tta`); the results say which (``tta``).
 
     >>> score_checkpoint("runs/demo", side="test").results["mean"]["accuracy"]  # doctest: +SKIP
     """
@@ -233,18 +235,24 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, cs
     model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
     rows = data.sides[side]
     precision = inference_precision(ckpt, dev)
+    tta = run_tta(ckpt) if tta is None else tta
     guard_bf16(model, precision, dev, tuple(data.images.shape[2:]), None, inference_batches(len(rows), cfg.eval_batch_size))
     results, probs = evaluate_images(model, data.images[rows], data.labels[rows], data.labels[data.sides["train"]],
                                      schema, dev, precision, cfg.eval_batch_size, tta)
-    results = {**results, "side": side, "checkpoint": str(path), "epoch": ckpt.progress.epoch}
+    results = {**results, "side": side, "checkpoint": str(path), "epoch": ckpt.progress.epoch, "tta": tta}
     paths = [data.image_paths[int(r)] for r in rows]
     return Scored(results, probs, data.labels[rows].numpy(), paths, schema, ckpt, data.images[rows])
 
 
-def evaluate_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool = False, csv: str | None = None,
+def evaluate_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = None, csv: str | None = None,
                         progress: bool = True, device: str = "auto") -> dict:
     """Metrics of a checkpoint on one side of its split (see :func:`score_checkpoint`)."""
     return score_checkpoint(ckpt_or_run, side, tta, csv, progress, device).results
+
+
+def run_tta(ckpt: Checkpoint) -> bool:
+    """Whether the run of ``ckpt`` validated with mirror TTA (its --tta); checkpoints from before the option: no."""
+    return bool(ckpt.config.get("tta", False))
 
 
 def inference_precision(ckpt: Checkpoint, device: torch.device) -> str:

@@ -51,6 +51,12 @@ class OptimConfig:
     loss_weights: dict[str, float] = option(
         help="per-head loss weights, e.g. gender=2,age=1 (others 1)", metavar="HEAD=W,...",
         check=EachValue(Range(0, 1000)), default_factory=dict, default_text="1 for every head")
+    mixup: float = option(0.0, "mixup: blend each training batch with a shuffled copy of itself, weight lam from "
+                          "Beta(A, A) per batch, and each head's loss likewise (lam * own labels + (1 - lam) * the "
+                          "copy's); 0 = off", "A", Range(0, 100))
+    cutmix: float = option(0.0, "cutmix: paste one box of a shuffled copy into each training batch, lam from "
+                           "Beta(A, A) per batch and the loss mixed by the box's area; with --mixup too, each batch "
+                           "uses one of the two at random; 0 = off", "A", Range(0, 100))
     ema: float = option(0.0, "decay of an exponential moving average of the weights used for evaluation "
                         "(e.g. 0.999); 0 = off", "DECAY", FRACTION, lr_find=False)
 
@@ -76,6 +82,9 @@ class TrainConfig:
     device: str = option("auto", "where to train; auto picks a CUDA GPU if there is one", "DEVICE",
                          Pattern(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N (N a GPU index)"))
     threads: int = option(0, "torch CPU threads; 0 = torch's default", "N", Range(0, 4096))
+    tta: bool = option(False, "average each image's prediction with its mirror's in validation and the test scoring; "
+                       "stored in the run, so its evaluate, report and predict do the same unless told --no-tta",
+                       lr_find=False)
     eval_batch_size: int = option(512, "batch size for validation and test scoring (no gradients)", "N",
                                   Range(1), lr_find=False)
     checkpoint_every: int = option(0, "also write last.pt every N steps inside an epoch; 0 = at epoch ends only",

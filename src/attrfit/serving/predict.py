@@ -39,7 +39,7 @@ from attrfit.model import checkpoint
 
 from attrfit.data.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
 from attrfit.core.errors import AttrfitError
-from attrfit.evaluation.scoring import inference_precision, predict_probs
+from attrfit.evaluation.scoring import inference_precision, predict_probs, run_tta
 from attrfit.model.precision import guard_bf16, resolve_device
 from attrfit.core.progress import progress_bar
 from attrfit.data.table import IMAGE_COLUMN, Schema
@@ -148,6 +148,7 @@ class Predictor:
     device: torch.device
     precision: str  # "fp32" | "bf16" | "fp16": what the run validated with, where the device supports it
     checkpoint: str = ""
+    tta: bool = False  # average with the mirror image unless a call says otherwise: the run's --tta
 
     @classmethod
     def from_checkpoint(cls, checkpoint_or_run: str | os.PathLike, device: str = "cpu") -> Predictor:
@@ -160,7 +161,7 @@ class Predictor:
         model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
         size, precision = parse_size(ckpt.size), inference_precision(ckpt, dev)
         guard_bf16(model, precision, dev, size, None, [PREDICT_BATCH])  # batch 1 is always checked too
-        return cls(model, ckpt.schema, size, ckpt.resize, dev, precision, str(path))
+        return cls(model, ckpt.schema, size, ckpt.resize, dev, precision, str(path), run_tta(ckpt))
 
     def spec(self) -> dict:
         """What a caller needs to feed the model: heads, classes, input size and mode, normalisation (0..255 units)."""
@@ -195,10 +196,12 @@ class Predictor:
             raise BadImage(f"{type(e).__name__}: {e}") from None
         return np.array(resize_image(rgb, self.size, self.resize))
 
-    def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = PREDICT_BATCH, tta: bool = False) -> Predictions:
+    def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = PREDICT_BATCH,
+                tta: bool | None = None) -> Predictions:
         """Predictions for images given as paths, PIL images or uint8 arrays (a single one or many).
 
-        An unreadable image raises :class:`AttrfitError` naming it; ``tta`` averages with the mirror image.
+        An unreadable image raises :class:`AttrfitError` naming it; ``tta`` averages with the mirror image
+        (None: :attr:`tta`, which is the run's --tta).
 
         Example:
             >>> p = attrfit.load("runs/demo").predict("a.jpg")  # doctest: +SKIP
@@ -214,11 +217,11 @@ class Predictor:
             parts.append(self.predict_pixels(stack_pixels([d.pixels for d in decoded]), batch_size, tta))
         return Predictions.concat(parts, self.schema.classes)
 
-    def predict_pixels(self, x: Tensor, batch_size: int = PREDICT_BATCH, tta: bool = False) -> Predictions:
+    def predict_pixels(self, x: Tensor, batch_size: int = PREDICT_BATCH, tta: bool | None = None) -> Predictions:
         """Predictions for already prepared images: uint8 N x 3 x H x W at :attr:`size`."""
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.size:
             raise AttrfitError(f"expected images N x 3 x {self.size[0]} x {self.size[1]}, got {tuple(x.shape)}")
-        probs = predict_probs(self.model, x, self.device, self.precision, batch_size, tta)
+        probs = predict_probs(self.model, x, self.device, self.precision, batch_size, self.tta if tta is None else tta)
         return Predictions(self.schema.classes, dict(zip(self.schema.heads, probs)))
 
 
@@ -323,7 +326,7 @@ def _csv_images(csv_path: Path, root: Path) -> list[tuple[str, Path]]:
 
 
 def predict_files(predictor: Predictor, items: Sequence[tuple[str, Path]], batch_size: int = PREDICT_BATCH,
-                  tta: bool = False, all_probs: bool = False, progress: bool = True) -> Iterator[dict]:
+                  tta: bool | None = None, all_probs: bool = False, progress: bool = True) -> Iterator[dict]:
     """One row per image in input order: ``image_path``, :func:`prediction_columns`, ``error``.
 
     An unreadable image gets its reason in ``error`` (and a warning in the log), its prediction

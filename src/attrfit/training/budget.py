@@ -73,7 +73,7 @@ def time_steps(t: Trainer, sides: Sides, steps: int = TIMED_STEPS) -> tuple[floa
         step_s = (time.perf_counter() - start) / steps
         start = time.perf_counter()
         evaluate_images(t.ema if t.ema is not None else t.model, sides.val_images, sides.val_labels,
-                        sides.train_labels, t.schema, t.device, t.precision, t.cfg.eval_batch_size)
+                        sides.train_labels, t.schema, t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
         val_s = time.perf_counter() - start
     return step_s, val_s
 

@@ -107,7 +107,7 @@ def eval_model(t: Trainer) -> nn.Module:
 
 def validate_epoch(t: Trainer, sides: Sides) -> dict:
     val, _ = evaluate_images(eval_model(t), sides.val_images, sides.val_labels, sides.train_labels, t.schema,
-                             t.device, t.precision, t.cfg.eval_batch_size)
+                             t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
     return val
 
 
@@ -413,7 +413,7 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
                        inference_batches(len(test), t.cfg.eval_batch_size))  # the test side's batch sizes
     set_fp32_layers(model, sorted({*extra.fp32_layers, *(t.check.fp32_layers if t.check else [])}))
     results, probs = evaluate_images(model, data.images[test], data.labels[test], data.labels[data.sides["train"]],
-                                     data.schema, t.device, t.precision, t.cfg.eval_batch_size)
+                                     data.schema, t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
     out = json_ready({**results, "side": "test", "checkpoint": "best.pt", "best_epoch": prog.best_epoch,
                       "monitor": t.cfg.monitor, "wall_time_s": prog.wall_time,
                       "images_per_s": _mean_rate(run)})

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from attrfit.core.errors import AttrfitError
 from attrfit.core.progress import progress_bar
-from attrfit.data.augment import augment_batch
+from attrfit.data.augment import Mix, augment_batch, mix_batch
 from attrfit.data.table import Schema
 from attrfit.data.split import SplitRef
 from attrfit.model import checkpoint
@@ -129,6 +129,19 @@ def multi_head_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec)
     per_head_t = torch.stack(per_head)
     weights = torch.tensor(spec.head_weights, device=per_head_t.device)
     return (per_head_t * weights).sum(), per_head_t
+
+
+def mixed_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec, mix: Mix) -> tuple[Tensor, Tensor]:
+    """Mixup/cutmix loss: ``lam * loss(targets) + (1 - lam) * loss(targets[perm])``, total and per head.
+
+    Both terms are :func:`multi_head_loss`, so class weights, label smoothing and head weights
+    apply to each, and a missing label (-1) drops its own term only: both are divided by the
+    head's labelled count in the batch, which the permutation does not change.
+    """
+    own_total, own_head = multi_head_loss(logits, targets, spec)
+    other_total, other_head = multi_head_loss(logits, targets[mix.perm], spec)
+    lam = mix.lam
+    return lam * own_total + (1.0 - lam) * other_total, lam * own_head + (1.0 - lam) * other_head
 
 
 def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: torch.device) -> LossSpec:
@@ -240,11 +253,14 @@ def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum:
     gen = torch.Generator(device=x.device).manual_seed(step_seed(cfg.seed, step))
     torch.manual_seed(step_seed(cfg.seed + 1, step))  # dropout
     x = augment_batch(x, cfg.augment, gen)
+    mix = mix_batch(x, cfg.optim.mixup, cfg.optim.cutmix, gen) if cfg.optim.mixup or cfg.optim.cutmix else None
+    if mix is not None:
+        x = mix.images
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(t.device, t.precision):
         logits = t.net(x)
-    total, per_head = multi_head_loss(logits, y, t.loss)
+    total, per_head = multi_head_loss(logits, y, t.loss) if mix is None else mixed_loss(logits, y, t.loss, mix)
     t.optimizer.zero_grad(set_to_none=True)
     if t.scaler is not None:
         t.scaler.scale(total).backward()
@@ -261,6 +277,7 @@ def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum:
     if t.ema is not None:
         ema_update(t.ema, t.model, cfg.optim.ema)
     with torch.no_grad():
+        y = y if mix is None else mix.dominant(y)  # under mixup: the labels of the larger share
         correct = torch.stack([(o.argmax(1) == y[:, j]).sum() for j, o in enumerate(logits)])
     return total.detach(), per_head.detach(), correct
 
