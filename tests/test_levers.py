@@ -7,6 +7,7 @@ the step's torch.Generator, so a run stays a pure function of its seed (and resu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -335,7 +336,9 @@ def test_a_run_without_tta_validates_plainly(tiny, tmp_path, monkeypatch):
 
 def test_evaluate_and_predict_use_the_runs_tta_unless_told_otherwise(tta_run, capsys):
     run, _ = tta_run
-    assert run_tta(checkpoint.load(run / "best.pt")) and not run_tta({"config": {}})  # older checkpoints: off
+    ckpt = checkpoint.Checkpoint.load(run / "best.pt")
+    older = dataclasses.replace(ckpt, config={k: v for k, v in ckpt.config.items() if k != "tta"})
+    assert run_tta(ckpt) and not run_tta(older)  # checkpoints from before the option: off
     stored = json.loads((run / "results.json").read_text())
     default = evaluate_checkpoint(str(run), progress=False, device="cpu")
     assert default["tta"] is True and default["mean"] == pytest.approx(stored["mean"])
