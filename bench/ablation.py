@@ -46,6 +46,11 @@ LEVERS: dict[str, tuple[str, float]] = {
     "size_160x80": ("--size 160x80", 1.56),
     "preset_cpu_base": ("--preset cpu-base", 3.5),
     "dropout_0.2": ("--dropout 0.2", 1.0),
+    "scale_0.2": ("--scale 0.2", 1.0),
+    "mixup_0.2": ("--mixup 0.2", 1.0),
+    "cutmix_1": ("--cutmix 1.0", 1.0),
+    "tta": ("--tta", 1.0),
+    "cw_power_0.5": ("--class-weight-power 0.5", 1.0),
 }
 
 
