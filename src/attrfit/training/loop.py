@@ -29,7 +29,7 @@ from attrfit.recipe.schedule import lr_at
 from attrfit.training import tracking
 from attrfit.training.distributed import Dist
 from attrfit.training.trainer import (Progress, Sides, Trainer, build_trainer, check_weights, checkpoint_payload,
-                                      init_weights_from, restore, run_epoch)
+                                      device_sides, init_weights_from, restore, run_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +253,7 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt, progress: bool, dist: Di
 
     max_lr = _max_lr(cfg, ckpt, run, data, sides, dist, progress)
     t = build_trainer(cfg, data.schema, sides, max_lr, dist)
+    sides = device_sides(sides, t.device)
     metrics = runs.MetricsLog(run / "metrics.csv")
     if ckpt is not None:
         _check_resume(run, data, ckpt)

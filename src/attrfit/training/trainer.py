@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +106,9 @@ class LossSpec:
     head_weights: list[float]
     class_weights: list[Tensor | None]
     label_smoothing: float = 0.0
+    # head_weights as a tensor on the training device, made once: building it each step is a
+    # blocking host-to-GPU copy, which waits for all queued GPU work (a sync per step)
+    head_weight_tensor: Tensor | None = None
 
 
 def multi_head_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec) -> tuple[Tensor, Tensor]:
@@ -124,7 +127,9 @@ def multi_head_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec)
         )
         per_head.append(loss / labelled.clamp(min=1))
     per_head_t = torch.stack(per_head)
-    weights = torch.tensor(spec.head_weights, device=per_head_t.device)
+    weights = spec.head_weight_tensor
+    if weights is None or weights.device != per_head_t.device:
+        weights = torch.tensor(spec.head_weights, device=per_head_t.device)
     return (per_head_t * weights).sum(), per_head_t
 
 
@@ -135,7 +140,7 @@ def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: to
     weights = [float(cfg.optim.loss_weights.get(h, 1.0)) for h in schema.heads]
     cw = class_weights(train_labels, schema.num_classes) if cfg.optim.class_weights else [None] * len(weights)
     cw = [w.to(device) if w is not None else None for w in cw]
-    return LossSpec(weights, cw, cfg.optim.label_smoothing)
+    return LossSpec(weights, cw, cfg.optim.label_smoothing, torch.tensor(weights, device=device))
 
 
 # ---------------------------------------------------------------- EMA
@@ -237,6 +242,79 @@ def check_compiler(device: torch.device) -> None:
                            "(e.g. apt install g++) or set CXX, or train without --compile")
 
 
+# ---------------------------------------------------------------- the data on the training device
+
+# The sides may take at most this share of the GPU memory free before training: the rest is
+# for the weights, optimizer state and activations (a few GB at most for attrfit's presets).
+DEVICE_DATA_SHARE = 0.5
+
+
+def keep_on_device(device: torch.device, nbytes: int, free_bytes: int) -> bool:
+    """Whether the train and val tensors (``nbytes`` in all) should live on ``device`` for the run.
+
+    Only on a GPU (on the CPU they already are where the steps run), and only where they
+    take at most :data:`DEVICE_DATA_SHARE` of its free memory.
+
+    Example:
+        >>> keep_on_device(torch.device("cuda"), 330 << 20, 100 << 30), keep_on_device(torch.device("cpu"), 1, 2)
+        (True, False)
+    """
+    return device.type == "cuda" and nbytes <= DEVICE_DATA_SHARE * free_bytes
+
+
+def _tensors(sides: Sides) -> list[Tensor]:
+    return [getattr(sides, f.name) for f in fields(sides)]  # not dataclasses.astuple: it deep-copies
+
+
+def sides_nbytes(sides: Sides) -> int:
+    return sum(v.nelement() * v.element_size() for v in _tensors(sides))
+
+
+def move_sides(sides: Sides, device: torch.device) -> Sides:
+    return Sides(*(v.to(device) for v in _tensors(sides)))
+
+
+def device_sides(sides: Sides, device: torch.device) -> Sides:
+    """The sides on a GPU once for the whole run where they fit; else (and on the CPU) as they are.
+
+    On the GPU each batch is then gathered there (:func:`gather`): no host-to-GPU copy per step.
+    Where they do not fit, batches are gathered on the CPU and copied through pinned memory.
+    """
+    if device.type != "cuda":
+        return sides
+    nbytes, (free, _) = sides_nbytes(sides), torch.cuda.mem_get_info(device)
+    if not keep_on_device(device, nbytes, free):
+        log.info("the train and val images (%.0f MiB) stay in CPU memory (%.0f MiB free on %s): batches are "
+                 "copied each step", nbytes / 2**20, free / 2**20, device)
+        return sides
+    log.info("the train and val images (%.0f MiB) moved to %s for the run", nbytes / 2**20, device)
+    return move_sides(sides, device)
+
+
+def gather(images: Tensor, labels: Tensor, idx: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Rows ``idx`` of ``images`` and ``labels``, on ``device``.
+
+    Gathered where the tensors live; from CPU memory to a GPU the batch goes through pinned
+    memory, so the copy runs asynchronously instead of waiting for the GPU's queue to drain.
+    """
+    idx = idx.to(images.device, non_blocking=True)
+    x, y = images[idx], labels[idx]
+    if x.device != device and device.type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def host_sync_every(device: torch.device, show: bool) -> tuple[int, int]:
+    """Every how many steps :func:`run_epoch` reads device values on the host: (finiteness check, progress bar).
+
+    A read waits for the GPU to finish all queued work, so on a GPU the loss is checked every
+    25 steps, and the bar's running loss (0: never) only where the bar is shown. On the CPU
+    a read costs nothing: the loss is checked every step, as soon as it can go wrong.
+    """
+    bar = 10 if show else 0
+    return (1, bar) if device.type == "cpu" else (25, bar)
+
+
 # ---------------------------------------------------------------- one step, one epoch
 
 def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -316,7 +394,7 @@ def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "c
     """Train one epoch from ``prog.epoch_step`` on (so a mid-epoch resume skips done batches)."""
     bs = t.cfg.batch_size // t.dist.world_size
     n = len(sides.train_images)
-    order = t.dist.shard(epoch_order(n, t.cfg.seed, epoch))
+    order = t.dist.shard(epoch_order(n, t.cfg.seed, epoch)).to(sides.train_images.device)  # gathered where they live
     n_steps = steps_per_epoch(len(order), bs)
     heads = len(t.schema.heads)
     if not prog.sums:
@@ -328,13 +406,12 @@ def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "c
     acc_correct = torch.zeros(heads, dtype=torch.long, device=t.device)
     acc_lab = torch.zeros(heads, dtype=torch.long, device=t.device)
     t0, done_here = time.perf_counter(), 0
-    check_every = 1 if t.device.type == "cpu" else 25
+    check_every, postfix_every = host_sync_every(t.device, show)
     for i in range(prog.epoch_step, n_steps):
         if t.stop_requested:
             break
         idx = order[i * bs : (i + 1) * bs]
-        x = sides.train_images[idx].to(t.device, non_blocking=True)
-        y = sides.train_labels[idx].to(t.device, non_blocking=True)
+        x, y = gather(sides.train_images, sides.train_labels, idx, t.device)
         lr = lr_at(prog.step, t.total_steps, t.max_lr, t.cfg.schedule)
         mom = momentum_at(prog.step, t.total_steps, t.cfg.schedule, t.cfg.optim.momentum)
         loss, per_head, correct = train_step(t, x, y, prog.step, lr, mom)
@@ -347,7 +424,7 @@ def run_epoch(t: Trainer, sides: Sides, prog: Progress, epoch: int, save_mid: "c
         done_here += 1
         if done_here % check_every == 0 or i == n_steps - 1:
             check_finite(t, acc_loss, acc_head, prog.step)
-        if done_here % 10 == 0 or i == n_steps - 1:
+        if postfix_every and (done_here % postfix_every == 0 or i == n_steps - 1):
             rate = done_here * bs * t.dist.world_size / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{float(acc_loss) / done_here:.3f}", img_s=f"{rate:.0f}", refresh=False)
         bar.update(1)

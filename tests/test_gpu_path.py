@@ -1,0 +1,131 @@
+"""The CUDA path, checked on the CPU: data kept on the device, few host reads per step, the fp16 grad scaler.
+
+No GPU is needed: the decisions are pure functions, the moves are checked on torch's ``meta``
+device, host reads are counted with a ``TorchFunctionMode``, and the scaler branch of the
+training step runs with ``torch.amp.GradScaler("cpu")`` (and CPU fp16 autocast).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+import attrfit.training.trainer as tr
+from attrfit.data.dataset import load_data
+from attrfit.recipe.config import TrainConfig, apply
+from attrfit.training.distributed import Dist
+from attrfit.training.loop import make_sides
+from attrfit.training.trainer import (LossSpec, Progress, Sides, build_trainer, device_sides, gather, host_sync_every,
+                                      keep_on_device, loss_spec, move_sides, multi_head_loss, run_epoch, sides_nbytes)
+
+GIB = 1 << 30
+
+
+def tiny_trainer(csv, **over):
+    base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 2, "batch_size": 4,
+            "eval_batch_size": 64, "report": False, "seed": 1, "precision": "fp32"}
+    cfg = apply(TrainConfig(), {**base, **over})
+    data = load_data(cfg.data, progress=False)
+    sides = make_sides(data)
+    return build_trainer(cfg, data.schema, sides, max_lr=0.05, dist=Dist()), sides
+
+
+def params(t) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in t.model.parameters()]
+
+
+# ---------------------------------------------------------------- the data on the device
+
+def test_keep_on_device_only_on_a_gpu_and_only_where_half_the_free_memory_holds_it():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert keep_on_device(cuda, 330 << 20, 139 * GIB)  # PETA's train side at 128x64 on an H200
+    assert keep_on_device(cuda, 4 * GIB, 8 * GIB)
+    assert not keep_on_device(cuda, 4 * GIB + 1, 8 * GIB)
+    assert not keep_on_device(cuda, 1, 0)
+    assert not keep_on_device(cpu, 1, 139 * GIB)  # on the CPU the data is where the steps run already
+
+
+def fake_sides(n: int = 10) -> Sides:
+    images = torch.arange(n * 3 * 4 * 2, dtype=torch.uint8).view(n, 3, 4, 2)
+    labels = torch.arange(n * 2).view(n, 2)
+    return Sides(images, labels, images[:3].clone(), labels[:3].clone())
+
+
+def test_sides_move_to_the_device_whole_and_stay_put_on_the_cpu():
+    sides = fake_sides()
+    assert sides_nbytes(sides) == 10 * 24 + 10 * 2 * 8 + 3 * 24 + 3 * 2 * 8
+    assert device_sides(sides, torch.device("cpu")) is sides  # no copy: CPU runs unchanged
+    moved = move_sides(sides, torch.device("meta"))
+    for name in ("train_images", "train_labels", "val_images", "val_labels"):
+        before, after = getattr(sides, name), getattr(moved, name)
+        assert after.device.type == "meta" and after.shape == before.shape and after.dtype == before.dtype
+        assert before.device.type == "cpu"  # the CPU sides are left as they were
+
+
+def test_gather_indexes_where_the_data_lives_and_returns_the_rows_asked_for():
+    sides, idx = fake_sides(), torch.tensor([7, 2, 2, 9])
+    x, y = gather(sides.train_images, sides.train_labels, idx, torch.device("cpu"))
+    assert torch.equal(x, sides.train_images[idx]) and torch.equal(y, sides.train_labels[idx])
+    on_meta = move_sides(sides, torch.device("meta"))  # images on the "device", indices on the CPU
+    x, y = gather(on_meta.train_images, on_meta.train_labels, idx, torch.device("meta"))
+    assert x.device.type == y.device.type == "meta" and x.shape == (4, 3, 4, 2) and y.shape == (4, 2)
+
+
+# ---------------------------------------------------------------- host reads
+
+def test_host_reads_are_rare_on_a_gpu_unless_the_bar_shows():
+    assert host_sync_every(torch.device("cpu"), show=False) == (1, 0)
+    assert host_sync_every(torch.device("cpu"), show=True) == (1, 10)
+    assert host_sync_every(torch.device("cuda"), show=False) == (25, 0)
+    assert host_sync_every(torch.device("cuda", 1), show=True) == (25, 10)
+
+
+def test_loss_spec_builds_the_head_weights_on_the_device_once(tiny):
+    t, sides = tiny_trainer(tiny, **{"optim.loss_weights": {"color": 2.0}})
+    w = t.loss.head_weight_tensor
+    assert w is not None and w.device == torch.device("cpu") and w.tolist() == [2.0, 1.0]
+    logits = (torch.randn(6, 3), torch.randn(6, 2))
+    y = torch.tensor([[0, 1], [1, -1], [2, 0], [0, 0], [1, 1], [2, -1]])
+    cached = multi_head_loss(logits, y, t.loss)
+    built = multi_head_loss(logits, y, LossSpec(t.loss.head_weights, t.loss.class_weights))  # per call
+    assert all(torch.equal(a, b) for a, b in zip(cached, built))
+    again = loss_spec(t.cfg, t.schema, sides.train_labels, torch.device("meta"))
+    assert again.head_weight_tensor.device.type == "meta"
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the reads of tensor values into Python (each one a GPU sync on CUDA)."""
+
+    READS = {"__float__", "__bool__", "__int__", "__index__", "item", "tolist", "numpy"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def epoch_reads(csv, monkeypatch, device_type: str, show: bool) -> tuple[int, int]:
+    """(host reads in one epoch of run_epoch on the CPU under ``device_type``'s policy, steps run)."""
+    real = host_sync_every
+    monkeypatch.setattr(tr, "host_sync_every", lambda device, show: real(torch.device(device_type), show))
+    t, sides = tiny_trainer(csv)
+    prog = Progress()
+    with HostReads() as reads:
+        run_epoch(t, sides, prog, 0, None, show)
+    return reads.count, prog.step
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_one_epoch_reads_the_device_every_step_on_the_cpu_but_not_under_the_gpu_policy(tiny, monkeypatch, show):
+    cpu_reads, steps = epoch_reads(tiny, monkeypatch, "cpu", show)
+    gpu_reads, _ = epoch_reads(tiny, monkeypatch, "cuda", show)
+    assert steps >= 10
+    assert cpu_reads >= steps  # the finiteness check of every step: the CPU behaviour is kept
+    # under the GPU policy: the check at the last step and the fold of the epoch's sums (4 reads),
+    # plus, with the bar shown, its running loss every 10 steps and at the last
+    bar = steps // 10 + (steps % 10 != 0) if show else 0
+    assert gpu_reads <= 1 + 4 + bar, (gpu_reads, steps)
