@@ -7,17 +7,21 @@ training step runs with ``torch.amp.GradScaler("cpu")`` (and CPU fp16 autocast).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
 import attrfit.training.trainer as tr
 from attrfit.data.dataset import load_data
+from attrfit.model import checkpoint
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.training.distributed import Dist
 from attrfit.training.loop import make_sides
-from attrfit.training.trainer import (LossSpec, Progress, Sides, build_trainer, device_sides, gather, host_sync_every,
-                                      keep_on_device, loss_spec, move_sides, multi_head_loss, run_epoch, sides_nbytes)
+from attrfit.training.trainer import (LossSpec, Progress, Sides, build_trainer, checkpoint_payload, device_sides,
+                                      gather, host_sync_every, keep_on_device, loss_spec, move_sides,
+                                      multi_head_loss, restore, run_epoch, sides_nbytes, train_step)
 
 GIB = 1 << 30
 
@@ -129,3 +133,80 @@ def test_one_epoch_reads_the_device_every_step_on_the_cpu_but_not_under_the_gpu_
     # plus, with the bar shown, its running loss every 10 steps and at the last
     bar = steps // 10 + (steps % 10 != 0) if show else 0
     assert gpu_reads <= 1 + 4 + bar, (gpu_reads, steps)
+
+
+# ---------------------------------------------------------------- the fp16 grad scaler
+
+def scaled(csv, init_scale: float = 2.0**12, **over):
+    t, sides = tiny_trainer(csv, **over)
+    t.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    return t, sides
+
+
+def batch(sides: Sides, n: int = 8):
+    return sides.train_images[:n], sides.train_labels[:n]
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.01])
+def test_the_scaler_gives_the_unscaled_step_and_clips_true_gradients(tiny, clip):
+    """Scaled by 2^12, unscaled before clipping: the same weights as without a scaler (clipping on or off)."""
+    plain, sides = tiny_trainer(tiny, **{"optim.grad_clip": clip})
+    with_scaler, _ = scaled(tiny, **{"optim.grad_clip": clip})
+    x, y = batch(sides)
+    for step in range(3):
+        train_step(plain, x, y, step, 0.05, 0.9)
+        train_step(with_scaler, x, y, step, 0.05, 0.9)
+    for a, b in zip(params(plain), params(with_scaler)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert with_scaler.scaler.get_scale() == 2.0**12  # no inf: the scale is kept (it grows after 2000 steps)
+    moved = sum(float((a - b).abs().sum()) for a, b in zip(params(plain), params(tiny_trainer(tiny)[0])))
+    assert moved > 0  # the steps did change the weights
+
+
+def test_the_scaler_skips_a_step_with_inf_gradients_and_halves_its_scale(tiny):
+    t, sides = scaled(tiny)
+    x, y = batch(sides)
+    before = params(t)
+    first = next(t.model.parameters())
+    hook = first.register_hook(lambda g: g * math.inf)
+    loss, _, _ = train_step(t, x, y, 0, 0.05, 0.9)
+    hook.remove()
+    assert math.isfinite(float(loss))  # the loss was fine; one gradient was not
+    assert all(torch.equal(a, b) for a, b in zip(before, params(t)))  # the step was skipped
+    assert not any(t.optimizer.state.values())  # no momentum buffer made either
+    assert t.scaler.get_scale() == 2.0**11
+    train_step(t, x, y, 1, 0.05, 0.9)
+    assert not all(torch.equal(a, b) for a, b in zip(before, params(t)))  # the next, finite, step is taken
+
+
+def test_fp16_autocast_trains_through_the_scaler_on_the_cpu(tiny):
+    t, sides = scaled(tiny)
+    t.precision = "fp16"  # refused on the CPU for real runs; here it drives train_step's fp16 branch
+    x, y = batch(sides)
+    before = params(t)
+    losses = [float(train_step(t, x, y, step, 0.05, 0.9)[0]) for step in range(3)]
+    assert all(math.isfinite(v) for v in losses)
+    assert not all(torch.equal(a, b) for a, b in zip(before, params(t)))
+    assert t.scaler.get_scale() in (2.0**12, 2.0**11, 2.0**10)  # at most a few overflow skips
+
+
+def test_the_scaler_state_survives_a_checkpoint_and_the_resumed_run_continues_identically(tiny, tmp_path):
+    t, sides = scaled(tiny)
+    x, y = batch(sides)
+    hook = next(t.model.parameters()).register_hook(lambda g: g * math.inf)
+    train_step(t, x, y, 0, 0.05, 0.9)  # skipped: scale halved, growth tracker reset
+    hook.remove()
+    for step in range(1, 3):
+        train_step(t, x, y, step, 0.05, 0.9)  # the growth tracker counts these
+    state = t.scaler.state_dict()
+    assert state["scale"] == 2.0**11 and state["_growth_tracker"] == 2
+    checkpoint.save(checkpoint_payload(t, Progress(step=3), {}), tmp_path / "last.pt")
+
+    resumed, _ = scaled(tiny, init_scale=2.0**16)  # a fresh scaler, as a resumed fp16 run builds
+    restore(resumed, checkpoint.load(tmp_path / "last.pt"))
+    assert resumed.scaler.state_dict() == state
+    for step in range(3, 5):
+        train_step(t, x, y, step, 0.05, 0.9)
+        train_step(resumed, x, y, step, 0.05, 0.9)
+    assert all(torch.equal(a, b) for a, b in zip(params(t), params(resumed)))
+    assert resumed.scaler.state_dict() == t.scaler.state_dict()

@@ -333,24 +333,34 @@ def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum:
     with autocast(t.device, t.precision):
         logits = t.net(x)
     total, per_head = multi_head_loss(logits, y, t.loss)
+    backward_and_step(t, total)
+    if t.ema is not None:
+        ema_update(t.ema, t.model, cfg.optim.ema)
+    with torch.no_grad():
+        correct = torch.stack([(o.argmax(1) == y[:, j]).sum() for j, o in enumerate(logits)])
+    return total.detach(), per_head.detach(), correct
+
+
+def backward_and_step(t: Trainer, total: Tensor) -> None:
+    """Backpropagate ``total`` and take one optimizer step, through the fp16 grad scaler where there is one.
+
+    The scaler multiplies the loss before the backward pass (small fp16 gradients would
+    flush to zero), divides the gradients back before clipping (the clip norm is in true
+    units), and skips the step, halving its scale, when a gradient is inf or NaN.
+    """
     t.optimizer.zero_grad(set_to_none=True)
     if t.scaler is not None:
         t.scaler.scale(total).backward()
         t.scaler.unscale_(t.optimizer)
     else:
         total.backward()
-    if cfg.optim.grad_clip > 0:
-        nn.utils.clip_grad_norm_(t.model.parameters(), cfg.optim.grad_clip)
+    if t.cfg.optim.grad_clip > 0:
+        nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.optim.grad_clip)
     if t.scaler is not None:
         t.scaler.step(t.optimizer)
         t.scaler.update()
     else:
         t.optimizer.step()
-    if t.ema is not None:
-        ema_update(t.ema, t.model, cfg.optim.ema)
-    with torch.no_grad():
-        correct = torch.stack([(o.argmax(1) == y[:, j]).sum() for j, o in enumerate(logits)])
-    return total.detach(), per_head.detach(), correct
 
 
 def check_finite(t: Trainer, loss_sum: Tensor, per_head_sum: Tensor, step: int) -> None:
