@@ -76,6 +76,13 @@ def test_gather_indexes_where_the_data_lives_and_returns_the_rows_asked_for():
     assert x.device.type == y.device.type == "meta" and x.shape == (4, 3, 4, 2) and y.shape == (4, 2)
 
 
+def test_only_a_cpu_batch_bound_for_a_gpu_is_pinned():
+    cpu, cuda, cuda0 = torch.device("cpu"), torch.device("cuda"), torch.device("cuda", 0)
+    assert tr.copies_through_pinned_memory(cpu, cuda) and tr.copies_through_pinned_memory(cpu, cuda0)
+    assert not tr.copies_through_pinned_memory(cuda0, cuda)  # gathered on the GPU (cuda:0 is not == cuda)
+    assert not tr.copies_through_pinned_memory(cpu, cpu)
+
+
 # ---------------------------------------------------------------- host reads
 
 def test_host_reads_are_rare_on_a_gpu_unless_the_bar_shows():

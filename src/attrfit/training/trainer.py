@@ -299,9 +299,19 @@ def gather(images: Tensor, labels: Tensor, idx: Tensor, device: torch.device) ->
     """
     idx = idx.to(images.device, non_blocking=True)
     x, y = images[idx], labels[idx]
-    if x.device != device and device.type == "cuda":
+    if copies_through_pinned_memory(x.device, device):
         x, y = x.pin_memory(), y.pin_memory()
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def copies_through_pinned_memory(source: torch.device, target: torch.device) -> bool:
+    """CPU to GPU only: a batch already on a GPU (``cuda:0`` for ``cuda``) cannot and need not be pinned.
+
+    Example:
+        >>> copies_through_pinned_memory(torch.device("cuda", 0), torch.device("cuda"))
+        False
+    """
+    return source.type == "cpu" and target.type == "cuda"
 
 
 def host_sync_every(device: torch.device, show: bool) -> tuple[int, int]:
