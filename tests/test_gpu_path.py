@@ -8,6 +8,7 @@ training step runs with ``torch.amp.GradScaler("cpu")`` (and CPU fp16 autocast).
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -217,3 +218,60 @@ def test_the_scaler_state_survives_a_checkpoint_and_the_resumed_run_continues_id
         train_step(resumed, x, y, step, 0.05, 0.9)
     assert all(torch.equal(a, b) for a, b in zip(params(t), params(resumed)))
     assert resumed.scaler.state_dict() == t.scaler.state_dict()
+
+
+# ---------------------------------------------------------------- bench/gpu_check.py's plumbing
+
+def gpu_check():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_plans_the_reference_job_first_with_the_asked_settings(tmp_path):
+    g = gpu_check()
+    steps = g.plan(g.Settings(), tmp_path / "out", tmp_path / "work")
+    assert [s.name for s in steps] == ["nvidia-smi", "env", "demo-data", "prepare", "job-cpu-small", "throughput",
+                                       "compile", "job-gpu-base"]
+    job = " ".join(steps[4].argv)
+    for flag in ("train", "--device cuda", "--epochs 50", "--channels-last", "--compile", "--size 64x64"):
+        assert flag in job, flag
+    assert "--precision" not in job and "--no-compile" not in job  # the default precision, compiled
+    assert steps[2].argv[-3:] == ["13500", "64", "64"]
+    assert "--device cuda --preset gpu-base" in " ".join(steps[5].argv)
+    assert "--variant eager= --variant compile=compile=true" in " ".join(steps[6].argv)
+    smoke = g.plan(g.smoke_settings(), tmp_path / "out", tmp_path / "work")
+    assert all("cuda" not in s.argv for s in smoke) and "--quick" in smoke[5].argv
+
+
+def test_gpu_check_ends_a_hung_step_at_its_timeout_and_skips_steps_past_the_budget(tmp_path):
+    g = gpu_check()
+    (tmp_path / "logs").mkdir()
+    hang = g.Step("hang", [sys.executable, "-c", "import subprocess, sys; print('started', flush=True); "
+                           "subprocess.run(['sleep', '60'])"], 1.0)
+    report = {"steps": [], "results": {}}
+    line = g.run_one(0, hang, 60.0, tmp_path, tmp_path, report)
+    rec = report["steps"][0]
+    assert rec["timed_out"] and rec["elapsed_s"] < 15 and "timed out" in line
+    assert "started" in rec["output_tail"]  # the output up to the kill is kept
+    g.run_one(1, hang, g.MIN_STEP_S - 1, tmp_path, tmp_path, report)
+    assert "skipped" in report["steps"][1]
+
+
+def test_gpu_check_reads_a_timed_run(tmp_path):
+    g = gpu_check()
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = ["epoch,seconds,images_per_s,val_mean_accuracy", "1,30.0,300,0.5", "2,1.0,9000,0.6", "3,2.0,8000,0.7"]
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (run / "results.json").write_text('{"mean": {"accuracy": 0.66, "majority_accuracy": 0.56}, "best_epoch": 3}')
+    r = g.job_results(run, tmp_path / "keep")
+    assert r["epochs_done"] == 3 and r["first_epoch_s"] == 30.0 and r["train_s"] == 33.0
+    assert r["steady_epoch_s"] == 2.0 and r["steady_images_per_s"] == 8000 and r["test_mean_accuracy"] == 0.66
+    assert (tmp_path / "keep" / "metrics.csv").is_file()
