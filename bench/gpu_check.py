@@ -45,8 +45,17 @@ PETA_HEADS = REPO.parent / "shared" / "data" / "peta" / "peta_heads.csv"
 GOAL_S = 60.0  # the reference-sized job, end to end
 MIN_STEP_S = 15.0  # a step with less time than this left is skipped, not started
 ENV_CODE = """
-import json, os, platform, torch
-from attrfit.core.runs import environment
+import importlib, json, torch
+missing = []
+for name in ("numpy", "PIL", "tqdm", "matplotlib", "attrfit"):  # attrfit's dependencies, and attrfit from src
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        missing.append(f"{name}: {e}")
+try:
+    from attrfit.core.runs import environment
+except Exception:
+    environment = lambda: {"torch": torch.__version__}
 cuda = torch.cuda.is_available()
 p = torch.cuda.get_device_properties(0) if cuda else None
 try:
@@ -57,7 +66,7 @@ print("ENV " + json.dumps({**environment(), "torch_cuda": torch.version.cuda, "c
     "cuda_available": cuda, "gpu_count": torch.cuda.device_count(), "gpu": p.name if p else None,
     "gpu_memory_gib": round(p.total_memory / 2**30, 1) if p else None,
     "capability": list(torch.cuda.get_device_capability(0)) if cuda else None,
-    "bf16": torch.cuda.is_bf16_supported() if cuda else None, "triton": triton_version}))
+    "bf16": torch.cuda.is_bf16_supported() if cuda else None, "triton": triton_version, "missing": missing}))
 """
 DEMO_CODE = """
 import os, sys
@@ -85,15 +94,17 @@ class Settings:
     job_extra: tuple[str, ...] = ()  # extra train flags
     bench_quick: bool = False  # throughput.py/step_speed.py in their --quick mode (generated data, tiny)
     bench_preset: str = "gpu-base"
+    threads: int = 0  # torch CPU threads of every step (0: torch's default)
     timeouts: dict = field(default_factory=lambda: {"nvidia-smi": 30, "env": 60, "demo-data": 120, "prepare": 120,
                                                     "job": 200, "throughput": 150, "compile": 200})
 
 
 def smoke_settings() -> Settings:
-    """Tiny, on the CPU. The jobs run eager in fp32 (compiling and the bf16 self-check cost a CPU
-    half a minute each); --compile is exercised by the compile step."""
+    """Tiny, on the CPU, one thread (OpenMP threads spin and crawl on a busy shared machine). The
+    jobs run eager in fp32 (compiling and the bf16 self-check cost a CPU half a minute each);
+    --compile is exercised by the compile step."""
     return Settings(device="cpu", n=200, size="32x32", epochs=2, bench_quick=True, bench_preset="cpu-small",
-                    job_extra=("--batch-size", "32", "--no-compile", "--precision", "fp32"))
+                    job_extra=("--batch-size", "32", "--no-compile", "--precision", "fp32"), threads=1)
 
 
 @dataclass
@@ -125,7 +136,7 @@ def job_step(s: Settings, preset: str, csv_path: Path, cache: list[str], work: P
     run = work / "runs" / f"job-{preset}"
     argv = [sys.executable, "-m", "attrfit", "train", str(csv_path), "--device", s.device, "--epochs", str(s.epochs),
             "--preset", preset, "--channels-last", "--compile", "--size", s.size, *cache, "--run-dir", str(run),
-            "--quiet", "--no-report", *s.job_extra]
+            "--quiet", "--no-report", "--threads", str(s.threads), *s.job_extra]
     return Step(f"job-{preset}", argv, s.timeouts["job"], f"job:{preset}")
 
 
@@ -137,7 +148,7 @@ def bench_steps(s: Settings, out: Path, csv_path: Path) -> list[Step]:
         data = []  # the scripts' default: PETA peta_heads.csv at 128x64
     else:
         data = ["--csv", str(csv_path), "--size", s.size, "--group-column", ""]
-    common = ["--device", s.device, "--preset", s.bench_preset, *data]
+    common = ["--device", s.device, "--preset", s.bench_preset, "--threads", str(s.threads), *data]
     return [Step("throughput", [py, str(bench / "throughput.py"), *common, "--out", str(out / "throughput.json")],
                  s.timeouts["throughput"], "bench:throughput.json"),
             Step("compile", [py, str(bench / "step_speed.py"), *common, "--variant", "eager=",
