@@ -105,18 +105,20 @@ def sync(device: torch.device) -> None:
 class AttrfitSteps:
     """attrfit's trainer stepping through the cached train images as ``attrfit.training.loop.train`` does.
 
-    Batches are gathered from the uint8 train tensor in :func:`attrfit.training.loop.epoch_order`,
-    trained with :func:`attrfit.training.loop.train_step` at the one-cycle LR of the step, and the
-    loss is checked for NaN every step on the CPU (a sync, as that loop does there).
+    Batches are gathered from the uint8 train tensor in :func:`attrfit.training.loop.epoch_order`
+    (on a GPU from the copy kept there, :func:`attrfit.training.trainer.device_sides`), trained
+    with :func:`attrfit.training.loop.train_step` at the one-cycle LR of the step, and the loss
+    is checked for NaN every step on the CPU (a sync, as the training loop does there).
     Consecutive :meth:`timed` calls continue the same batch order and schedule.
     """
 
     def __init__(self, cfg, schema, sides, total_steps: int) -> None:
         from attrfit.training.distributed import Dist
-        from attrfit.training.trainer import build_trainer
+        from attrfit.training.trainer import build_trainer, device_sides
 
         self.t = build_trainer(cfg, schema, sides, float(cfg.optim.lr), Dist())
         self.t.total_steps = total_steps  # the one-cycle schedule spans all the steps timed
+        sides = device_sides(sides, self.t.device)  # as the training loop does
         self.sides, self.step_no, self.batch_size = sides, 0, cfg.batch_size
         self._batches = self._indices()
 
@@ -125,17 +127,16 @@ class AttrfitSteps:
 
         n, bs = len(self.sides.train_images), self.batch_size
         for epoch in itertools.count():
-            order = epoch_order(n, self.t.cfg.seed, epoch)
+            order = epoch_order(n, self.t.cfg.seed, epoch).to(self.sides.train_images.device)
             for i in range(n // bs):
                 yield order[i * bs : (i + 1) * bs]
 
     def step(self) -> None:
         from attrfit.recipe.schedule import lr_at, momentum_at
-        from attrfit.training.trainer import check_finite, train_step
+        from attrfit.training.trainer import check_finite, gather, train_step
 
         t, cfg, idx = self.t, self.t.cfg, next(self._batches)
-        x = self.sides.train_images[idx].to(t.device, non_blocking=True)
-        y = self.sides.train_labels[idx].to(t.device, non_blocking=True)
+        x, y = gather(self.sides.train_images, self.sides.train_labels, idx, t.device)
         lr = lr_at(self.step_no, t.total_steps, t.max_lr, cfg.schedule)
         mom = momentum_at(self.step_no, t.total_steps, cfg.schedule, cfg.optim.momentum)
         loss, per_head, _ = train_step(t, x, y, self.step_no, lr, mom)

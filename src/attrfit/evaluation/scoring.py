@@ -114,8 +114,8 @@ def evaluate_images(
 ) -> tuple[dict, list[np.ndarray]]:
     """Metrics (and the probabilities) of ``model`` on ``images``; the majority class comes from ``train_labels``."""
     probs = predict_probs(model, images, device, precision, batch_size, tta)
-    majority = majority_classes(train_labels.numpy())
-    return score(probs, labels.numpy(), schema, majority), probs
+    majority = majority_classes(train_labels.cpu().numpy())  # .cpu(): the loop may keep its sides on the GPU
+    return score(probs, labels.cpu().numpy(), schema, majority), probs
 
 
 NO_LABELS = "n/a"  # a head with no labelled rows on the side: no score, n = 0, left out of the means

@@ -35,7 +35,8 @@ from attrfit.recipe.schedule import lr_at, momentum_at
 from attrfit.training import tracking, trainer  # trainer.train_step, looked up per call (tests replace it)
 from attrfit.training.distributed import Dist
 from attrfit.training.trainer import (Sides, StepMeter, Trainer, build_trainer, check_weights, checkpoint_of,
-                                      epoch_order, init_weights_from, restore, steps_per_epoch)
+                                      device_sides, epoch_order, gather, init_weights_from, restore,
+                                      steps_per_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,9 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progr
     """Set up the trainer (new, or resumed from ``ckpt``), run :func:`train`, then score best.pt on test once."""
     from attrfit.core import runs
 
-    t = build_trainer(cfg, data.schema, sides, _max_lr(cfg, ckpt, run, data, sides, dist, progress), dist)
+    max_lr = _max_lr(cfg, ckpt, run, data, sides, dist, progress)
+    t = build_trainer(cfg, data.schema, sides, max_lr, dist)
+    sides = device_sides(sides, t.device)
     metrics = runs.MetricsLog(run / "metrics.csv")
     if ckpt is not None:
         prog = _resume(run, t, data, ckpt, metrics)
@@ -330,15 +333,14 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
     bs = t.cfg.batch_size // t.dist.world_size  # per process
     while prog.epoch < t.cfg.epochs:
         start = time.perf_counter()
-        order = t.dist.shard(epoch_order(len(sides.train_images), t.cfg.seed, prog.epoch))
+        order = t.dist.shard(epoch_order(len(sides.train_images), t.cfg.seed, prog.epoch)).to(sides.train_images.device)
         n_steps = steps_per_epoch(len(order), bs)
         meter = StepMeter(t, prog, n_steps, prog.epoch, show)
         for i in range(prog.epoch_step, n_steps):
             if t.stop_requested:
                 break
             idx = order[i * bs : (i + 1) * bs]
-            x = sides.train_images[idx].to(t.device, non_blocking=True)
-            y = sides.train_labels[idx].to(t.device, non_blocking=True)
+            x, y = gather(sides.train_images, sides.train_labels, idx, t.device)  # where the sides live
             lr = lr_at(prog.step, t.total_steps, t.max_lr, t.cfg.schedule)
             mom = momentum_at(prog.step, t.total_steps, t.cfg.schedule, t.cfg.optim.momentum)
             loss, per_head, correct = trainer.train_step(t, x, y, prog.step, lr, mom)

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +109,9 @@ class LossSpec:
     head_weights: list[float]
     class_weights: list[Tensor | None]
     label_smoothing: float = 0.0
+    # head_weights as a tensor on the training device, made once: building it each step is a
+    # blocking host-to-GPU copy, which waits for all queued GPU work (a sync per step)
+    head_weight_tensor: Tensor | None = None
 
 
 def multi_head_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec) -> tuple[Tensor, Tensor]:
@@ -127,7 +130,9 @@ def multi_head_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec)
         )
         per_head.append(loss / labelled.clamp(min=1))
     per_head_t = torch.stack(per_head)
-    weights = torch.tensor(spec.head_weights, device=per_head_t.device)
+    weights = spec.head_weight_tensor
+    if weights is None or weights.device != per_head_t.device:
+        weights = torch.tensor(spec.head_weights, device=per_head_t.device)
     return (per_head_t * weights).sum(), per_head_t
 
 
@@ -152,7 +157,7 @@ def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: to
     cw = (class_weights(train_labels, schema.num_classes, cfg.optim.class_weight_power) if cfg.optim.class_weights
           else [None] * len(weights))
     cw = [w.to(device) if w is not None else None for w in cw]
-    return LossSpec(weights, cw, cfg.optim.label_smoothing)
+    return LossSpec(weights, cw, cfg.optim.label_smoothing, torch.tensor(weights, device=device))
 
 
 # ---------------------------------------------------------------- EMA
@@ -240,6 +245,89 @@ def check_compiler(device: torch.device) -> None:
                            "(e.g. apt install g++) or set CXX, or train without --compile")
 
 
+# ---------------------------------------------------------------- the data on the training device
+
+# The sides may take at most this share of the GPU memory free before training: the rest is
+# for the weights, optimizer state and activations (a few GB at most for attrfit's presets).
+DEVICE_DATA_SHARE = 0.5
+
+
+def keep_on_device(device: torch.device, nbytes: int, free_bytes: int) -> bool:
+    """Whether the train and val tensors (``nbytes`` in all) should live on ``device`` for the run.
+
+    Only on a GPU (on the CPU they already are where the steps run), and only where they
+    take at most :data:`DEVICE_DATA_SHARE` of its free memory.
+
+    Example:
+        >>> keep_on_device(torch.device("cuda"), 330 << 20, 100 << 30), keep_on_device(torch.device("cpu"), 1, 2)
+        (True, False)
+    """
+    return device.type == "cuda" and nbytes <= DEVICE_DATA_SHARE * free_bytes
+
+
+def _tensors(sides: Sides) -> list[Tensor]:
+    return [getattr(sides, f.name) for f in fields(sides)]  # not dataclasses.astuple: it deep-copies
+
+
+def sides_nbytes(sides: Sides) -> int:
+    return sum(v.nelement() * v.element_size() for v in _tensors(sides))
+
+
+def move_sides(sides: Sides, device: torch.device) -> Sides:
+    return Sides(*(v.to(device) for v in _tensors(sides)))
+
+
+def device_sides(sides: Sides, device: torch.device) -> Sides:
+    """The sides on a GPU once for the whole run where they fit; else (and on the CPU) as they are.
+
+    On the GPU each batch is then gathered there (:func:`gather`): no host-to-GPU copy per step.
+    Where they do not fit, batches are gathered on the CPU and copied through pinned memory.
+    """
+    if device.type != "cuda":
+        return sides
+    nbytes, (free, _) = sides_nbytes(sides), torch.cuda.mem_get_info(device)
+    if not keep_on_device(device, nbytes, free):
+        log.info("the train and val images (%.0f MiB) stay in CPU memory (%.0f MiB free on %s): batches are "
+                 "copied each step", nbytes / 2**20, free / 2**20, device)
+        return sides
+    log.info("the train and val images (%.0f MiB) moved to %s for the run", nbytes / 2**20, device)
+    return move_sides(sides, device)
+
+
+def gather(images: Tensor, labels: Tensor, idx: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Rows ``idx`` of ``images`` and ``labels``, on ``device``.
+
+    Gathered where the tensors live; from CPU memory to a GPU the batch goes through pinned
+    memory, so the copy runs asynchronously instead of waiting for the GPU's queue to drain.
+    """
+    idx = idx.to(images.device, non_blocking=True)
+    x, y = images[idx], labels[idx]
+    if copies_through_pinned_memory(x.device, device):
+        x, y = x.pin_memory(), y.pin_memory()
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def copies_through_pinned_memory(source: torch.device, target: torch.device) -> bool:
+    """CPU to GPU only: a batch already on a GPU (``cuda:0`` for ``cuda``) cannot and need not be pinned.
+
+    Example:
+        >>> copies_through_pinned_memory(torch.device("cuda", 0), torch.device("cuda"))
+        False
+    """
+    return source.type == "cpu" and target.type == "cuda"
+
+
+def host_sync_every(device: torch.device, show: bool) -> tuple[int, int]:
+    """Every how many steps the training loop reads device values on the host: (finiteness check, progress bar).
+
+    A read waits for the GPU to finish all queued work, so on a GPU the loss is checked every
+    25 steps, and the bar's running loss (0: never) only where the bar is shown. On the CPU
+    a read costs nothing: the loss is checked every step, as soon as it can go wrong.
+    """
+    bar = 10 if show else 0
+    return (1, bar) if device.type == "cpu" else (25, bar)
+
+
 # ---------------------------------------------------------------- one step
 
 def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -261,25 +349,35 @@ def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum:
     with autocast(t.device, t.precision):
         logits = t.net(x)
     total, per_head = multi_head_loss(logits, y, t.loss) if mix is None else mixed_loss(logits, y, t.loss, mix)
-    t.optimizer.zero_grad(set_to_none=True)
-    if t.scaler is not None:
-        t.scaler.scale(total).backward()
-        t.scaler.unscale_(t.optimizer)
-    else:
-        total.backward()
-    if cfg.optim.grad_clip > 0:
-        nn.utils.clip_grad_norm_(t.model.parameters(), cfg.optim.grad_clip)
-    if t.scaler is not None:
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
-    else:
-        t.optimizer.step()
+    backward_and_step(t, total)
     if t.ema is not None:
         ema_update(t.ema, t.model, cfg.optim.ema)
     with torch.no_grad():
         y = y if mix is None else mix.dominant(y)  # under mixup: the labels of the larger share
         correct = torch.stack([(o.argmax(1) == y[:, j]).sum() for j, o in enumerate(logits)])
     return total.detach(), per_head.detach(), correct
+
+
+def backward_and_step(t: Trainer, total: Tensor) -> None:
+    """Backpropagate ``total`` and take one optimizer step, through the fp16 grad scaler where there is one.
+
+    The scaler multiplies the loss before the backward pass (small fp16 gradients would
+    flush to zero), divides the gradients back before clipping (the clip norm is in true
+    units), and skips the step, halving its scale, when a gradient is inf or NaN.
+    """
+    t.optimizer.zero_grad(set_to_none=True)
+    if t.scaler is not None:
+        t.scaler.scale(total).backward()
+        t.scaler.unscale_(t.optimizer)
+    else:
+        total.backward()
+    if t.cfg.optim.grad_clip > 0:
+        nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.optim.grad_clip)
+    if t.scaler is not None:
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    else:
+        t.optimizer.step()
 
 
 def check_finite(t: Trainer, loss_sum: Tensor, per_head_sum: Tensor, step: int) -> None:
@@ -333,7 +431,7 @@ class StepMeter:
                          "steps": 0, "images": 0}
         self.t, self.prog = t, prog
         self.images_per_step = t.cfg.batch_size // t.dist.world_size * t.dist.world_size
-        self.check_every = 1 if t.device.type == "cpu" else 25  # a NaN check syncs; cheap on the CPU only
+        self.check_every, self.postfix_every = host_sync_every(t.device, show)  # each read of a value syncs
         self.bar = progress_bar(total=n_steps, initial=prog.epoch_step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}",
                                 enabled=show)
         self.loss = torch.zeros((), dtype=torch.float64, device=t.device)  # float64: exact whatever the fold points
@@ -351,7 +449,7 @@ class StepMeter:
         self.steps += 1
         if self.steps % self.check_every == 0 or last:
             check_finite(self.t, self.loss, self.per_head, self.prog.step)
-        if self.steps % 10 == 0 or last:
+        if self.postfix_every and (self.steps % self.postfix_every == 0 or last):
             rate = self.steps * self.images_per_step / (time.perf_counter() - self.started)
             self.bar.set_postfix(loss=f"{float(self.loss) / self.steps:.3f}", img_s=f"{rate:.0f}", refresh=False)
         self.bar.update(1)
