@@ -16,13 +16,16 @@ from torch.overrides import TorchFunctionMode
 
 import attrfit.training.trainer as tr
 from attrfit.data.dataset import load_data
-from attrfit.model import checkpoint
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.training.distributed import Dist
 from attrfit.training.loop import make_sides
-from attrfit.training.trainer import (LossSpec, Progress, Sides, build_trainer, checkpoint_payload, device_sides,
+from attrfit.data.split import SplitRef
+from attrfit.model.checkpoint import Checkpoint
+from attrfit.recipe.schedule import lr_at, momentum_at
+from attrfit.training.trainer import (LossSpec, Progress, Sides, StepMeter, build_trainer, checkpoint_of, device_sides,
+                                      epoch_order, steps_per_epoch,
                                       gather, host_sync_every, keep_on_device, loss_spec, move_sides,
-                                      multi_head_loss, restore, run_epoch, sides_nbytes, train_step)
+                                      multi_head_loss, restore, sides_nbytes, train_step)
 
 GIB = 1 << 30
 
@@ -120,14 +123,30 @@ class HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def one_epoch(t, sides: Sides, prog: Progress, show: bool) -> None:
+    """The step part of the training loop (loop.train) for epoch 0: gather, step, count."""
+    bs = t.cfg.batch_size
+    order = epoch_order(len(sides.train_images), t.cfg.seed, 0)
+    n_steps = steps_per_epoch(len(order), bs)
+    meter = StepMeter(t, prog, n_steps, 0, show)
+    for i in range(n_steps):
+        x, y = gather(sides.train_images, sides.train_labels, order[i * bs : (i + 1) * bs], t.device)
+        lr = lr_at(prog.step, t.total_steps, t.max_lr, t.cfg.schedule)
+        mom = momentum_at(prog.step, t.total_steps, t.cfg.schedule, t.cfg.optim.momentum)
+        loss, per_head, correct = train_step(t, x, y, prog.step, lr, mom)
+        prog.step += 1
+        meter.add(loss, per_head, correct, y, last=i == n_steps - 1)
+    meter.close()
+
+
 def epoch_reads(csv, monkeypatch, device_type: str, show: bool) -> tuple[int, int]:
-    """(host reads in one epoch of run_epoch on the CPU under ``device_type``'s policy, steps run)."""
+    """(host reads in one epoch's steps on the CPU under ``device_type``'s policy, steps run)."""
     real = host_sync_every
     monkeypatch.setattr(tr, "host_sync_every", lambda device, show: real(torch.device(device_type), show))
     t, sides = tiny_trainer(csv)
     prog = Progress()
     with HostReads() as reads:
-        run_epoch(t, sides, prog, 0, None, show)
+        one_epoch(t, sides, prog, show)
     return reads.count, prog.step
 
 
@@ -208,10 +227,10 @@ def test_the_scaler_state_survives_a_checkpoint_and_the_resumed_run_continues_id
         train_step(t, x, y, step, 0.05, 0.9)  # the growth tracker counts these
     state = t.scaler.state_dict()
     assert state["scale"] == 2.0**11 and state["_growth_tracker"] == 2
-    checkpoint.save(checkpoint_payload(t, Progress(step=3), {}), tmp_path / "last.pt")
+    checkpoint_of(t, Progress(step=3), SplitRef("split.json", "f", "a")).save(tmp_path / "last.pt")
 
     resumed, _ = scaled(tiny, init_scale=2.0**16)  # a fresh scaler, as a resumed fp16 run builds
-    restore(resumed, checkpoint.load(tmp_path / "last.pt"))
+    restore(resumed, Checkpoint.load(tmp_path / "last.pt"))
     assert resumed.scaler.state_dict() == state
     for step in range(3, 5):
         train_step(t, x, y, step, 0.05, 0.9)
