@@ -15,7 +15,8 @@ def test_train_then_evaluate_gives_the_results_file(tiny, tmp_path):
     run = attrfit.train(tiny, run_dir=tmp_path / "r", epochs=2, progress=False, **TINY)
     saved = json.loads((run / "results.json").read_text())
     again = attrfit.evaluate(run, progress=False, device="cpu")
-    assert again["mean"]["accuracy"] == pytest.approx(saved["mean"]["accuracy"])
+    assert again.mean.accuracy == pytest.approx(saved["mean"]["accuracy"])
+    assert again.to_json()["heads"] == saved["heads"]
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
 
 

@@ -8,6 +8,7 @@ from PIL import Image
 
 from attrfit import cli
 from attrfit.recipe.config import TrainConfig, apply
+from attrfit.evaluation.results import Results
 from attrfit.evaluation.scoring import attribute_metrics, binary_table, format_table
 from attrfit.evaluation.metrics import instance_metrics, instance_ratios, mean_accuracy_ma
 from attrfit.data.table import Schema
@@ -62,8 +63,8 @@ def test_attribute_metrics_maps_class_indices_to_presence():
     labels = np.array([[1, 0], [0, -1]])  # class indices; class '1' is index 1
     pred = np.array([[1, 1], [0, 0]])
     m = attribute_metrics(pred, labels, [1, 1])
-    assert m["accuracy"] == pytest.approx((1 / 2 + 0) / 2)  # image 1 has no true or predicted positive
-    assert m["n_images"] == 2 and m["n_attributes"] == 2
+    assert m.accuracy == pytest.approx((1 / 2 + 0) / 2)  # image 1 has no true or predicted positive
+    assert m.n_images == 2 and m.n_attributes == 2
 
 
 def write_binary(root, n=60, size=16):
@@ -91,7 +92,7 @@ def test_binary_table_run_reports_the_field_metrics(tmp_path, capsys):
     assert set(inst) == {"mA", "accuracy", "precision", "recall", "f1", "n_images", "n_attributes"}
     assert inst["n_attributes"] == 3
     assert inst["mA"] == pytest.approx(results["mean"]["balanced_accuracy"])  # mA = mean balanced acc here
-    assert "binary attributes (3): mA" in format_table(results)
+    assert "binary attributes (3): mA" in format_table(Results.from_json(results))
     assert "instance-based F1" in (run / "report.html").read_text(encoding="utf-8")
     assert cli.main(["evaluate", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["instance"] == pytest.approx(inst)

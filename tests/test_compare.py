@@ -57,8 +57,8 @@ def test_head_scores_agree_with_head_metrics():
     pred = np.where(rng.random(200) < 0.6, np.maximum(target, 0), rng.integers(0, 3, 200))
     s = head_scores(target, pred == target, 3, np.arange(200)[None])
     m = head_metrics(pred, target, 3, 0)
-    assert s["accuracy"][0] == pytest.approx(m["accuracy"])
-    assert s["balanced_accuracy"][0] == pytest.approx(m["balanced_accuracy"])
+    assert s["accuracy"][0] == pytest.approx(m.accuracy)
+    assert s["balanced_accuracy"][0] == pytest.approx(m.balanced_accuracy)
 
 
 def test_holm_and_bootstrap_p_by_hand():

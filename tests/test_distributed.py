@@ -48,12 +48,12 @@ def test_torchrun_two_processes_one_run_and_resume(tiny, tmp_path):
     assert env_json["world_size"] == 2
     # metrics logged during training == a single-process evaluation of the same weights
     last = evaluate_checkpoint(str(run / "last.pt"), side="val", progress=False)
-    assert float(rows[-1]["val_mean_accuracy"]) == pytest.approx(last["mean"]["accuracy"], abs=1e-9)
+    assert float(rows[-1]["val_mean_accuracy"]) == pytest.approx(last.mean.accuracy, abs=1e-9)
     for k in ("accuracy", "balanced_accuracy", "majority_accuracy"):
-        assert float(rows[-1][f"val_{k}_color"]) == pytest.approx(last["heads"]["color"][k], abs=1e-6), k
+        assert float(rows[-1][f"val_{k}_color"]) == pytest.approx(getattr(last.heads["color"], k), abs=1e-6), k
     # ... and the model learned (colour is plain to see): equal is not "both predict one class"
-    assert last["heads"]["color"]["accuracy"] > last["heads"]["color"]["majority_accuracy"] + 0.3
-    assert last["heads"]["color"]["pred_top_share"] < 0.95
+    assert last.heads["color"].accuracy > last.heads["color"].majority_accuracy + 0.3
+    assert last.heads["color"].pred_top_share < 0.95
     # resume a distributed run: a copy of the run rolled back to epoch 1 (its last.prev.pt)
     shutil.copytree(run, tmp_path / "run2")
     prev = checkpoint.previous_of(tmp_path / "run2" / "last.pt")

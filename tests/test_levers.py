@@ -341,8 +341,8 @@ def test_evaluate_and_predict_use_the_runs_tta_unless_told_otherwise(tta_run, ca
     assert run_tta(ckpt) and not run_tta(older)  # checkpoints from before the option: off
     stored = json.loads((run / "results.json").read_text())
     default = evaluate_checkpoint(str(run), progress=False, device="cpu")
-    assert default["tta"] is True and default["mean"] == pytest.approx(stored["mean"])
-    assert evaluate_checkpoint(str(run), tta=False, progress=False, device="cpu")["tta"] is False
+    assert default.tta is True and default.to_json()["mean"] == pytest.approx(stored["mean"])
+    assert evaluate_checkpoint(str(run), tta=False, progress=False, device="cpu").tta is False
     code, out, _ = cli(capsys, "evaluate", run, "--device", "cpu")
     assert code == 0 and "mirror TTA" in out.splitlines()[0]
     code, out, _ = cli(capsys, "evaluate", run, "--device", "cpu", "--no-tta")

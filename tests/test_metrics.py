@@ -28,13 +28,13 @@ PRED = np.array([0, 1, 0, 1, 3, 2, 1, 0, 0, 0])
 
 def test_hand_computed_example():
     m = head_metrics(PRED, TARGET, num_classes=5, majority_class=0)
-    assert m["n"] == 8
-    assert m["accuracy"] == pytest.approx(5 / 8)
-    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 1 / 2) / 3)
-    assert m["macro_f1"] == pytest.approx((6 / 8 + 2 / 4 + 2 / 3 + 0) / 4)
-    assert m["majority_accuracy"] == pytest.approx(4 / 8)
-    assert m["pred_top_share"] == pytest.approx(4 / 8)
-    assert head_metrics(PRED, TARGET, 5, majority_class=2)["majority_accuracy"] == 2 / 8
+    assert m.n == 8
+    assert m.accuracy == pytest.approx(5 / 8)
+    assert m.balanced_accuracy == pytest.approx((3 / 4 + 1 / 2 + 1 / 2) / 3)
+    assert m.macro_f1 == pytest.approx((6 / 8 + 2 / 4 + 2 / 3 + 0) / 4)
+    assert m.majority_accuracy == pytest.approx(4 / 8)
+    assert m.pred_top_share == pytest.approx(4 / 8)
+    assert head_metrics(PRED, TARGET, 5, majority_class=2).majority_accuracy == 2 / 8
 
 
 def test_confusion_matrix_by_hand():
@@ -56,16 +56,16 @@ def test_out_of_range_classes_rejected():
 
 def test_no_labels_gives_nan():
     m = head_metrics(np.array([0, 1]), np.array([-1, -1]), 2, 0)
-    assert m["n"] == 0
+    assert m.n == 0
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_accuracy", "pred_top_share"):
-        assert math.isnan(m[key]), key
+        assert math.isnan(getattr(m, key)), key
     assert all(math.isnan(v) for v in bootstrap_ci(np.array([0]), np.array([-1]), 2))
 
 
 def test_perfect_predictions():
     t = np.array([0, 1, 2, 2, 1])
     m = head_metrics(t, t, 3, 2)
-    assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == 1.0
+    assert m.accuracy == m.balanced_accuracy == m.macro_f1 == 1.0
 
 
 def test_majority_classes_ties_and_empty_heads():
@@ -87,10 +87,10 @@ def test_summarize_skips_empty_heads():
     empty = head_metrics(np.array([0]), np.array([-1]), 2, 0)
     perfect = head_metrics(np.array([1, 0]), np.array([1, 0]), 2, 0)
     s = summarize({"a": good, "b": empty, "c": perfect})
-    assert set(s) == {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1"}
-    assert s["accuracy"] == pytest.approx((5 / 8 + 1) / 2)
-    assert s["majority_accuracy"] == pytest.approx((4 / 8 + 1 / 2) / 2)
-    assert all(math.isnan(v) for v in summarize({"b": empty}).values())
+    assert set(vars(s)) == {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1"}
+    assert s.accuracy == pytest.approx((5 / 8 + 1) / 2)
+    assert s.majority_accuracy == pytest.approx((4 / 8 + 1 / 2) / 2)
+    assert all(math.isnan(v) for v in vars(summarize({"b": empty})).values())
 
 
 def _noisy_classifier(n, accuracy, k=3, seed=0):
@@ -106,7 +106,7 @@ def test_bootstrap_contains_estimate_and_narrows(metric):
     for n in (200, 3000):
         pred, target = _noisy_classifier(n, 0.8, seed=n)
         lo, hi = bootstrap_ci(pred, target, 3, metric=metric, n_boot=500)
-        point = head_metrics(pred, target, 3, 0)[metric]
+        point = getattr(head_metrics(pred, target, 3, 0), metric)
         assert lo < point < hi
         widths.append(hi - lo)
     assert widths[1] < widths[0] / 2.5  # ~ 1 / sqrt(n): sqrt(15) = 3.9

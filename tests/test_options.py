@@ -19,6 +19,7 @@ from attrfit.evaluation import report
 from attrfit.cli.app import build_parser, main
 from attrfit.recipe.config import TrainConfig, apply, leaf_fields, load_file
 from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.results import Results
 from attrfit.evaluation.scoring import format_table
 from attrfit.core.options import flag_of
 
@@ -202,13 +203,13 @@ def test_format_table_shows_na_for_a_head_without_labels():
                          "c": {"accuracy": nan, "balanced_accuracy": nan, "majority_accuracy": nan, "n": 0,
                                "pred_top_share": nan}},
                "mean": {"accuracy": 0.9, "balanced_accuracy": 0.8, "majority_accuracy": 0.5}}
-    lines = format_table(results).splitlines()
+    lines = format_table(Results.from_json(results)).splitlines()
     assert lines[2].split()[:6] == ["b", "n/a", "n/a", "n/a", "n/a", "0"]
     assert lines[3].split()[:6] == ["c", "n/a", "n/a", "n/a", "n/a", "0"]
     assert "b, c had no labelled rows" in lines[-1]
     empty = {"heads": {"b": results["heads"]["b"]}, "mean": dict.fromkeys(("accuracy", "balanced_accuracy",
                                                                            "majority_accuracy"))}
-    assert format_table(empty).splitlines()[2].split()[:5] == ["MEAN", "n/a", "n/a", "n/a", "n/a"]
+    assert format_table(Results.from_json(empty)).splitlines()[2].split()[:5] == ["MEAN", "n/a", "n/a", "n/a", "n/a"]
 
 
 def _strict_json(path):

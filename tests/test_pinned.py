@@ -15,6 +15,7 @@ bench/mutations.toml lists the bugs these tests must catch (``make mutate`` runs
 from __future__ import annotations
 
 import copy
+import dataclasses
 import csv
 import json
 from dataclasses import dataclass, field
@@ -392,7 +393,7 @@ def test_evaluate_scores_a_side_against_the_train_majority(learned, data, side):
     mine = my_metrics(want, truth.labels[side], truth.majority())
     for j, h in enumerate(truth.heads):
         for k in ("accuracy", "balanced_accuracy", "majority_accuracy", "pred_top_share"):
-            assert got["heads"][h][k] == pytest.approx(mine[j][k], abs=1e-6), (h, k)
+            assert getattr(got.heads[h], k) == pytest.approx(mine[j][k], abs=1e-6), (h, k)
 
 
 # ---------------------------------------------------------------- which epoch becomes best.pt
@@ -411,8 +412,8 @@ def test_best_checkpoint_and_results_are_the_monitored_argmax(data, tmp_path, mo
 
     def scripted(t, sides):
         val = real_validate(t, sides)
-        for k, values in SCRIPT.items():
-            val["mean"][k] = values[len(states)]
+        scripted_means = {k: values[len(states)] for k, values in SCRIPT.items()}
+        val = dataclasses.replace(val, mean=dataclasses.replace(val.mean, **scripted_means))
         states.append(snapshot(t.model))
         return val
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from attrfit import cli
 from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.results import Results
 from attrfit.evaluation.scoring import evaluate_images, format_table, predict_probs
 from attrfit.evaluation.metrics import collapsed, head_metrics
 from attrfit.data.split import fingerprint, make_split, verify_split
@@ -49,10 +50,10 @@ def test_balanced_accuracy_is_mean_recall_over_the_classes_present():
     target = np.array([0, 0, 0, 1, -1, -1])  # class 2 never occurs; two rows unlabelled
     pred = np.array([0, 0, 1, 1, 2, 2])
     m = head_metrics(pred, target, 3, majority_class=0)
-    assert m["accuracy"] == pytest.approx(3 / 4)
-    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
-    assert m["majority_accuracy"] == pytest.approx(3 / 4)  # of the targets, not of the predictions
-    assert m["pred_top_share"] == pytest.approx(2 / 4) and m["n"] == 4  # labelled rows only
+    assert m.accuracy == pytest.approx(3 / 4)
+    assert m.balanced_accuracy == pytest.approx((2 / 3 + 1) / 2)
+    assert m.majority_accuracy == pytest.approx(3 / 4)  # of the targets, not of the predictions
+    assert m.pred_top_share == pytest.approx(2 / 4) and m.n == 4  # labelled rows only
 
 
 class Lookup(nn.Module):
@@ -73,18 +74,18 @@ def test_the_majority_baseline_comes_from_the_train_labels_not_the_evaluated_one
     labels = torch.tensor([[1], [1], [1], [1], [0], [0]])  # evaluated side: 'light' is the majority
     train_labels = torch.tensor([[0], [0], [0], [1], [-1]])  # train side: 'dark' is
     results, probs = evaluate_images(Lookup(logits), images, labels, train_labels, schema, torch.device("cpu"))
-    m = results["heads"]["bright"]
-    assert m["majority_accuracy"] == pytest.approx(2 / 6)  # always 'dark' on the evaluated rows
-    assert m["accuracy"] == pytest.approx(4 / 6)
+    m = results.heads["bright"]
+    assert m.majority_accuracy == pytest.approx(2 / 6)  # always 'dark' on the evaluated rows
+    assert m.accuracy == pytest.approx(4 / 6)
     np.testing.assert_allclose(probs[0], logits.softmax(1).numpy(), atol=1e-6)
 
 
 # ---------------------------------------------------------------- the collapse warning (>= 95% one class)
 
-def val_with_share(share: float) -> dict:
-    return {"heads": {"gender": {"n": 200, "pred_top_share": share, "accuracy": 0.5, "balanced_accuracy": 0.5,
-                                 "majority_accuracy": 0.5}},
-            "mean": {"accuracy": 0.5, "balanced_accuracy": 0.5, "majority_accuracy": 0.5}}
+def val_with_share(share: float) -> Results:
+    return Results.from_json({"heads": {"gender": {"n": 200, "pred_top_share": share, "accuracy": 0.5,
+                                                   "balanced_accuracy": 0.5, "majority_accuracy": 0.5}},
+                              "mean": {"accuracy": 0.5, "balanced_accuracy": 0.5, "majority_accuracy": 0.5}})
 
 
 @pytest.mark.parametrize("share, fires", [(0.951, True), (0.95, True), (0.949, False), (1.0, True), (0.6, False)])
@@ -98,7 +99,7 @@ def test_collapse_warning_fires_from_95_percent(caplog, share, fires):
 def test_pred_top_share_and_collapsed_count_labelled_rows():
     target = np.array([0] * 10 + [1] * 10 + [-1] * 5)
     pred = np.array([0] * 19 + [1] + [1] * 5)  # 19 of the 20 labelled rows say 0: exactly 95%
-    assert head_metrics(pred, target, 2, 0)["pred_top_share"] == pytest.approx(0.95)
+    assert head_metrics(pred, target, 2, 0).pred_top_share == pytest.approx(0.95)
     assert collapsed(pred, target)
     pred[18] = 1  # 18 of 20: 90%
     assert not collapsed(pred, target)

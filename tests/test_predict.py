@@ -128,8 +128,8 @@ def test_predicting_the_test_images_reproduces_evaluate(trained, tmp_path):
         classes = table.schema.classes[head]
         pred = np.array([classes.index(rows[p][head]) for p in scored.paths])
         target = table.labels[[row_of[p] for p in scored.paths], j]
-        got = head_metrics(pred, target, len(classes), 0)["accuracy"]
-        assert got == scored.results["heads"][head]["accuracy"], head
+        got = head_metrics(pred, target, len(classes), 0).accuracy
+        assert got == scored.results.heads[head].accuracy, head
     # the probabilities too, not just the argmax (batch composition may move the last float bit)
     api = attrfit.load(run).predict([labels.parent / p for p in scored.paths], batch_size=5)
     for head, probs in zip(table.schema.heads, scored.probs):

@@ -13,6 +13,7 @@ from attrfit.evaluation import report
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.metrics import confusion_matrix
+from attrfit.evaluation.results import HeadMetrics, MeanMetrics
 from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -143,11 +144,15 @@ def test_chance_and_gain_warnings_fire_on_a_guessing_head():
     assert any("is below always answering 'a'" in w for w in warnings)
 
 
+def age(accuracy: float, n: int) -> dict[str, HeadMetrics]:
+    return {"age": HeadMetrics.from_json({"accuracy": accuracy, "n": n})}
+
+
 def test_val_much_better_than_test_warns_beyond_noise_only():
-    test = {"age": {"accuracy": 0.70, "n": 500}}
-    assert len(report.val_test_warnings({"age": {"accuracy": 0.80, "n": 500}}, test)) == 1
-    assert report.val_test_warnings({"age": {"accuracy": 0.72, "n": 500}}, test) == []
-    assert report.val_test_warnings({"age": {"accuracy": 0.80, "n": 20}}, {"age": {"accuracy": 0.70, "n": 20}}) == []
+    test = age(0.70, 500)
+    assert len(report.val_test_warnings(age(0.80, 500), test)) == 1
+    assert report.val_test_warnings(age(0.72, 500), test) == []
+    assert report.val_test_warnings(age(0.80, 20), age(0.70, 20)) == []
 
 
 def test_overfitting_warning():
@@ -172,8 +177,8 @@ def test_class_names_are_escaped_in_html_and_safe_in_figures():
     classes = ("<30", "Daily/Office/Work Bag", "$5 & up")
     probs, target = noisy_predictor(200, 0.7)
     rows = [report.head_row("a<b", probs, target, classes, majority=0, n_boot=100)]
-    table = report.metrics_table(rows, {"accuracy": 0.7, "balanced_accuracy": 0.6, "majority_accuracy": 0.5,
-                                        "macro_f1": 0.6})
+    table = report.metrics_table(rows, MeanMetrics(accuracy=0.7, balanced_accuracy=0.6, majority_accuracy=0.5,
+                                                   macro_f1=0.6))
     assert "&lt;30" in table and "<30" not in table and "a&lt;b" in table
     page = report.warnings_html(["a<b: predicts '<30' for 99% of test images"], ("a<b",))
     assert "<b>a&lt;b</b>: predicts &#x27;&lt;30&#x27;" in page

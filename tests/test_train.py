@@ -64,8 +64,8 @@ def test_train_writes_run_and_evaluate_matches(tiny, tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert set(results["heads"]) == {"color", "bright"}
     again = evaluate_checkpoint(str(run), side="test", progress=False)
-    assert again["heads"]["color"]["accuracy"] == pytest.approx(results["heads"]["color"]["accuracy"])
-    assert again["mean"]["balanced_accuracy"] == pytest.approx(results["mean"]["balanced_accuracy"])
+    assert again.heads["color"].accuracy == pytest.approx(results["heads"]["color"]["accuracy"])
+    assert again.mean.balanced_accuracy == pytest.approx(results["mean"]["balanced_accuracy"])
     best = checkpoint.load(run / "best.pt")
     assert best["progress"]["epoch"] == results["best_epoch"]
 

@@ -6,7 +6,7 @@ The Python API, as first-class as the command line (which calls these same funct
 
     lr = attrfit.find_lr("labels.csv", size="128x64")["onecycle_max_lr"]    # LR range test
     run = attrfit.train("labels.csv", size="128x64", epochs=30, lr=lr)     # a run folder
-    attrfit.evaluate(run)["mean"]["balanced_accuracy"]                     # held-out test side
+    attrfit.evaluate(run).mean.balanced_accuracy                           # held-out test side
     attrfit.load(run).predict(["a.jpg", "b.jpg"]).labels["gender"]         # predictions
 
 Options are the config's keys or flag names (``lr``, ``cutout``, ``optim.weight_decay``),
@@ -16,9 +16,13 @@ checked exactly as on the command line; ``attrfit train --help`` lists them all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attrfit.core.errors import AttrfitError
 from attrfit.core.version import __version__
+
+if TYPE_CHECKING:
+    from attrfit.evaluation.results import Results
 
 
 def _config(csv, config, options: dict):
@@ -51,15 +55,18 @@ def train(csv: str | Path | None = None, *, config=None, run_dir: str | Path | N
 
 
 def evaluate(run: str | Path, side: str = "test", *, tta: bool | None = None, csv: str | Path | None = None,
-             device: str = "auto", progress: bool = True) -> dict:
+             device: str = "auto", progress: bool = True) -> Results:
     """Per-head metrics of a run's best checkpoint (or a .pt file) on one side of its split.
 
-    Returns ``{"heads": {HEAD: {"accuracy", "balanced_accuracy", "majority_accuracy", "n", ...}},
-    "mean": {...}}``, the same shape as ``RUN/results.json``. ``tta`` (mirror averaging) defaults to the run's --tta.
+    Returns a :class:`attrfit.evaluation.results.Results`: ``.heads[HEAD]`` (accuracy, balanced_accuracy,
+    majority_accuracy, macro_f1, n, ...), ``.mean``, and ``.to_json()``, the same shape as ``RUN/results.json``
+    (NaN there is null). ``tta`` (mirror averaging) defaults to the run's --tta.
 
     Example:
-        >>> attrfit.evaluate("runs/demo")["mean"]["accuracy"]  # doctest: +SKIP
+        >>> attrfit.evaluate("runs/demo").mean.accuracy  # doctest: +SKIP
         0.823
+        >>> attrfit.evaluate("runs/demo").heads["age"].n  # doctest: +SKIP
+        412
     """
     from attrfit.evaluation.scoring import evaluate_checkpoint
 

@@ -155,13 +155,14 @@ def print_results(run: Path) -> None:
     """The held-out test table of a finished run, then where to find the rest (rank 0 only under torchrun)."""
     import os
 
+    from attrfit.evaluation.results import Results
     from attrfit.evaluation.scoring import format_table
 
     if os.environ.get("RANK", "0") != "0":
         return
 
-    results = json.loads((run / "results.json").read_text())
-    title = (f"held-out test side, best epoch {results['best_epoch']} by {results['monitor']} "
+    results = Results.from_json(json.loads((run / "results.json").read_text()), str(run / "results.json"))
+    title = (f"held-out test side, best epoch {results.best_epoch} by {results.monitor} "
              "(majority = always guessing the train side's most common class):")
     print(format_table(results, title))
     print(f"run folder: {run}")
@@ -183,15 +184,15 @@ def register_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    from attrfit.evaluation.scoring import format_table, json_ready
+    from attrfit.evaluation.scoring import format_table
 
     results = attrfit.evaluate(args.run, side=args.side, tta=args.tta, csv=args.csv_override,
                                device=args.device, progress=not args.json)
     if args.json:
-        print_json(json_ready(results))
+        print_json(results.to_json())
     else:
-        tta = ", mirror TTA" if results.get("tta") else ""
-        title = f"{args.side} side, {results['checkpoint']} (epoch {results.get('epoch')}{tta})"
+        tta = ", mirror TTA" if results.tta else ""
+        title = f"{args.side} side, {results.checkpoint} (epoch {results.epoch}{tta})"
         print(format_table(results, title))
     return 0
 

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import SplitRef
+from attrfit.evaluation.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class Loaded:
     run: Path
     scored: object  # attrfit.evaluation.scoring.Scored on the test side
     metrics: list[dict]
-    results: dict | None
+    results: Results | None  # results.json
     environment: dict | None
 
 
@@ -207,13 +208,13 @@ def check_same_test_images(runs: list[Path]) -> str:
 
 def load_run(run: Path, progress: bool) -> Loaded:
     from attrfit.core import runs
+    from attrfit.evaluation.report import read_results
     from attrfit.evaluation.scoring import score_checkpoint
 
     scored = score_checkpoint(str(run), side="test", progress=progress)
-    opt = {name: (runs.read_json(run / name) if (run / name).is_file() else None)
-           for name in ("results.json", "environment.json")}
-    return Loaded(run, scored, runs.MetricsLog(run / "metrics.csv").rows(), opt["results.json"],
-                  opt["environment.json"])
+    env = run / "environment.json"
+    return Loaded(run, scored, runs.MetricsLog(run / "metrics.csv").rows(), read_results(run / "results.json"),
+                  runs.read_json(env) if env.is_file() else None)
 
 
 def check_same_rows(loaded: list[Loaded]) -> None:
@@ -230,12 +231,14 @@ def check_same_rows(loaded: list[Loaded]) -> None:
 
 
 def run_info(label: str, x: Loaded) -> RunInfo:
-    ckpt, res = x.scored.checkpoint, x.results or {}
+    ckpt, res = x.scored.checkpoint, x.results
     prog, cfg = ckpt.progress, ckpt.config
     rates = [float(r["images_per_s"]) for r in x.metrics if r.get("images_per_s")]
-    return RunInfo(label, str(x.run), prog.best_epoch, len(x.metrics) or prog.epoch, cfg.get("epochs"),
-                   res.get("wall_time_s", prog.wall_time),
-                   res.get("images_per_s", float(np.median(rates)) if rates else None),
+    wall = res.wall_time_s if res is not None and res.wall_time_s is not None else prog.wall_time
+    rate = res.images_per_s if res is not None else None
+    if rate is None and rates:
+        rate = float(np.median(rates))
+    return RunInfo(label, str(x.run), prog.best_epoch, len(x.metrics) or prog.epoch, cfg.get("epochs"), wall, rate,
                    ckpt.max_lr, ckpt.precision)
 
 

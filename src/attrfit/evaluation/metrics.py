@@ -12,9 +12,12 @@ and intervals share one definition:
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 
 from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.results import HeadMetrics, MeanMetrics
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
@@ -73,7 +76,7 @@ def _from_confusion(cm: np.ndarray, metric: str) -> np.ndarray:
 
 def head_metrics(
     pred: np.ndarray, target: np.ndarray, num_classes: int, majority_class: int
-) -> dict:
+) -> HeadMetrics:
     """Metrics of one head on its labelled rows (target -1 rows are skipped).
 
     ``majority_accuracy`` is the accuracy of always answering ``majority_class`` (take
@@ -82,22 +85,17 @@ def head_metrics(
 
     Example:
         >>> m = head_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, -1]), 2, 1)
-        >>> m["accuracy"], m["balanced_accuracy"], m["majority_accuracy"], m["n"]
+        >>> m.accuracy, m.balanced_accuracy, m.majority_accuracy, m.n
         (0.6666666666666666, 0.75, 0.6666666666666666, 3)
     """
     p, t = _labelled(pred, target)
     n = int(t.size)
     if n == 0:
-        nan = float("nan")
-        keys = ("accuracy", "balanced_accuracy", "macro_f1", "majority_accuracy")
-        return {**dict.fromkeys(keys, nan), "n": 0, "pred_top_share": nan}
+        return HeadMetrics.empty()
     cm = confusion_matrix(p, t, num_classes)[None]
-    return {
-        **{name: float(_from_confusion(cm, name)[0]) for name in METRICS},
-        "majority_accuracy": float(np.mean(t == majority_class)),
-        "n": n,
-        "pred_top_share": float(np.bincount(p).max() / n),
-    }
+    accuracy, balanced, macro_f1 = (float(_from_confusion(cm, name)[0]) for name in METRICS)
+    return HeadMetrics(accuracy, balanced, macro_f1, majority_accuracy=float(np.mean(t == majority_class)), n=n,
+                       pred_top_share=float(np.bincount(p).max() / n))
 
 
 def majority_classes(labels: np.ndarray) -> list[int]:
@@ -119,19 +117,17 @@ def majority_classes(labels: np.ndarray) -> list[int]:
     return out
 
 
-def summarize(per_head: dict[str, dict]) -> dict:
+def summarize(per_head: dict[str, HeadMetrics]) -> MeanMetrics:
     """Means over heads with n > 0 of accuracy, balanced accuracy, majority accuracy, macro F1.
 
     Example:
-        >>> summarize({"a": {"accuracy": 0.5, "balanced_accuracy": 0.5, "majority_accuracy": 0.4,
-        ...                  "macro_f1": 0.3, "n": 10}, "b": {"n": 0}})["accuracy"]
+        >>> summarize({"a": HeadMetrics(0.5, 0.5, 0.3, 0.4, 10, 0.6), "b": HeadMetrics.empty()}).accuracy
         0.5
     """
-    keys = ("accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1")
-    used = [m for m in per_head.values() if m.get("n", 0) > 0]
+    used = [m for m in per_head.values() if m.n > 0]
     if not used:
-        return dict.fromkeys(keys, float("nan"))
-    return {k: float(np.mean([m[k] for m in used])) for k in keys}
+        return MeanMetrics(*[float("nan")] * 4)
+    return MeanMetrics(**{f.name: float(np.mean([getattr(m, f.name) for m in used])) for f in fields(MeanMetrics)})
 
 
 def bootstrap_ci(
@@ -271,6 +267,6 @@ def mean_accuracy_ma(pred: np.ndarray, target: np.ndarray) -> float:
         >>> mean_accuracy_ma(np.array([[1, 0], [0, 0], [1, 1]]), np.array([[1, 0], [0, 1], [0, -1]]))
         0.625
     """
-    values = [head_metrics(p, t, 2, 0)["balanced_accuracy"] for p, t in zip(np.asarray(pred).T, np.asarray(target).T)]
+    values = [head_metrics(p, t, 2, 0).balanced_accuracy for p, t in zip(np.asarray(pred).T, np.asarray(target).T)]
     values = [v for v in values if np.isfinite(v)]
     return float(np.mean(values)) if values else float("nan")

@@ -55,6 +55,7 @@ from attrfit.data.split import Split
 from attrfit.model.checkpoint import Checkpoint
 from attrfit.evaluation import mistakes
 from attrfit.evaluation.metrics import is_collapsed
+from attrfit.evaluation.results import HeadMetrics, InstanceMetrics, MeanMetrics, Results
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,13 @@ def head_row(head: str, probs: np.ndarray, target: np.ndarray, classes: tuple[st
     labelled = pred[target != -1]
     top = int(np.bincount(labelled, minlength=k).argmax()) if labelled.size else 0
     return HeadRow(
-        head=head, n=m["n"], classes_present=int(np.unique(target[target != -1]).size),
-        accuracy=m["accuracy"], accuracy_ci=bootstrap_ci(pred, target, k, "accuracy", n_boot, ALPHA, seed),
-        balanced_accuracy=m["balanced_accuracy"],
+        head=head, n=m.n, classes_present=int(np.unique(target[target != -1]).size),
+        accuracy=m.accuracy, accuracy_ci=bootstrap_ci(pred, target, k, "accuracy", n_boot, ALPHA, seed),
+        balanced_accuracy=m.balanced_accuracy,
         balanced_accuracy_ci=bootstrap_ci(pred, target, k, "balanced_accuracy", n_boot, ALPHA, seed),
-        macro_f1=m["macro_f1"], majority_class=classes[majority], majority_accuracy=m["majority_accuracy"],
-        gain=m["accuracy"] - m["majority_accuracy"], gain_ci=gain_ci(pred, target, majority, n_boot, ALPHA, seed),
-        top_class=classes[top], top_share=m["pred_top_share"],
+        macro_f1=m.macro_f1, majority_class=classes[majority], majority_accuracy=m.majority_accuracy,
+        gain=m.gain, gain_ci=gain_ci(pred, target, majority, n_boot, ALPHA, seed),
+        top_class=classes[top], top_share=m.pred_top_share,
     )
 
 
@@ -229,17 +230,17 @@ def gain_warnings(rows: list[HeadRow]) -> list[str]:
     return out
 
 
-def val_test_warnings(val_heads: dict, test_heads: dict) -> list[str]:
+def val_test_warnings(val_heads: dict[str, HeadMetrics], test_heads: dict[str, HeadMetrics]) -> list[str]:
     """Heads whose best-epoch val accuracy is above test by more than sampling noise explains.
 
-    Both arguments map head -> {"accuracy", "n", ...} (results' ``heads``).
+    Both arguments are :attr:`Results.heads`.
     """
     out = []
     for h, v in val_heads.items():
         t = test_heads.get(h)
-        if not t or not v.get("n") or not t.get("n"):
+        if not t or not v.n or not t.n:
             continue
-        pv, nv, pt, nt = v["accuracy"], v["n"], t["accuracy"], t["n"]
+        pv, nv, pt, nt = v.accuracy, v.n, t.accuracy, t.n
         noise = 1.96 * math.sqrt(pv * (1 - pv) / nv + pt * (1 - pt) / nt)
         gap = pv - pt
         if gap > noise and gap >= VAL_TEST_MIN_GAP:
@@ -273,7 +274,8 @@ def duplicate_warnings(dups: list[list[str]] | None) -> list[str]:
             f"(e.g. {a_side} {a} = {b_side} {b}); scores on those images are inflated."]
 
 
-def warnings_for(rows: list[HeadRow], side: str, val_heads: dict | None = None, test_heads: dict | None = None,
+def warnings_for(rows: list[HeadRow], side: str, val_heads: dict[str, HeadMetrics] | None = None,
+                 test_heads: dict[str, HeadMetrics] | None = None,
                  train_acc: dict[str, float] | None = None, val_acc: dict[str, float] | None = None,
                  best_epoch: int | None = None, duplicates: list[list[str]] | None = None) -> list[str]:
     """Every warning that applies, in plain words, as "HEAD: ..." (or "split: ..."), grouped by head.
@@ -461,7 +463,7 @@ class RunFacts:
     run: Path
     config: dict
     environment: dict
-    results: dict | None  # results.json (test side, best checkpoint); None if training never finished
+    results: Results | None  # results.json (test side, best checkpoint); None if training never finished
     split_ref: dict
     split: Split
     split_path: Path
@@ -485,8 +487,14 @@ def read_run(run: Path, scored) -> RunFacts:
     cfg = from_dict(scored.checkpoint.config)
     table, split, split_path, sides = read_checked(saved_run_config(cfg.data, run), scored.schema, create_split=False)
     return RunFacts(run, scored.checkpoint.config, _optional_json(run / "environment.json") or {},
-                    _optional_json(run / "results.json"), _optional_json(run / "split_ref.json") or {},
+                    read_results(run / "results.json"), _optional_json(run / "split_ref.json") or {},
                     split, Path(split_path), runs.MetricsLog(run / "metrics.csv").rows(), table, sides)
+
+
+def read_results(path: Path) -> Results | None:
+    """``RUN/results.json``, typed; None if training never finished."""
+    d = _optional_json(path)
+    return None if d is None else Results.from_json(d, str(path))
 
 
 def best_row(metrics: list[dict], epoch: int | None) -> dict | None:
@@ -611,8 +619,8 @@ def make_report(run: str | Path, side: str = "test", progress: bool = False, n_b
 
 def collect_warnings(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> list[str]:
     best = scored.checkpoint.progress.best_epoch
-    val = (scored.checkpoint.val or {}).get("heads")
-    test = scored.results["heads"] if side == "test" else (facts.results or {}).get("heads")
+    val = Results.from_json(scored.checkpoint.val).heads if scored.checkpoint.val else None
+    test = scored.results.heads if side == "test" else facts.results.heads if facts.results else None
     train_acc, val_acc = train_val_accuracy(best_row(facts.metrics, best), scored.schema.heads)
     return warnings_for(rows, side, val, test, train_acc, val_acc, best, facts.split.exact_duplicates_across_sides)
 
@@ -683,23 +691,18 @@ def with_ci(x: float, ci: tuple[float, float], sign: bool = False, flag: bool = 
     return Safe(f'{flagged(fmt(x), flag)} <span class="ci">{esc(fmt(ci[0]))} – {esc(fmt(ci[1]))}</span>')
 
 
-def metrics_table(rows: list[HeadRow], mean: dict) -> Safe:
+def metrics_table(rows: list[HeadRow], mean: MeanMetrics) -> Safe:
     header = ["head", "accuracy (95% CI)", "balanced acc. (95% CI)", "chance 1/K", "macro-F1",
               "majority class", "majority acc.", "gain over majority (95% CI)", "most predicted", "n"]
     body = [_metrics_row(r) for r in rows]
-    body.append([Safe("<b>mean</b>"), _or_na(mean.get("accuracy")), _or_na(mean.get("balanced_accuracy")), "",
-                 _or_na(mean.get("macro_f1")), "", _or_na(mean.get("majority_accuracy")),
-                 _or_na(_diff(mean.get("accuracy"), mean.get("majority_accuracy")), signed), "", ""])
+    body.append([Safe("<b>mean</b>"), _or_na(mean.accuracy), _or_na(mean.balanced_accuracy), "",
+                 _or_na(mean.macro_f1), "", _or_na(mean.majority_accuracy), _or_na(mean.gain, signed), "", ""])
     table = html_table(header, body, "metrics")
     empty = [r.head for r in rows if not r.n]
     if empty:
         table = Safe(table + f'<p class="note">{NO_LABELS}: {esc(", ".join(empty))} had no labelled rows on this '
                      "side, so no score; the means are over the other heads.</p>")
     return table
-
-
-def _diff(a, b):
-    return None if a is None or b is None else a - b
 
 
 def _or_na(x, fmt=num) -> str:
@@ -719,18 +722,18 @@ def _metrics_row(r: HeadRow) -> list:
             flagged(f"{r.top_class} ({_pct(r.top_share)})", is_collapsed(r.top_share, r.n)), r.n]
 
 
-def instance_html(m: dict | None) -> Safe:
+def instance_html(m: InstanceMetrics | None) -> Safe:
     """The binary-attribute metrics of the field (mA, instance-based), for tables of 0/1 heads."""
-    if not m:
+    if m is None:
         return Safe("")
-    pairs = [("mA (mean balanced accuracy over attributes)", num(m["mA"])),
-             ("instance-based accuracy", num(m["accuracy"])), ("instance-based precision", num(m["precision"])),
-             ("instance-based recall", num(m["recall"])), ("instance-based F1", num(m["f1"]))]
+    pairs = [("mA (mean balanced accuracy over attributes)", num(m.mA)),
+             ("instance-based accuracy", num(m.accuracy)), ("instance-based precision", num(m.precision)),
+             ("instance-based recall", num(m.recall)), ("instance-based F1", num(m.f1))]
     note = ('<p class="note">Every head is a binary attribute, so the pedestrian-attribute field\'s metrics '
             'apply (Li et al. 2016; Jia et al. 2020; defined in the README). Instance-based metrics compare '
             'each image\'s set of predicted attributes with its true set; an image with an empty set scores 0, '
             'as in Jia et al.\'s code.</p>')
-    return Safe(f"<h3>Binary attributes ({m['n_attributes']})</h3>" + kv_table(pairs) + note)
+    return Safe(f"<h3>Binary attributes ({m.n_attributes})</h3>" + kv_table(pairs) + note)
 
 
 def data_table(facts: RunFacts, schema, majority_rows: list[HeadRow]) -> Safe:
@@ -765,10 +768,10 @@ def split_pairs(facts: RunFacts) -> list[tuple[str, object]]:
 
 
 def training_pairs(facts: RunFacts, scored) -> list[tuple[str, object]]:
-    env, res, ckpt = facts.environment, facts.results or {}, scored.checkpoint
+    env, res, ckpt = facts.environment, facts.results, scored.checkpoint
     prog = ckpt.progress
-    wall = res.get("wall_time_s", prog.wall_time)
-    rate = res.get("images_per_s")
+    wall = res.wall_time_s if res is not None and res.wall_time_s is not None else prog.wall_time
+    rate = res.images_per_s if res is not None else None
     cpu = f"{env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch threads)"
     hw = f"{env['cuda']}; host CPU {cpu}" if env.get("cuda") else cpu
     return [("epochs", f"{prog.epoch} of {facts.config.get('epochs')}; best epoch {prog.best_epoch} "
@@ -846,7 +849,7 @@ def render_html(facts: RunFacts, scored, rows: list[HeadRow], warnings: list[str
                         f"{time.strftime('%Y-%m-%d %H:%M')}."),
         "warnings": warnings_html(warnings, schema.heads),
         "side": esc(side),
-        "metrics": metrics_table(rows, scored.results["mean"]) + instance_html(scored.results.get("instance")),
+        "metrics": metrics_table(rows, scored.results.mean) + instance_html(scored.results.instance),
         "curves": "\n".join(curves) or "<p>No metrics.csv rows: training did not finish an epoch.</p>",
         "confusions": "\n".join(confusions),
         "mistakes": mistakes.mistakes_html(scored),

@@ -3,13 +3,8 @@
 Every accuracy is reported beside the balanced accuracy (mean per-class recall), the
 accuracy of always predicting the train side's majority class, and the number of
 labelled samples. Results have one shape everywhere (``results.json``, ``evaluate
---json``, the report)::
-
-    {"heads": {HEAD: {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1", "n", ...}},
-     "mean": {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1"},
-     "instance": {"mA", "accuracy", "precision", "recall", "f1", "n_images", "n_attributes"}}
-
-``instance`` is present only for a table of binary attributes (every head's classes are '0' and '1').
+--json``, the report): :class:`attrfit.evaluation.results.Results`, whose ``instance`` is
+set only for a table of binary attributes (every head's classes are '0' and '1').
 """
 
 from __future__ import annotations
@@ -23,6 +18,7 @@ from torch import Tensor, nn
 
 from attrfit.evaluation.metrics import (head_metrics, instance_metrics, is_collapsed, majority_classes, mean_accuracy_ma,
                              summarize)
+from attrfit.evaluation.results import InstanceMetrics, Results
 from attrfit.model.checkpoint import Checkpoint
 from attrfit.model.precision import autocast, guard_bf16, inference_batches, resolve_device, resolve_precision
 from attrfit.data.table import Schema
@@ -62,18 +58,18 @@ def predict_probs(
 
 def score(
     probs: list[np.ndarray], labels: np.ndarray, schema: Schema, majority: list[int]
-) -> dict:
+) -> Results:
     """Per-head metrics of the argmax predictions against ``labels`` (N x H, -1 missing)."""
     heads = {}
     for j, h in enumerate(schema.heads):
         pred = probs[j].argmax(1)
         heads[h] = head_metrics(pred, labels[:, j], len(schema.classes[h]), majority[j])
-    out = {"heads": heads, "mean": summarize(heads)}
     binary = binary_table(schema)
+    instance = None
     if binary is not None:
         pred = np.stack([probs[j].argmax(1) for j in range(len(schema.heads))], 1)
-        out["instance"] = attribute_metrics(pred, labels, binary)
-    return out
+        instance = attribute_metrics(pred, labels, binary)
+    return Results(heads, summarize(heads), instance)
 
 
 BINARY_CLASSES = ("0", "1")  # a head whose classes are exactly these is a binary attribute (1 = present)
@@ -91,14 +87,14 @@ def binary_table(schema: Schema) -> list[int] | None:
     return [schema.classes[h].index("1") for h in schema.heads]
 
 
-def attribute_metrics(pred: np.ndarray, labels: np.ndarray, positive: list[int]) -> dict:
+def attribute_metrics(pred: np.ndarray, labels: np.ndarray, positive: list[int]) -> InstanceMetrics:
     """The pedestrian-attribute field's metrics (mA, instance accuracy/precision/recall/F1) of N x H class
     indices, ``positive`` giving each head's index of class '1' (see attrfit.evaluation.metrics)."""
     pos = np.asarray(positive)
     p = (pred == pos).astype(np.int64)
     t = np.where(labels < 0, -1, (labels == pos).astype(np.int64))
-    return {"mA": mean_accuracy_ma(p, t), **instance_metrics(p, t), "n_images": int(len(t)),
-            "n_attributes": int(t.shape[1])}
+    return InstanceMetrics(mean_accuracy_ma(p, t), **instance_metrics(p, t), n_images=int(len(t)),
+                           n_attributes=int(t.shape[1]))
 
 
 def evaluate_images(
@@ -111,7 +107,7 @@ def evaluate_images(
     precision: str = "fp32",
     batch_size: int = 512,
     tta: bool = False,
-) -> tuple[dict, list[np.ndarray]]:
+) -> tuple[Results, list[np.ndarray]]:
     """Metrics (and the probabilities) of ``model`` on ``images``; the majority class comes from ``train_labels``."""
     probs = predict_probs(model, images, device, precision, batch_size, tta)
     majority = majority_classes(train_labels.cpu().numpy())  # .cpu(): the loop may keep its sides on the GPU
@@ -128,54 +124,48 @@ def _cell(value, width: int, spec: str = ".3f") -> str:
     return f"{value:{spec[0] if spec[0] == '+' else ''}{width}{spec.lstrip('+')}}"
 
 
-def _gain(m: dict):
-    a, b = m.get("accuracy"), m.get("majority_accuracy")
-    return None if a is None or b is None else a - b
-
-
-def format_table(results: dict, title: str = "") -> str:
+def format_table(results: Results, title: str = "") -> str:
     """A plain-text table: per head accuracy, balanced accuracy, majority accuracy, gain, n; then the means.
 
     A head without labelled rows on the side shows 'n/a' and n = 0 and is left out of the means (said below).
 
     Example:
-        >>> r = {"heads": {"a": {"accuracy": 0.9, "balanced_accuracy": 0.8, "majority_accuracy": 0.5, "n": 10},
-        ...                "b": {"accuracy": None, "balanced_accuracy": None, "majority_accuracy": None, "n": 0}},
-        ...      "mean": {"accuracy": 0.9, "balanced_accuracy": 0.8, "majority_accuracy": 0.5}}
+        >>> from attrfit.evaluation.results import HeadMetrics, MeanMetrics
+        >>> r = Results({"a": HeadMetrics(0.9, 0.8, 0.8, 0.5, 10, 0.5), "b": HeadMetrics.empty()},
+        ...             MeanMetrics(0.9, 0.8, 0.5, 0.8))
         >>> print(format_table(r).splitlines()[2])
         b                    n/a     n/a      n/a     n/a      0  <- no labelled rows on this side
     """
     rows = [f"{'head':<16} {'acc':>7} {'bal_acc':>7} {'majority':>8} {'gain':>7} {'n':>6}"]
     empty = []
-    for h, m in results["heads"].items():
-        if not m.get("n"):
+    for h, m in results.heads.items():
+        if not m.n:
             empty.append(h)
-        flag = ("  <- no labelled rows on this side" if not m.get("n") else
-                "  <- collapsed to one class" if is_collapsed(m.get("pred_top_share"), m.get("n")) else "")
-        rows.append(f"{h:<16} {_cell(m.get('accuracy'), 7)} {_cell(m.get('balanced_accuracy'), 7)} "
-                    f"{_cell(m.get('majority_accuracy'), 8)} {_cell(_gain(m), 7, '+.3f')} "
-                    f"{m.get('n') or 0:6d}{flag}")
-    mean = results["mean"]
-    rows.append(f"{'MEAN':<16} {_cell(mean.get('accuracy'), 7)} {_cell(mean.get('balanced_accuracy'), 7)} "
-                f"{_cell(mean.get('majority_accuracy'), 8)} {_cell(_gain(mean), 7, '+.3f')}")
-    if empty and len(empty) == len(results["heads"]):
+        flag = ("  <- no labelled rows on this side" if not m.n else
+                "  <- collapsed to one class" if is_collapsed(m.pred_top_share, m.n) else "")
+        rows.append(f"{h:<16} {_cell(m.accuracy, 7)} {_cell(m.balanced_accuracy, 7)} "
+                    f"{_cell(m.majority_accuracy, 8)} {_cell(m.gain, 7, '+.3f')} {m.n:6d}{flag}")
+    mean = results.mean
+    rows.append(f"{'MEAN':<16} {_cell(mean.accuracy, 7)} {_cell(mean.balanced_accuracy, 7)} "
+                f"{_cell(mean.majority_accuracy, 8)} {_cell(mean.gain, 7, '+.3f')}")
+    if empty and len(empty) == len(results.heads):
         rows.append(f"{NO_LABELS}: no head has a labelled row on this side (is it empty?), so there is nothing to score")
     elif empty:
         rows.append(f"{NO_LABELS}: {', '.join(empty)} had no labelled rows on this side, so no score; "
                     "the means are over the other heads")
-    if results.get("instance"):
-        rows.append(format_instance(results["instance"]))
+    if results.instance is not None:
+        rows.append(format_instance(results.instance))
     return (title + "\n" if title else "") + "\n".join(rows)
 
 
-def format_instance(m: dict) -> str:
+def format_instance(m: InstanceMetrics) -> str:
     """One line of the binary-attribute metrics (mA and the instance-based ones)."""
-    return (f"binary attributes ({m['n_attributes']}): mA {m['mA']:.3f}; instance-based accuracy "
-            f"{m['accuracy']:.3f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f}")
+    return (f"binary attributes ({m.n_attributes}): mA {m.mA:.3f}; instance-based accuracy "
+            f"{m.accuracy:.3f}, precision {m.precision:.3f}, recall {m.recall:.3f}, F1 {m.f1:.3f}")
 
 
 def json_ready(results: dict) -> dict:
-    """Plain floats/ints (NaN -> None) for json.dump."""
+    """Plain floats/ints (NaN -> None) for json.dump (of a dict; :meth:`Results.to_json` for results)."""
     def conv(v):
         if isinstance(v, dict):
             return {k: conv(x) for k, x in v.items()}
@@ -192,7 +182,7 @@ def json_ready(results: dict) -> dict:
 class Scored:
     """A checkpoint scored on one side: metrics plus what they were computed from."""
 
-    results: dict  # {"heads", "mean", "side", "checkpoint", "epoch"}
+    results: Results  # with side, checkpoint and epoch set
     probs: list[np.ndarray]  # per head N x K_h
     labels: np.ndarray  # N x H, -1 missing
     paths: list[str]  # image_path per row
@@ -207,7 +197,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = No
 
     ``tta`` None means what the run validated with (:func:`run_tta`); the results say which (``tta``).
 
-    >>> score_checkpoint("runs/demo", side="test").results["mean"]["accuracy"]  # doctest: +SKIP
+    >>> score_checkpoint("runs/demo", side="test").results.mean.accuracy  # doctest: +SKIP
     """
     import dataclasses
 
@@ -239,13 +229,13 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = No
     guard_bf16(model, precision, dev, tuple(data.images.shape[2:]), None, inference_batches(len(rows), cfg.eval_batch_size))
     results, probs = evaluate_images(model, data.images[rows], data.labels[rows], data.labels[data.sides["train"]],
                                      schema, dev, precision, cfg.eval_batch_size, tta)
-    results = {**results, "side": side, "checkpoint": str(path), "epoch": ckpt.progress.epoch, "tta": tta}
+    results = dataclasses.replace(results, side=side, checkpoint=str(path), epoch=ckpt.progress.epoch, tta=tta)
     paths = [data.image_paths[int(r)] for r in rows]
     return Scored(results, probs, data.labels[rows].numpy(), paths, schema, ckpt, data.images[rows])
 
 
 def evaluate_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = None, csv: str | None = None,
-                        progress: bool = True, device: str = "auto") -> dict:
+                        progress: bool = True, device: str = "auto") -> Results:
     """Metrics of a checkpoint on one side of its split (see :func:`score_checkpoint`)."""
     return score_checkpoint(ckpt_or_run, side, tta, csv, progress, device).results
 

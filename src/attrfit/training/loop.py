@@ -26,6 +26,7 @@ from attrfit.core.errors import AttrfitError
 from attrfit.data.split import SplitRef, same_split, save_split
 from attrfit.data.table import Schema
 from attrfit.evaluation.metrics import is_collapsed
+from attrfit.evaluation.results import HeadMetrics, MeanMetrics, Results
 from attrfit.evaluation.scoring import evaluate_images
 from attrfit.model import checkpoint
 from attrfit.model.checkpoint import Checkpoint, Progress, model_from_checkpoint
@@ -66,12 +67,12 @@ def _check_val_labels(val_labels: Tensor, heads: tuple[str, ...]) -> None:
         log.warning("no labelled val rows for %s: left out of the val means that pick the best epoch", ", ".join(empty))
 
 
-def monitored(cfg: TrainConfig, results: dict) -> float:
-    key = "balanced_accuracy" if cfg.monitor == "mean_balanced_accuracy" else "accuracy"
-    return float(results["mean"][key])
+def monitored(cfg: TrainConfig, results: Results) -> float:
+    mean = results.mean
+    return float(mean.balanced_accuracy if cfg.monitor == "mean_balanced_accuracy" else mean.accuracy)
 
 
-def epoch_row(t: Trainer, prog: Progress, val: dict, seconds: float) -> dict:
+def epoch_row(t: Trainer, prog: Progress, val: Results, seconds: float) -> dict:
     s = prog.sums
     steps = max(1, s["steps"])
     row = {"epoch": prog.epoch, "step": prog.step,
@@ -81,11 +82,7 @@ def epoch_row(t: Trainer, prog: Progress, val: dict, seconds: float) -> dict:
         row[f"train_loss_{h}"] = s["per_head"][j] / steps
     for j, h in enumerate(t.schema.heads):
         row[f"train_accuracy_{h}"] = s["correct"][j] / max(1, s["labelled"][j])
-    for h, m in val["heads"].items():
-        for k in ("accuracy", "balanced_accuracy", "majority_accuracy"):
-            row[f"val_{k}_{h}"] = m[k]
-    for k in ("accuracy", "balanced_accuracy", "majority_accuracy"):
-        row[f"val_mean_{k}"] = val["mean"][k]
+    row.update(val.columns("val"))  # val_<metric>_<head>..., then val_mean_<metric>
     row["train_mean_accuracy"] = float(np.mean([row[f"train_accuracy_{h}"] for h in t.schema.heads]))
     row["seconds"] = seconds
     row["wall_s"] = prog.wall_time  # cumulative training time over all sessions (validation excluded)
@@ -93,10 +90,10 @@ def epoch_row(t: Trainer, prog: Progress, val: dict, seconds: float) -> dict:
     return row
 
 
-def warn_collapse(val: dict, epoch: int) -> None:
+def warn_collapse(val: Results, epoch: int) -> None:
     """One line naming the heads that predict one class for >= 95% of val images."""
-    flat = [f"{h} ({100 * m['pred_top_share']:.0f}%)" for h, m in val["heads"].items()
-            if is_collapsed(m.get("pred_top_share"), m["n"])]
+    flat = [f"{h} ({100 * m.pred_top_share:.0f}%)" for h, m in val.heads.items()
+            if is_collapsed(m.pred_top_share, m.n)]
     if flat:
         log.warning("epoch %d: collapsed to one class on val (their accuracy is just the majority rate): %s",
                     epoch, ", ".join(flat))
@@ -106,7 +103,7 @@ def eval_model(t: Trainer) -> nn.Module:
     return t.ema if t.ema is not None else t.model
 
 
-def validate_epoch(t: Trainer, sides: Sides) -> dict:
+def validate_epoch(t: Trainer, sides: Sides) -> Results:
     val, _ = evaluate_images(eval_model(t), sides.val_images, sides.val_labels, sides.train_labels, t.schema,
                              t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
     return val
@@ -371,7 +368,7 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
             metrics.append(row)
             tracker.log_epoch(row)
             if improved:
-                checkpoint_of(t, prog, split, val).save(run / "best.pt")
+                checkpoint_of(t, prog, split, val.to_json()).save(run / "best.pt")
         save_last(run, t, prog, split)
         t.dist.barrier()
     if t.stop_requested:  # Ctrl-C: keep the steps done, and say how to go on
@@ -386,25 +383,24 @@ def save_last(run: Path, t: Trainer, prog: Progress, split: SplitRef) -> None:
         checkpoint_of(t, prog, split).save(run / "last.pt", keep_previous=True)
 
 
-def log_epoch(t: Trainer, prog: Progress, row: dict, val: dict, improved: bool) -> None:
+def log_epoch(t: Trainer, prog: Progress, row: dict, val: Results, improved: bool) -> None:
     log.info("epoch %d/%d  loss %.4f  val mean acc %.4f (majority %.4f)  bal acc %.4f  %.0f img/s%s",
-             prog.epoch, t.cfg.epochs, row["train_loss"], val["mean"]["accuracy"],
-             val["mean"]["majority_accuracy"], val["mean"]["balanced_accuracy"], row["images_per_s"],
+             prog.epoch, t.cfg.epochs, row["train_loss"], val.mean.accuracy,
+             val.mean.majority_accuracy, val.mean.balanced_accuracy, row["images_per_s"],
              "  * best" if improved else "")
     warn_collapse(val, prog.epoch)
 
 
-def _empty_results(schema: Schema) -> dict:
+def _empty_results(schema: Schema) -> Results:
     """Stand-in val results on ranks other than 0 (only rank 0 evaluates and writes)."""
     nan = float("nan")
-    m = {"accuracy": nan, "balanced_accuracy": nan, "majority_accuracy": nan, "n": 0, "pred_top_share": 0.0}
-    return {"heads": {h: dict(m) for h in schema.heads}, "mean": dict(m)}
+    return Results({h: HeadMetrics.empty() for h in schema.heads}, MeanMetrics(nan, nan, nan, nan))
 
 
-def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
+def finish(run: Path, t: Trainer, data, prog: Progress) -> Results:
     """Score the best checkpoint once on the test side; write results.json (and the report)."""
     from attrfit.core import runs
-    from attrfit.evaluation.scoring import Scored, json_ready
+    from attrfit.evaluation.scoring import Scored
 
     best = Checkpoint.load(run / "best.pt")
     model = model_from_checkpoint(best).to(t.device)
@@ -416,16 +412,15 @@ def finish(run: Path, t: Trainer, data, prog: Progress) -> dict:
     set_fp32_layers(model, sorted({*extra.fp32_layers, *(t.check.fp32_layers if t.check else [])}))
     results, probs = evaluate_images(model, data.images[test], data.labels[test], data.labels[data.sides["train"]],
                                      data.schema, t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
-    out = json_ready({**results, "side": "test", "checkpoint": "best.pt", "best_epoch": prog.best_epoch,
-                      "monitor": t.cfg.monitor, "wall_time_s": prog.wall_time,
-                      "images_per_s": _mean_rate(run)})
-    runs.write_json(run / "results.json", out)
+    out = dataclasses.replace(results, side="test", checkpoint="best.pt", best_epoch=prog.best_epoch,
+                              monitor=t.cfg.monitor, wall_time_s=prog.wall_time, images_per_s=_mean_rate(run))
+    runs.write_json(run / "results.json", out.to_json())
     if t.cfg.report:
         from attrfit.evaluation.report import write_report
 
         try:
-            scored = Scored({**results, "side": "test", "checkpoint": str(run / "best.pt"),
-                             "epoch": best.progress.epoch}, probs, data.labels[test].numpy(),
+            scored = Scored(dataclasses.replace(results, side="test", checkpoint=str(run / "best.pt"),
+                                                epoch=best.progress.epoch), probs, data.labels[test].numpy(),
                             [data.image_paths[int(r)] for r in test], data.schema, best, data.images[test])
             write_report(run, scored=scored)  # the test side is scored once, here
         except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report

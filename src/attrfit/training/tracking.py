@@ -20,6 +20,7 @@ switched off, and training goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ import re
 from pathlib import Path
 
 from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.results import MeanMetrics, Results
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +77,11 @@ def tag(key: str) -> str:
     return key
 
 
-def results_values(results: dict) -> dict[str, float]:
+def results_values(results: Results) -> dict[str, float]:
     """results.json as flat metrics: test_accuracy_<head>, test_mean_accuracy, test_instance_f1..."""
-    out = {}
-    for h, m in results.get("heads", {}).items():
-        for k in ("accuracy", "balanced_accuracy", "majority_accuracy"):
-            out[f"test_{k}_{h}"] = m.get(k)
-    for k in ("accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1"):
-        out[f"test_mean_{k}"] = results.get("mean", {}).get(k)
-    for k, v in (results.get("instance") or {}).items():
-        if not k.startswith("n_"):
-            out[f"test_instance_{k}"] = v
+    out = results.columns("test", mean_fields=tuple(f.name for f in dataclasses.fields(MeanMetrics)))
+    if results.instance is not None:
+        out.update((f"test_instance_{k}", v) for k, v in results.instance.to_json().items() if not k.startswith("n_"))
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
@@ -103,7 +99,7 @@ class TensorBoardTracker:
             self.writer.add_scalar(tag(k), v, epoch)
         self.writer.flush()
 
-    def log_end(self, run: Path, results: dict, best_epoch: int) -> None:
+    def log_end(self, run: Path, results: Results, best_epoch: int) -> None:
         import numpy as np
         from PIL import Image
 
@@ -169,7 +165,7 @@ class MlflowTracker:
     def log_epoch(self, row: dict) -> None:
         self._log(metric_values(row), int(float(row["epoch"])))
 
-    def log_end(self, run: Path, results: dict, best_epoch: int) -> None:
+    def log_end(self, run: Path, results: Results, best_epoch: int) -> None:
         self._log(results_values(results), best_epoch)
         for name in ARTIFACTS:
             if (run / name).is_file():
@@ -219,11 +215,11 @@ class Tracker:
         from attrfit.core import runs
 
         try:
-            results = runs.read_json(run / "results.json")
+            results = Results.from_json(runs.read_json(run / "results.json"), str(run / "results.json"))
         except AttrfitError as e:
             log.warning("trackers: %s; the test metrics are not logged", e)
             return
-        self._each("log_end", run, results, int(results.get("best_epoch") or 0))
+        self._each("log_end", run, results, int(results.best_epoch or 0))
 
     def close(self) -> None:
         self._each("close")
