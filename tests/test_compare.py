@@ -16,6 +16,7 @@ from attrfit.evaluation.compare import (Loaded, bootstrap_p, compare_rows, compa
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.metrics import head_metrics
+from attrfit.core import runs as runs_mod
 from attrfit.core.runs import list_runs
 from attrfit.data.table import Schema
 from attrfit.training.loop import fit
@@ -237,3 +238,18 @@ def test_html_never_replaces_a_run_file_and_needs_force_for_others(runs, cache, 
     other.write_text("keep me")
     assert cli.main(["compare", str(runs.a), str(runs.b), "--html", str(other)]) == 2
     assert "--force" in capsys.readouterr().err and other.read_text() == "keep me"
+
+
+def test_runs_shows_the_best_val_of_the_runs_own_monitor(runs, tmp_path, capsys):
+    rows = runs_mod.MetricsLog(runs.a / "metrics.csv").rows()
+    plain = list_runs(runs.a)[0]
+    assert plain.monitor == "mean_accuracy"
+    assert plain.best_val == max(float(r["val_mean_accuracy"]) for r in rows)
+    assert plain.best_epoch == json.loads((runs.a / "results.json").read_text())["best_epoch"]
+    balanced = shutil.copytree(runs.a, tmp_path / "balanced")
+    config = json.loads((balanced / "config.json").read_text())
+    (balanced / "config.json").write_text(json.dumps({**config, "monitor": "mean_balanced_accuracy"}))
+    found = list_runs(balanced)[0]
+    assert found.best_val == max(float(r["val_mean_balanced_accuracy"]) for r in rows)
+    assert cli.main(["runs", str(balanced)]) == 0
+    assert "best val = mean balanced accuracy" in capsys.readouterr().out

@@ -299,7 +299,8 @@ class RunSummary:
     detail: str  # in words, e.g. "stopped at epoch 3 of 12; resume with ..."
     epochs_done: int | None = None
     epochs: int | None = None
-    best_val_mean_accuracy: float | None = None
+    best_val: float | None = None  # the best val value of the run's monitor (mean accuracy or balanced)
+    monitor: str = "mean_accuracy"
     best_epoch: int | None = None
     test_mean_accuracy: float | None = None
     test_mean_balanced_accuracy: float | None = None
@@ -348,10 +349,12 @@ def _summarize(run: Path, config: dict) -> RunSummary:
     done = int(float(rows[-1]["epoch"])) if rows else 0
     s = RunSummary(str(run), _mtime_text(run / "config.json"), Path(str(config.get("data", {}).get("csv"))).name,
                    key_settings(config), "", "", done, epochs, sort_key=_mtime(run / "config.json"))
-    scored = [r for r in rows if math.isfinite(_float(r.get("val_mean_accuracy")))]
-    if scored:
-        best = max(scored, key=lambda r: _float(r["val_mean_accuracy"]))
-        s.best_val_mean_accuracy, s.best_epoch = _float(best.get("val_mean_accuracy")), int(float(best["epoch"]))
+    s.monitor = str(config.get("monitor") or "mean_accuracy")
+    column = f"val_{s.monitor}"
+    scored = [r for r in rows if math.isfinite(_float(r.get(column)))]
+    if scored:  # the first epoch of the best value, as the trainer picks best.pt
+        best = max(scored, key=lambda r: (_float(r[column]), -float(r["epoch"])))
+        s.best_val, s.best_epoch = _float(best[column]), int(float(best["epoch"]))
     results = run / "results.json"
     if results.is_file():
         res = json.loads(results.read_text(encoding="utf-8"))
@@ -384,14 +387,17 @@ def key_settings(config: dict) -> str:
     return " ".join(parts)
 
 
+MONITOR_WORDS = {"mean_accuracy": "mean accuracy", "mean_balanced_accuracy": "mean balanced accuracy"}
+
+
 def format_runs(found: list[RunSummary]) -> str:
     if not found:
         return "no run folders"
     lines = [f"{'started':<16}  {'state':<8}  {'best val':>8}  {'test acc':>8}  {'bal acc':>7}  run / data / settings"]
     for r in found:
-        lines.append(f"{r.started or '?':<16}  {r.state:<8}  {_fmt3(r.best_val_mean_accuracy):>8}  "
+        lines.append(f"{r.started or '?':<16}  {r.state:<8}  {_fmt3(r.best_val):>8}  "
                      f"{_fmt3(r.test_mean_accuracy):>8}  {_fmt3(r.test_mean_balanced_accuracy):>7}  {r.path}")
-        what = "; ".join(x for x in (r.csv, r.settings) if x)
+        what = "; ".join(x for x in (r.csv, r.settings, f"best val = {MONITOR_WORDS.get(r.monitor, r.monitor)}") if x)
         lines.append(f"{'':<48}{what + '; ' if what else ''}{r.detail}")
     return "\n".join(lines)
 
