@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny
+from conftest import PLAIN_RECIPE, write_tiny
 
 import attrfit.cli.audit
 from attrfit.training import audit
@@ -26,7 +26,7 @@ TINY = {"size": "16x16", "width": 8, "stages": 2, "epochs": 3, "batch_size": 16,
 
 
 def tiny_cfg(csv_path, **extra):
-    return apply(TrainConfig(), {**TINY, **extra, "data.csv": str(csv_path)})
+    return apply(TrainConfig(), {**PLAIN_RECIPE, **TINY, **extra, "data.csv": str(csv_path)})
 
 
 def digest(path) -> str:

@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from attrfit.data.augment import AugmentConfig, augment_batch, cutout_side
 from attrfit.core.errors import AttrfitError
 
-OFF = AugmentConfig(flip=False, translate=0)
+
+def aug(**kw) -> AugmentConfig:
+    """An AugmentConfig with the colour jitter off unless given (the default recipe turns it on)."""
+    return AugmentConfig(**{"brightness": 0.0, "contrast": 0.0, **kw})
+
+OFF = aug(flip=False, translate=0)
 
 
 def _noise(n=16, h=32, w=24, seed=0, low=0.0, high=255.0):
@@ -23,7 +28,7 @@ def _gen(seed=0):
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
 def test_shape_dtype_device_and_range(dtype):
     x = _noise().to(dtype)
-    cfg = AugmentConfig(cutout=6, brightness=0.5, contrast=0.5)
+    cfg = aug(cutout=6, brightness=0.5, contrast=0.5)
     out = augment_batch(x, cfg, _gen())
     assert out.shape == x.shape and out.dtype == torch.float32 and out.device == x.device
     assert out.min() >= 0 and out.max() <= 255
@@ -31,14 +36,14 @@ def test_shape_dtype_device_and_range(dtype):
 
 def test_channels_last_layout_kept():
     x = _noise().contiguous(memory_format=torch.channels_last)
-    out = augment_batch(x, AugmentConfig(cutout=6), _gen())
+    out = augment_batch(x, aug(cutout=6), _gen())
     assert out.is_contiguous(memory_format=torch.channels_last)
-    assert augment_batch(_noise(), AugmentConfig(), _gen()).is_contiguous()
+    assert augment_batch(_noise(), aug(), _gen()).is_contiguous()
 
 
 def test_seed_determines_output():
     x = _noise()
-    cfg = AugmentConfig(cutout=0.25, cutout_count=2, brightness=0.2, contrast=0.2)
+    cfg = aug(cutout=0.25, cutout_count=2, brightness=0.2, contrast=0.2)
     a, b = augment_batch(x, cfg, _gen(1)), augment_batch(x, cfg, _gen(1))
     assert torch.equal(a, b)
     assert not torch.equal(a, augment_batch(x, cfg, _gen(2)))
@@ -56,7 +61,7 @@ def test_everything_off_is_identity_and_draws_nothing():
 
 def test_flip_gives_input_or_mirror_per_sample():
     x = _noise(n=64)
-    out = augment_batch(x, AugmentConfig(flip=True, translate=0), _gen())
+    out = augment_batch(x, aug(flip=True, translate=0), _gen())
     same = (out == x).flatten(1).all(1)
     mirrored = (out == x.flip(3)).flatten(1).all(1)
     assert torch.all(same | mirrored)
@@ -78,7 +83,7 @@ def _find_shift(out, x, t):
 def test_translate_shifts_each_sample_with_reflected_borders():
     t = 3
     x = _noise(n=24)
-    out = augment_batch(x, AugmentConfig(flip=False, translate=t), _gen())
+    out = augment_batch(x, aug(flip=False, translate=t), _gen())
     shifts = [_find_shift(o, xi, t) for o, xi in zip(out, x)]
     assert None not in shifts
     assert len(set(shifts)) > 5  # per-sample shifts, not one for the batch
@@ -89,7 +94,7 @@ def test_translate_shifts_each_sample_with_reflected_borders():
 
 def test_translate_larger_than_image_is_limited():
     x = _noise(n=4, h=3, w=5)
-    out = augment_batch(x, AugmentConfig(flip=False, translate=10), _gen())
+    out = augment_batch(x, aug(flip=False, translate=10), _gen())
     assert all(_find_shift(o, xi, 2) is not None for o, xi in zip(out, x))
 
 
@@ -102,7 +107,7 @@ def test_cutout_side_units():
 
 def test_cutout_fills_one_square_with_image_mean():
     side, x = 6, _noise(n=64)
-    out = augment_batch(x, AugmentConfig(flip=False, translate=0, cutout=side), _gen())
+    out = augment_batch(x, aug(flip=False, translate=0, cutout=side), _gen())
     fill = x.mean(dim=(2, 3), keepdim=True)
     changed = (out != x).any(1)  # N x H x W
     assert torch.all((out == fill).all(1) == changed)  # every changed pixel is the fill
@@ -117,7 +122,7 @@ def test_cutout_fills_one_square_with_image_mean():
 
 def test_cutout_count_bounds_area():
     side, x = 4, _noise(n=32)
-    cfg = AugmentConfig(flip=False, translate=0, cutout=side, cutout_count=3)
+    cfg = aug(flip=False, translate=0, cutout=side, cutout_count=3)
     counts = (augment_batch(x, cfg, _gen()) != x).any(1).flatten(1).sum(1)
     assert torch.all(counts <= 3 * side * side)
     assert counts.max() > side * side
@@ -125,7 +130,7 @@ def test_cutout_count_bounds_area():
 
 def test_brightness_scales_each_image_within_bounds():
     x = _noise(n=64, low=50, high=150)  # no clamping at factor 1.2
-    out = augment_batch(x, AugmentConfig(flip=False, translate=0, brightness=0.2), _gen())
+    out = augment_batch(x, aug(flip=False, translate=0, brightness=0.2), _gen())
     ratio = out / x
     per_image = ratio.flatten(1)
     torch.testing.assert_close(per_image.min(1).values, per_image.max(1).values)
@@ -136,7 +141,7 @@ def test_brightness_scales_each_image_within_bounds():
 
 def test_contrast_keeps_mean_and_scales_std_within_bounds():
     x = _noise(n=64, low=80, high=170)
-    out = augment_batch(x, AugmentConfig(flip=False, translate=0, contrast=0.3), _gen())
+    out = augment_batch(x, aug(flip=False, translate=0, contrast=0.3), _gen())
     dims = (1, 2, 3)
     torch.testing.assert_close(out.mean(dims), x.mean(dims), rtol=1e-5, atol=1e-3)
     ratio = out.std(dims) / x.std(dims)
@@ -146,12 +151,12 @@ def test_contrast_keeps_mean_and_scales_std_within_bounds():
 
 def test_clamped_to_pixel_range():
     x = torch.full((8, 3, 8, 8), 250.0)
-    out = augment_batch(x, AugmentConfig(flip=False, translate=0, brightness=0.5), _gen())
+    out = augment_batch(x, aug(flip=False, translate=0, brightness=0.5), _gen())
     assert out.max() == 255.0 and out.min() >= 125.0
 
 
 def test_bad_config_rejected():
     with pytest.raises(AttrfitError):
-        AugmentConfig(translate=-1)
+        aug(translate=-1)
     with pytest.raises(AttrfitError):
-        AugmentConfig(brightness=1.5)
+        aug(brightness=1.5)

@@ -243,11 +243,11 @@ def test_html_never_replaces_a_run_file_and_needs_force_for_others(runs, cache, 
 def test_runs_shows_the_best_val_of_the_runs_own_monitor(runs, tmp_path, capsys):
     rows = runs_mod.MetricsLog(runs.a / "metrics.csv").rows()
     plain = list_runs(runs.a)[0]
-    assert plain.monitor == "mean_accuracy"
-    assert plain.best_val == max(float(r["val_mean_accuracy"]) for r in rows)
+    config = json.loads((runs.a / "config.json").read_text())
+    assert plain.monitor == config["monitor"]
+    assert plain.best_val == max(float(r[f"val_{plain.monitor}"]) for r in rows)
     assert plain.best_epoch == json.loads((runs.a / "results.json").read_text())["best_epoch"]
     balanced = shutil.copytree(runs.a, tmp_path / "balanced")
-    config = json.loads((balanced / "config.json").read_text())
     (balanced / "config.json").write_text(json.dumps({**config, "monitor": "mean_balanced_accuracy"}))
     found = list_runs(balanced)[0]
     assert found.best_val == max(float(r["val_mean_balanced_accuracy"]) for r in rows)

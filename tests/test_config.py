@@ -48,3 +48,12 @@ def test_toml_file_sections(tmp_path):
 def test_roundtrip_through_dict():
     cfg = apply(TrainConfig(), {"lr": 0.3, "loss_weights": {"a": 2}, "heads": "x,y", "split": "s.json"})
     assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_the_default_recipe_is_the_measured_one():
+    """BENCHMARKS §9: class weights, best epoch by balanced accuracy, mixup 0.2, brightness and contrast 0.2."""
+    cfg = TrainConfig()
+    assert cfg.optim.class_weights and cfg.optim.class_weight_power == 1.0
+    assert cfg.monitor == "mean_balanced_accuracy"
+    assert (cfg.optim.mixup, cfg.optim.cutmix, cfg.augment.brightness, cfg.augment.contrast) == (0.2, 0.0, 0.2, 0.2)
+    assert (cfg.optim.lr, cfg.optim.label_smoothing, cfg.optim.ema, cfg.tta) == (0.2, 0.0, 0.0, False)

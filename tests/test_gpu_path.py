@@ -11,6 +11,8 @@ import math
 import sys
 
 import pytest
+
+from conftest import PLAIN_RECIPE
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -33,7 +35,7 @@ GIB = 1 << 30
 def tiny_trainer(csv, **over):
     base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 2, "batch_size": 4,
             "eval_batch_size": 64, "report": False, "seed": 1, "precision": "fp32"}
-    cfg = apply(TrainConfig(), {**base, **over})
+    cfg = apply(TrainConfig(), {**PLAIN_RECIPE, **base, **over})
     data = load_data(cfg.data, progress=False)
     sides = make_sides(data)
     return build_trainer(cfg, data.schema, sides, max_lr=0.05, dist=Dist()), sides

@@ -25,7 +25,12 @@ from attrfit.recipe.config import TrainConfig, apply
 from attrfit.serving.predict import Predictor
 from attrfit.training.loop import fit
 from attrfit.training.trainer import LossSpec, mixed_loss, multi_head_loss
-from conftest import assert_one_error, cli, write_tiny
+from conftest import PLAIN_RECIPE, assert_one_error, cli, write_tiny
+
+
+def aug(**kw) -> AugmentConfig:
+    """An AugmentConfig with the colour jitter off unless given (the default recipe turns it on)."""
+    return AugmentConfig(**{"brightness": 0.0, "contrast": 0.0, **kw})
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -43,8 +48,8 @@ def _noise(n=16, h=32, w=24, seed=0):
 def test_defaults_give_the_output_pinned_before_scale_existed():
     """Checksums of augment_batch's output computed with the code before --scale was added."""
     x = torch.randint(0, 256, (16, 3, 20, 12), generator=_gen(0), dtype=torch.uint8)
-    for cfg, want in ((AugmentConfig(), 70773572.0),
-                      (AugmentConfig(translate=3, cutout=5, cutout_count=2), 69877629.63304901)):
+    for cfg, want in ((aug(), 70773572.0),
+                      (aug(translate=3, cutout=5, cutout_count=2), 69877629.63304901)):
         out = augment_batch(x, cfg, _gen(7)).double()
         w = torch.arange(out.numel(), dtype=torch.float64).view(out.shape) % 97
         assert float((out * w).sum()) == pytest.approx(want, rel=1e-12, abs=1e-6)
@@ -53,7 +58,7 @@ def test_defaults_give_the_output_pinned_before_scale_existed():
 def test_scale_off_draws_nothing():
     g = _gen(3)
     state = g.get_state()
-    augment_batch(_noise(), AugmentConfig(flip=False, translate=0, scale=0.0), g)
+    augment_batch(_noise(), aug(flip=False, translate=0, scale=0.0), g)
     assert torch.equal(g.get_state(), state)
 
 
@@ -61,15 +66,15 @@ def test_scale_off_draws_nothing():
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_scale_shape_dtype_layout_range(dtype, fmt):
     x = _noise(h=128, w=64).to(dtype).contiguous(memory_format=fmt)
-    out = augment_batch(x, AugmentConfig(scale=0.3), _gen())
+    out = augment_batch(x, aug(scale=0.3), _gen())
     assert out.shape == x.shape and out.dtype == torch.float32
     assert out.is_contiguous(memory_format=fmt)
     assert out.min() >= 0 and out.max() <= 255
-    assert not torch.equal(out, augment_batch(x, AugmentConfig(), _gen()))
+    assert not torch.equal(out, augment_batch(x, aug(), _gen()))
 
 
 def test_scale_is_a_function_of_the_seed():
-    x, cfg = _noise(), AugmentConfig(flip=False, translate=0, scale=0.25)
+    x, cfg = _noise(), aug(flip=False, translate=0, scale=0.25)
     a, b = augment_batch(x, cfg, _gen(1)), augment_batch(x, cfg, _gen(1))
     assert torch.equal(a, b)
     assert not torch.equal(a, augment_batch(x, cfg, _gen(2)))
@@ -77,7 +82,7 @@ def test_scale_is_a_function_of_the_seed():
 
 def test_a_tiny_scale_is_close_to_identity():
     x = _noise()
-    out = augment_batch(x, AugmentConfig(flip=False, translate=0, scale=0.0001), _gen())
+    out = augment_batch(x, aug(flip=False, translate=0, scale=0.0001), _gen())
     assert (out - x).abs().max() < 1.0  # up to 0.003 px of movement on 0..255 noise
 
 
@@ -96,7 +101,7 @@ def test_zoom_factors_and_zoom_in_is_a_crop_inside_the_image():
     so its rows stay increasing, while a zoom out shows reflected borders (a fold) somewhere."""
     h, w = 40, 30
     x = (4.0 * torch.arange(w, dtype=torch.float32)).expand(64, 3, h, w).contiguous()
-    out = augment_batch(x, AugmentConfig(flip=False, translate=0, scale=0.5), _gen(5))
+    out = augment_batch(x, aug(flip=False, translate=0, scale=0.5), _gen(5))
     steps = out[:, 0, h // 2].diff(dim=1)  # N x (W - 1)
     z = 4 / steps.abs().median(dim=1).values
     assert z.min() >= 0.5 - 1e-3 and z.max() <= 1.5 + 1e-3
@@ -226,7 +231,7 @@ def test_mixed_loss_of_a_head_without_labels_is_zero():
 def tiny_cfg(csv, **over) -> TrainConfig:
     base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 2, "batch_size": 16,
             "lr": 0.05, "eval_batch_size": 64, "report": False, "seed": 1, "precision": "fp32"}
-    return apply(TrainConfig(), {**base, **over})
+    return apply(TrainConfig(), {**PLAIN_RECIPE, **base, **over})
 
 
 def _weights(run, name="last.pt"):

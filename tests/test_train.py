@@ -1,6 +1,8 @@
 import json
 
 import pytest
+
+from conftest import PLAIN_RECIPE
 import torch
 
 import attrfit.training.trainer
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def tiny_cfg(csv, **over) -> TrainConfig:
     base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 3, "batch_size": 16,
             "lr": 0.05, "eval_batch_size": 64, "report": False, "seed": 1, "precision": "fp32"}
-    return apply(TrainConfig(), {**base, **over})
+    return apply(TrainConfig(), {**PLAIN_RECIPE, **base, **over})
 
 
 def weights(run, name="last.pt"):

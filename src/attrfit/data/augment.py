@@ -30,7 +30,7 @@ from attrfit.core.options import Range, check_fields, option
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """What ``augment_batch`` does; the defaults are flip + 4-pixel translate.
+    """What ``augment_batch`` does; the defaults are flip, 4-pixel translate and brightness and contrast 0.2.
 
     Example:
         >>> AugmentConfig(cutout=0.25, brightness=0.2).translate
@@ -43,9 +43,9 @@ class AugmentConfig:
     cutout: float = option(0.0, "cutout square per training image: side in pixels if >= 1, fraction of the "
                            "shorter side if < 1; 0 = off", "PX|FRAC", Range(0, 4096))
     cutout_count: int = option(1, "cutout squares per image", "N", Range(0, 64))
-    brightness: float = option(0.0, "random brightness: factor uniform in [1 - B, 1 + B] per image; 0 = off", "B",
+    brightness: float = option(0.2, "random brightness: factor uniform in [1 - B, 1 + B] per image; 0 = off", "B",
                                Range(0, 1))
-    contrast: float = option(0.0, "random contrast about the image mean: factor in [1 - C, 1 + C]; 0 = off", "C",
+    contrast: float = option(0.2, "random contrast about the image mean: factor in [1 - C, 1 + C]; 0 = off", "C",
                              Range(0, 1))
     scale: float = option(0.0, "random zoom per training image: factor uniform in [1 - S, 1 + S] about a random "
                           "point of the image (bilinear; borders reflected); 0 = off", "S", Range(0, 1, hi_open=True))

@@ -44,14 +44,15 @@ class OptimConfig:
                                  Range(0, 1))
     grad_clip: float = option(0.0, "clip the global gradient norm to this; 0 = off", "NORM", Range(0, 1_000_000))
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", "EPS", FRACTION)
-    class_weights: bool = option(False, "weight each class by its inverse frequency on the train side")
+    class_weights: bool = option(True, "weight each class by its inverse frequency on the train side, so rare "
+                                 "classes count (what balanced accuracy measures); --no-class-weights for plain accuracy")
     class_weight_power: float = option(1.0, "with --class-weights: the power of the inverse frequency (1 = fully "
                                        "balanced, 0.5 = its square root: milder, costs less accuracy)", "P",
                                        Range(0, 1))
     loss_weights: dict[str, float] = option(
         help="per-head loss weights, e.g. gender=2,age=1 (others 1)", metavar="HEAD=W,...",
         check=EachValue(Range(0, 1000)), default_factory=dict, default_text="1 for every head")
-    mixup: float = option(0.0, "mixup: blend each training batch with a shuffled copy of itself, weight lam from "
+    mixup: float = option(0.2, "mixup: blend each training batch with a shuffled copy of itself, weight lam from "
                           "Beta(A, A) per batch, and each head's loss likewise (lam * own labels + (1 - lam) * the "
                           "copy's); 0 = off", "A", Range(0, 100))
     cutmix: float = option(0.0, "cutmix: paste one box of a shuffled copy into each training batch, lam from "
@@ -73,7 +74,7 @@ class TrainConfig:
                              Range(2, why="BatchNorm needs two or more images per batch"))
     seed: int = option(0, "seed of the model's initial weights, the batch order and the augmentation", "N",
                        Range(0, 2**32 - 1))
-    monitor: str = option("mean_accuracy", "the val-side mean that picks the best epoch", "METRIC",
+    monitor: str = option("mean_balanced_accuracy", "the val-side mean that picks the best epoch", "METRIC",
                           OneOf(*MONITORS), lr_find=False)
     precision: str = option("auto", "auto (bf16 where the hardware is fast at it, else fp32), bf16, fp16 or fp32",
                             "{" + ",".join(PRECISIONS) + "}", OneOf(*PRECISIONS))
