@@ -20,7 +20,7 @@ COLORS = ["blue", "green", "red"]
 
 
 # The recipe the mechanics tests train tiny models with: plain cross-entropy, best epoch by mean
-# accuracy, no mixup or colour jitter. The default recipe (balanced, mixup, jitter; BENCHMARKS §9)
+# accuracy, no mixup or colour jitter. The default recipe (balanced, mixup, jitter; BENCHMARKS §10)
 # is tuned for real datasets and long runs; on 60 images and a few steps it learns too slowly for
 # tests that need a model which has learned something. Tests of the defaults use TrainConfig().
 PLAIN_RECIPE = {"class_weights": False, "monitor": "mean_accuracy", "mixup": 0.0, "brightness": 0.0, "contrast": 0.0}

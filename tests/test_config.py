@@ -51,7 +51,7 @@ def test_roundtrip_through_dict():
 
 
 def test_the_default_recipe_is_the_measured_one():
-    """BENCHMARKS §9: class weights, best epoch by balanced accuracy, mixup 0.2, brightness and contrast 0.2."""
+    """BENCHMARKS §10: class weights, best epoch by balanced accuracy, mixup 0.2, brightness and contrast 0.2."""
     cfg = TrainConfig()
     assert cfg.optim.class_weights and cfg.optim.class_weight_power == 1.0
     assert cfg.monitor == "mean_balanced_accuracy"
