@@ -48,6 +48,7 @@ def test_a_bad_budget_is_refused_before_anything_is_written(capsys, tiny, tmp_pa
 def test_plan_from_measured_times(tiny, tmp_path, monkeypatch):
     """Fixed step and validation times: the epochs follow from them, and budget.json says how."""
     monkeypatch.setattr(budget, "time_steps", lambda t, sides: (0.5, 1.0))
+    monkeypatch.setattr(budget, "REPLAN_OFF_BY", float("inf"))  # the real epochs are far faster than these times
     run = fit(tiny_cfg(tiny, budget="40s"), run_dir=tmp_path / "r", progress=False)
     plan = json.loads((run / "budget.json").read_text())
     n_steps = plan["steps_per_epoch"]
@@ -85,6 +86,45 @@ def test_resume_keeps_the_plan(tiny, tmp_path, monkeypatch):
         fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
     monkeypatch.setattr(attrfit.training.trainer, "train_step", real_step)
     monkeypatch.setattr(budget, "epochs_within", lambda *a: 9)  # a re-plan would show
+    run = fit(None, resume=tmp_path / "r", progress=False)
+    assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 3
+    assert json.loads((run / "budget.json").read_text())["epochs"] == 3
+
+
+def test_replan_only_when_the_plan_is_far_off():
+    plan = {"budget_s": 600, "spent_s": 20, "reserve_s": 10, "epochs": 10}
+    assert budget.replan(plan, 57 / budget.MARGIN) is None  # 10 epochs still fit: the plan holds
+    assert budget.replan(plan, 100 / budget.MARGIN) == 5  # each epoch twice as slow as measured
+    assert budget.replan(plan, 5 / budget.MARGIN) == 114
+
+
+def test_a_plan_timed_under_load_is_redone_after_the_first_epoch(tiny, tmp_path, monkeypatch):
+    """Steps timed while something else loaded the machine: one epoch planned; the real first
+    epoch is fast, so the run plans again (3 epochs), records why, and a resume keeps it."""
+    class Crash(Exception):
+        pass
+
+    monkeypatch.setattr(budget, "time_steps", lambda t, sides: (100.0, 1.0))  # 100 s a step: "under load"
+    monkeypatch.setattr(budget, "epochs_within", lambda budget_s, spent, epoch_s, reserve: 1 if epoch_s > 50 else 3)
+    real_step = attrfit.training.trainer.train_step
+    steps = {}
+
+    def crash_in_epoch_three(t, x, y, step, *a):
+        steps["total"] = t.total_steps
+        if step == 2 * steps.setdefault("per_epoch", t.total_steps) + 1:
+            raise Crash()
+        return real_step(t, x, y, step, *a)
+
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", crash_in_epoch_three)
+    with pytest.raises(Crash):
+        fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
+    plan = json.loads((tmp_path / "r" / "budget.json").read_text())
+    assert plan["epochs"] == 3 and plan["replanned"]["measured_epochs"] == 1
+    assert plan["replanned"]["after_epoch"] == 1 and plan["replanned"]["first_epoch_s"] < 50
+    assert runs.read_json(tmp_path / "r" / "config.json")["epochs"] == 3
+    assert steps["total"] == 3 * steps["per_epoch"]  # the schedule was stretched to the new plan
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", real_step)
+    monkeypatch.setattr(budget, "epochs_within", lambda *a: 9)  # a second re-plan would show
     run = fit(None, resume=tmp_path / "r", progress=False)
     assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 3
     assert json.loads((run / "budget.json").read_text())["epochs"] == 3

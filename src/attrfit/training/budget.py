@@ -26,6 +26,7 @@ from attrfit.training.trainer import Sides, Trainer, steps_per_epoch, train_step
 TIMED_STEPS = 5  # after one untimed warm-up step
 REPORT_S = 10.0  # reserve for writing the report at the end (figures, thumbnails), seconds
 MARGIN = 1.03  # checkpoint writes, logging and noise on top of the measured epoch
+REPLAN_OFF_BY = 1.25  # after the first epoch, plan again when the measured plan is off by this factor or more
 
 
 @dataclass
@@ -76,6 +77,24 @@ def time_steps(t: Trainer, sides: Sides, steps: int = TIMED_STEPS) -> tuple[floa
                         sides.train_labels, t.schema, t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
         val_s = time.perf_counter() - start
     return step_s, val_s
+
+
+def replan(plan: dict, first_epoch_s: float) -> int | None:
+    """The epochs again, from the first epoch's real time (training and validation); None where the plan holds.
+
+    A few timed steps can mislead: another process loading the machine for those seconds (a
+    2-core CPU shared with anything slows 10x), or kernels not yet warm. The first whole
+    epoch is the better measurement; a plan off by :data:`REPLAN_OFF_BY` or more either way is
+    redone from it, with the same budget, time spent before training and reserve.
+
+    Example:
+        >>> p = {"budget_s": 900, "spent_s": 30, "reserve_s": 20, "epochs": 4}
+        >>> replan(p, 14.0), replan(p, 200.0)
+        (58, None)
+    """
+    epochs = epochs_within(plan["budget_s"], plan["spent_s"], first_epoch_s * MARGIN, plan["reserve_s"])
+    off = max(epochs, plan["epochs"]) / min(epochs, plan["epochs"])
+    return epochs if off >= REPLAN_OFF_BY else None
 
 
 def plan(t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist) -> BudgetPlan:

@@ -224,6 +224,29 @@ def _plan_budget(run: Path, t: Trainer, sides: Sides, n_test: int, started: floa
     return t.cfg
 
 
+def _replan_budget(run: Path, t: Trainer, first_epoch_s: float) -> None:
+    """``--budget``, after the first epoch of a new run: a plan far off the real epoch time is redone
+    (:func:`attrfit.training.budget.replan`), recorded in budget.json and config.json (so a resume keeps it)."""
+    from attrfit.core import runs
+    from attrfit.training import budget
+
+    plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
+    epochs = budget.replan(plan, first_epoch_s) if plan is not None else None
+    epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs
+    if epochs is None:
+        return
+    per_epoch = t.total_steps // t.cfg.epochs
+    if t.dist.is_main:
+        log.info("--budget: the first epoch took %.1f s where %.1f s was measured: %d epochs instead of %d",
+                 first_epoch_s, plan["epoch_s"], epochs, t.cfg.epochs)
+    t.total_steps, t.cfg = epochs * per_epoch, dataclasses.replace(t.cfg, epochs=epochs)
+    if t.dist.is_main:
+        planned_s = plan["spent_s"] + epochs * first_epoch_s * budget.MARGIN + plan["reserve_s"]
+        runs.write_json(run / "budget.json", {**plan, "epochs": epochs, "planned_s": planned_s, "replanned": {
+            "after_epoch": 1, "first_epoch_s": first_epoch_s, "measured_epochs": plan["epochs"]}})
+        runs.write_json(run / "config.json", to_dict(t.cfg))
+
+
 def _budget_outcome(run: Path, took_s: float) -> None:
     """How close the run landed to its budget: logged, and added to ``RUN/budget.json``."""
     from attrfit.core import runs
@@ -266,7 +289,8 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progr
     with _sigint_stops(t):
         tracker = tracking.open_tracker(t.cfg.log if dist.is_main else (), run, to_dict(t.cfg))
         try:
-            train(run, t, sides, prog, data.split.ref(data.split_path), metrics, tracker, progress and dist.is_main)
+            train(run, t, sides, prog, data.split.ref(data.split_path), metrics, tracker, progress and dist.is_main,
+                  replan=bool(t.cfg.budget) and ckpt is None)
             if dist.is_main:
                 finish(run, t, data, prog)
                 tracker.log_end(run)
@@ -320,12 +344,13 @@ def _main_thread() -> bool:
 # ---------------------------------------------------------------- the loop
 
 def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, metrics, tracker: tracking.Tracker,
-          show: bool) -> None:
+          show: bool, replan: bool = False) -> None:
     """The training loop: each epoch trains its steps, validates, logs, and writes best.pt and last.pt.
 
     Starts where ``prog`` stands (a mid-epoch resume skips the batches already done). On
     Ctrl-C (``t.stop_requested``) the step in flight finishes, last.pt is written and
-    KeyboardInterrupt is raised. Every rank steps; only rank 0 validates and writes.
+    KeyboardInterrupt is raised. Every rank steps; only rank 0 validates and writes. With
+    ``replan`` (a new --budget run) the epochs are planned again after the first one.
     """
     bs = t.cfg.batch_size // t.dist.world_size  # per process
     while prog.epoch < t.cfg.epochs:
@@ -362,6 +387,8 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
         if improved:
             prog.best_value, prog.best_epoch = value, prog.epoch
         log_epoch(t, prog, row, val, improved)
+        if replan and prog.epoch == 1:  # --budget: one real epoch corrects a plan timed on a few steps
+            _replan_budget(run, t, time.perf_counter() - start)
         # checkpoints: best.pt when val improved, last.pt after every epoch
         check_weights(t, prog.step)
         if t.dist.is_main:
