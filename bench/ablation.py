@@ -1,7 +1,7 @@
 """Ablation study on PETA: one lever at a time against a baseline, paired on the same test people.
 
-    python bench/ablation.py --csv 35 --epochs 12 --base "--class-weights --monitor mean_balanced_accuracy"
-    python bench/ablation.py --csv heads --budget 15m --only base,best     # confirm at a wall-time budget
+    python bench/ablation.py --csv 35 --epochs 12 --base "--mixup 0 --brightness 0 --contrast 0 --threads 1"
+    python bench/ablation.py --csv heads --budget 15m --only base,combo_bc_mixup   # at a wall-time budget
     python bench/ablation.py --csv 35 --quick                             # 200 PETA rows, a smoke run
 
 Every lever is a set of ``attrfit train`` flags (the table ``LEVERS`` below, or ``--lever
@@ -51,6 +51,8 @@ LEVERS: dict[str, tuple[str, float]] = {
     "cutmix_1": ("--cutmix 1.0", 1.0),
     "tta": ("--tta", 1.0),
     "cw_power_0.5": ("--class-weight-power 0.5", 1.0),
+    "combo_bc_mixup": ("--brightness 0.2 --contrast 0.2 --mixup 0.2", 1.0),  # became the default recipe
+    "combo_bc_mixup_ema": ("--brightness 0.2 --contrast 0.2 --mixup 0.2 --ema 0.99", 1.0),
 }
 
 

@@ -176,6 +176,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, help="A/B rounds (default 3)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of B (default: os.cpu_count())")
     p.add_argument("--workdir", type=Path, default=common.RESULTS / "work", help="split and cache files")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override of attrfit's side, e.g. --set compile=true (repeatable)")
     args = p.parse_args()
     common.apply_threads(args.threads)
     s = settings(args)
@@ -197,6 +199,7 @@ def run(args, s: dict, csv: Path, work: Path) -> int:
     overrides = {"batch_size": s["batch_size"], "device": args.device, "report": False}
     if args.preset:
         overrides["model.preset"] = args.preset
+    overrides.update(dict(kv.split("=", 1) for kv in args.set))
     cfg = apply(TrainConfig(data=DataConfig(csv=str(csv), size=s["size"])), overrides)
     workers = args.workers or os.cpu_count() or 1
     # B's DataLoader holds up to 2 batches per worker in flight: warm up at least that many steps so the
