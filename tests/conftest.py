@@ -19,6 +19,25 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLORS = ["blue", "green", "red"]
 
 
+class Crash(Exception):
+    """A simulated kill of a training run (see :func:`crash_at_step`)."""
+
+
+def crash_at_step(monkeypatch, step: int):
+    """Make training step ``step`` raise :class:`Crash`; returns the function that puts the real step back."""
+    import attrfit.training.trainer as trainer
+
+    real = trainer.train_step
+
+    def crashing(t, x, y, s, *a):
+        if s == step:
+            raise Crash()
+        return real(t, x, y, s, *a)
+
+    monkeypatch.setattr(trainer, "train_step", crashing)
+    return lambda: monkeypatch.setattr(trainer, "train_step", real)
+
+
 # The recipe the mechanics tests train tiny models with: plain cross-entropy, best epoch by mean
 # accuracy, no mixup or colour jitter. The default recipe (balanced, mixup, jitter; BENCHMARKS §10)
 # is tuned for real datasets and long runs; on 60 images and a few steps it learns too slowly for

@@ -18,7 +18,7 @@ from attrfit.core.options import parse_duration
 from attrfit.model import checkpoint
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.training.loop import fit
-from conftest import assert_one_error, cli
+from conftest import Crash, crash_at_step, assert_one_error, cli
 
 
 def tiny_cfg(csv, **over) -> TrainConfig:
@@ -70,21 +70,11 @@ def test_a_budget_run_equals_the_same_epochs_given_directly(tiny, tmp_path, monk
 
 
 def test_resume_keeps_the_plan(tiny, tmp_path, monkeypatch):
-    class Crash(Exception):
-        pass
-
     monkeypatch.setattr(budget, "epochs_within", lambda *a: 3)
-    real_step = attrfit.training.trainer.train_step
-
-    def crash_in_epoch_two(t, x, y, step, *a):
-        if step == 4:  # after the checkpoint at the end of epoch 1 or 2
-            raise Crash()
-        return real_step(t, x, y, step, *a)
-
-    monkeypatch.setattr(attrfit.training.trainer, "train_step", crash_in_epoch_two)
+    restore_step = crash_at_step(monkeypatch, 4)  # after the checkpoint at the end of epoch 1 or 2
     with pytest.raises(Crash):
         fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
-    monkeypatch.setattr(attrfit.training.trainer, "train_step", real_step)
+    restore_step()
     monkeypatch.setattr(budget, "epochs_within", lambda *a: 9)  # a re-plan would show
     run = fit(None, resume=tmp_path / "r", progress=False)
     assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 3
@@ -101,9 +91,6 @@ def test_replan_only_when_the_plan_is_far_off():
 def test_a_plan_timed_under_load_is_redone_after_the_first_epoch(tiny, tmp_path, monkeypatch):
     """Steps timed while something else loaded the machine: one epoch planned; the real first
     epoch is fast, so the run plans again (3 epochs), records why, and a resume keeps it."""
-    class Crash(Exception):
-        pass
-
     monkeypatch.setattr(budget, "time_steps", lambda t, sides: (100.0, 1.0))  # 100 s a step: "under load"
     monkeypatch.setattr(budget, "epochs_within", lambda budget_s, spent, epoch_s, reserve: 1 if epoch_s > 50 else 3)
     real_step = attrfit.training.trainer.train_step

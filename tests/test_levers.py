@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 import attrfit.training.loop as loop
-import attrfit.training.trainer
 from attrfit.core import runs
 from attrfit.data.augment import AugmentConfig, Mix, augment_batch, mix_batch, sample_beta, zoom_grid
 from attrfit.evaluation.scoring import evaluate_checkpoint, run_tta
@@ -25,7 +24,7 @@ from attrfit.recipe.config import TrainConfig, apply
 from attrfit.serving.predict import Predictor
 from attrfit.training.loop import fit
 from attrfit.training.trainer import LossSpec, mixed_loss, multi_head_loss
-from conftest import PLAIN_RECIPE, assert_one_error, cli, write_tiny
+from conftest import Crash, crash_at_step, PLAIN_RECIPE, assert_one_error, cli, write_tiny
 
 
 def aug(**kw) -> AugmentConfig:
@@ -253,27 +252,16 @@ def test_levers_off_leave_a_run_as_it_was(tiny, tmp_path):
     assert _same_weights(ref, off) and _val(ref) == _val(off)
 
 
-class Crash(Exception):
-    pass
-
-
 def test_a_run_with_mixup_cutmix_and_scale_is_a_function_of_its_seed_and_resumes_bit_identical(
         tiny, tmp_path, monkeypatch):
     levers = {"mixup": 0.4, "cutmix": 1.0, "scale": 0.2, "batch_size": 8}  # 5 steps an epoch
     ref = fit(tiny_cfg(tiny, **levers), run_dir=tmp_path / "ref", progress=False)
     plain = fit(tiny_cfg(tiny), run_dir=tmp_path / "plain", progress=False)
     assert not _same_weights(ref, plain)
-    real_step = attrfit.training.trainer.train_step
-
-    def crashing_step(t, x, y, step, *a):
-        if step == 3:
-            raise Crash()
-        return real_step(t, x, y, step, *a)
-
-    monkeypatch.setattr(attrfit.training.trainer, "train_step", crashing_step)
+    restore_step = crash_at_step(monkeypatch, 3)
     with pytest.raises(Crash):
         fit(tiny_cfg(tiny, checkpoint_every=2, **levers), run_dir=tmp_path / "b", progress=False)
-    monkeypatch.setattr(attrfit.training.trainer, "train_step", real_step)
+    restore_step()
     assert checkpoint.load(tmp_path / "b" / "last.pt")["progress"]["step"] == 2
     fit(None, resume=tmp_path / "b", progress=False)
     assert _same_weights(ref, tmp_path / "b") and _val(ref) == _val(tmp_path / "b")

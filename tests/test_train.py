@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import PLAIN_RECIPE
+from conftest import Crash, crash_at_step, PLAIN_RECIPE
 import torch
 
 import attrfit.training.trainer
@@ -86,10 +86,6 @@ def test_run_dir_never_overwritten(tiny, tmp_path):
     assert (tmp_path / "run" / "x").read_text() == "keep"
 
 
-class Crash(Exception):
-    pass
-
-
 def test_resume_after_crash_equals_uninterrupted(tiny, tmp_path, monkeypatch):
     ref = fit(tiny_cfg(tiny), run_dir=tmp_path / "ref", progress=False)
     real_append = runs.MetricsLog.append
@@ -117,17 +113,10 @@ def test_resume_after_crash_equals_uninterrupted(tiny, tmp_path, monkeypatch):
 def test_mid_epoch_checkpoint_resume(tiny, tmp_path, monkeypatch):
 
     ref = fit(tiny_cfg(tiny, epochs=2, batch_size=8), run_dir=tmp_path / "ref", progress=False)
-    real_step = attrfit.training.trainer.train_step
-
-    def crashing_step(t, x, y, step, *a):
-        if step == 3:
-            raise Crash()
-        return real_step(t, x, y, step, *a)
-
-    monkeypatch.setattr(attrfit.training.trainer, "train_step", crashing_step)
+    restore_step = crash_at_step(monkeypatch, 3)
     with pytest.raises(Crash):
         fit(tiny_cfg(tiny, epochs=2, batch_size=8, checkpoint_every=2), run_dir=tmp_path / "b", progress=False)
-    monkeypatch.setattr(attrfit.training.trainer, "train_step", real_step)
+    restore_step()
     assert checkpoint.load(tmp_path / "b" / "last.pt")["progress"]["epoch_step"] == 2
     fit(None, resume=tmp_path / "b", progress=False)
     for k, v in weights(ref).items():

@@ -40,6 +40,12 @@ def _metrics_json(m) -> dict:
             for f in dataclasses.fields(m) for v in [getattr(m, f.name)]}
 
 
+def _metrics_from_json(cls, d: dict):
+    """The reverse of :func:`_metrics_json`: int fields absent or null are 0, the others NaN."""
+    return cls(*(int(d.get(f.name) or 0) if f.type in (int, "int") else _number(d.get(f.name))
+                 for f in dataclasses.fields(cls)))
+
+
 @dataclass(frozen=True)
 class HeadMetrics:
     """One head on one side (see :func:`attrfit.evaluation.metrics.head_metrics`); NaN where ``n`` is 0."""
@@ -69,8 +75,7 @@ class HeadMetrics:
 
     @classmethod
     def from_json(cls, d: dict) -> HeadMetrics:
-        return cls(_number(d.get("accuracy")), _number(d.get("balanced_accuracy")), _number(d.get("macro_f1")),
-                   _number(d.get("majority_accuracy")), int(d.get("n") or 0), _number(d.get("pred_top_share")))
+        return _metrics_from_json(cls, d)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ class MeanMetrics:
 
     @classmethod
     def from_json(cls, d: dict) -> MeanMetrics:
-        return cls(*(_number(d.get(f.name)) for f in dataclasses.fields(cls)))
+        return _metrics_from_json(cls, d)
 
 
 @dataclass(frozen=True)
