@@ -11,9 +11,9 @@ identity-disjoint split (by ``person_id``) and one image cache shared by all run
 images and gives each lever's difference to the baseline with a paired-bootstrap 95% interval.
 
 Runs are compared at the same **compute**: ``--epochs N`` for levers that do not change the cost of
-a step, and for those that do (resolution, width, test-time flips) the lever's own ``--epochs``
-is scaled so its training time matches the baseline's (``cost`` in ``LEVERS``, measured, see
-BENCHMARKS.md). ``--budget D`` instead gives every run the same wall time through ``train
+a step, and for one that does (the input size) the lever's own ``--epochs``
+is scaled so its compute matches the baseline's (``cost`` in ``LEVERS``: for the input size, the
+ratio of pixels). ``--budget D`` instead gives every run the same wall time through ``train
 --budget`` (fair only on a quiet machine). A run folder that already holds ``results.json`` is
 reused, so an interrupted study continues where it stopped.
 """
@@ -44,7 +44,6 @@ LEVERS: dict[str, tuple[str, float]] = {
     "batch_256": ("--batch-size 256", 1.0),
     "no_class_weights": ("--no-class-weights", 1.0),
     "size_160x80": ("--size 160x80", 1.56),
-    "preset_cpu_base": ("--preset cpu-base", 3.5),
     "dropout_0.2": ("--dropout 0.2", 1.0),
     "scale_0.2": ("--scale 0.2", 1.0),
     "mixup_0.2": ("--mixup 0.2", 1.0),
