@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import attrfit.training.trainer as trainer
+import attrfit.model.precision as precision
 from attrfit.core.errors import AttrfitError
 from attrfit.model import checkpoint
 from attrfit.training.loop import fit
@@ -24,7 +24,7 @@ def test_compiled_training_runs_and_matches_eager(tiny, tmp_path):
 
 
 def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(trainer.shutil, "which", lambda name: None)
+    monkeypatch.setattr(precision.shutil, "which", lambda name: None)
     with pytest.raises(AttrfitError, match="C\\+\\+ compiler"):
-        trainer.check_compiler(torch.device("cpu"))
-    trainer.check_compiler(torch.device("cuda"))  # the GPU path compiles with triton, not g++
+        precision.check_compiler(torch.device("cpu"))
+    precision.check_compiler(torch.device("cuda"))  # the GPU path compiles with triton, not g++

@@ -99,14 +99,14 @@ def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | Non
     return sweep(cfg, data.schema, make_sides(data), out, min_lr, max_lr, steps, repeats, rule, progress=progress)
 
 
-def load(checkpoint_or_run, device: str = "cpu"):
+def load(checkpoint_or_run, device: str = "cpu", compile: bool = False):
     """A predictor for a trained model: ``attrfit.load("runs/x").predict(images)``.
 
-    See :class:`attrfit.serving.predict.Predictor`.
+    See :class:`attrfit.serving.predict.Predictor` (``compile``: :meth:`~Predictor.from_checkpoint`).
     """
     from attrfit.serving.predict import Predictor
 
-    return Predictor.from_checkpoint(checkpoint_or_run, device=device)
+    return Predictor.from_checkpoint(checkpoint_or_run, device=device, compile=compile)
 
 
 __all__ = ["AttrfitError", "__version__", "evaluate", "find_lr", "load", "train"]

@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--all-probs", action="store_true", help="also write each class's probability (HEAD_prob_CLASS)")
     p.add_argument("--images", metavar="DIR", help="folder a CSV's image paths are relative to (default: the CSV's folder)")
     add_device_arg(p, "auto")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model with frozen weights first: seconds to start, then about 1.3x the "
+                        "images/s of the model on a CPU (worth it for many thousands of images; needs a C++ compiler)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)
 
@@ -44,7 +47,7 @@ def run_predict(args) -> int:
     if args.out:  # checked before any image is predicted
         protected = [source, *runs.own_files(source.parent), *(Path(t) for t in args.inputs), *(p for _, p in items)]
         files.check_output(args.out, args.force, inputs=protected, what="predictions")
-    predictor = Predictor.from_checkpoint(source, device=args.device)
+    predictor = Predictor.from_checkpoint(source, device=args.device, compile=args.compile)
     columns = [IMAGE_COLUMN, *prediction_columns(predictor.schema, args.all_probs), "error"]
     rows = predict_files(predictor, items, args.batch_size, args.tta, args.all_probs, progress=not args.quiet)
     with _output(args.out) as stream:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -80,6 +82,14 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_compiler(device: torch.device) -> None:
+    """torch.compile on a CPU writes C++ and builds it at the first step: say so now if it cannot."""
+    cxx = os.environ.get("CXX") or "g++"
+    if device.type == "cpu" and shutil.which(cxx) is None:
+        raise AttrfitError(f"--compile on a CPU needs a C++ compiler ({cxx} was not found on PATH): install one "
+                           "(e.g. apt install g++) or set CXX, or run without --compile")
 
 
 # ---------------------------------------------------------------- the bf16 self-check

@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, fields
 
@@ -29,8 +27,8 @@ from attrfit.data.split import SplitRef
 from attrfit.model import checkpoint
 from attrfit.model.checkpoint import Checkpoint, ModelArgs, Progress
 from attrfit.model.net import build_model
-from attrfit.model.precision import (PrecisionCheck, autocast, guard_bf16, inference_batches, resolve_device,
-                                     resolve_precision)
+from attrfit.model.precision import (PrecisionCheck, autocast, check_compiler, guard_bf16, inference_batches,
+                                     resolve_device, resolve_precision)
 from attrfit.recipe.config import TrainConfig, to_dict, validate
 from attrfit.training.distributed import Dist
 
@@ -235,14 +233,6 @@ def build_trainer(cfg: TrainConfig, schema: Schema, sides: Sides, max_lr: float,
         check_compiler(device)
     trainer.compiled = torch.compile(net) if cfg.compile else (net if dist.enabled else None)
     return trainer
-
-
-def check_compiler(device: torch.device) -> None:
-    """torch.compile on a CPU writes C++ and builds it at the first step: say so now if it cannot."""
-    cxx = os.environ.get("CXX") or "g++"
-    if device.type == "cpu" and shutil.which(cxx) is None:
-        raise AttrfitError(f"--compile on a CPU needs a C++ compiler ({cxx} was not found on PATH): install one "
-                           "(e.g. apt install g++) or set CXX, or train without --compile")
 
 
 # ---------------------------------------------------------------- the data on the training device
