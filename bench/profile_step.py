@@ -2,6 +2,7 @@
 
     python bench/profile_step.py                       # PETA heads, 128x64, batch 128, cpu-small
     python bench/profile_step.py --set compile=true    # the same with torch.compile
+    python bench/profile_step.py --by-shape            # top ops per input shape: which layer costs what
     python bench/profile_step.py --quick               # generated images (a smoke run)
 
 Runs attrfit's training step (:class:`common.AttrfitSteps`, as ``attrfit train`` does: batched
@@ -43,6 +44,8 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5; more with compile)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     p.add_argument("--top", type=int, default=15, help="ops listed by self time (default 15)")
+    p.add_argument("--by-shape", action="store_true",
+                   help="list the top ops per input shape (tells the layers apart; records shapes, a little slower)")
     return p.parse_args()
 
 
@@ -72,6 +75,11 @@ def breakdown(prof, steps: int) -> tuple[list[list], float]:
     total = sum(per_kind.values())
     rows = [[k, v / steps / 1000, v / total] for k, v in sorted(per_kind.items(), key=lambda kv: -kv[1])]
     return rows, total / steps / 1000
+
+
+def shapes(input_shapes: list) -> str:
+    """The tensor arguments' shapes of an op, e.g. ``128x32x64x32 32x32x3x3``."""
+    return " ".join("x".join(map(str, sh)) for sh in input_shapes if sh)
 
 
 def load(args):
@@ -121,15 +129,17 @@ def main() -> int:
     for _ in range(args.warmup):
         steps.step()
     t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=args.by_shape) as prof:
         for _ in range(args.steps):
             steps.step()
     wall = time.perf_counter() - t0
     rows, total_ms = breakdown(prof, args.steps)
+    ops = sorted(prof.key_averages(group_by_input_shape=args.by_shape), key=lambda e: -e.self_cpu_time_total)
     top = [[e.key, e.self_cpu_time_total / args.steps / 1000, e.count // args.steps]
-           for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[: args.top]]
+           + ([shapes(e.input_shapes)] if args.by_shape else []) for e in ops[: args.top]]
     tables = [common.markdown_table(["kind", "ms per step", "share"], rows + [["total", total_ms, 1.0]]),
-              common.markdown_table(["op (self time)", "ms per step", "calls per step"], top)]
+              common.markdown_table(["op (self time)", "ms per step", "calls per step"]
+                                    + (["input shapes"] if args.by_shape else []), top)]
     common.report("profile_step", args.out, tables, {
         "machine": common.machine(steps.t.device), "config": args.set, "steps": args.steps,
         "wall_s_profiled": wall, "images_per_s_profiled": args.steps * cfg.batch_size / wall,

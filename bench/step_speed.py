@@ -18,7 +18,12 @@ from __future__ import annotations
 import sys
 import time
 
+import torch
+
 import common
+import throughput
+from attrfit.data.cache import parse_size
+from attrfit.model.net import count_flops
 
 
 def parse_args():
@@ -33,7 +38,6 @@ def parse_args():
 
 
 def build(args, overrides: dict) -> common.AttrfitSteps:
-    import throughput
     from attrfit.data.dataset import DataConfig
     from attrfit.recipe.config import TrainConfig, apply
     from attrfit.training.loop import make_sides
@@ -70,13 +74,19 @@ def main() -> int:
         for name, s in steppers.items():
             rates[name].append(s.timed(args.warmup, args.steps))
     ref = common.median(rates[next(iter(rates))])
-    rows = [[n, " ".join(f"{k}={v}" for k, v in variants[n].items()), ", ".join(f"{r:.0f}" for r in rs),
-             common.median(rs), common.median(rs) / ref] for n, rs in rates.items()]
-    table = common.markdown_table(["variant", "overrides", "images/s per round", "median", "vs first"], rows)
     first = next(iter(steppers.values()))
+    peak = throughput.matmul_peak(torch.bfloat16, 1024 if args.quick else 4096, 2 if args.quick else 5,
+                                  first.t.device)
+    flops = {n: 3 * count_flops(s.t.model, parse_size(s.t.cfg.data.size)) for n, s in steppers.items()}
+    rows = [[n, " ".join(f"{k}={v}" for k, v in variants[n].items()), ", ".join(f"{r:.0f}" for r in rs),
+             common.median(rs), common.median(rs) / ref, flops[n] / 1e9, common.median(rs) * flops[n] / 1e9,
+             f"{common.median(rs) * flops[n] / peak:.1%}"] for n, rs in rates.items()]
+    table = common.markdown_table(["variant", "overrides", "images/s per round", "median", "vs first",
+                                   "train GFLOP/img", "GFLOP/s", "of bf16 peak"], rows)
     common.report("step_speed", args.out, [table], {
         "machine": common.machine(first.t.device), "variants": variants, "rates": rates, "build_s": build_s,
         "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+        "train_flops_per_image": flops, "peak_bf16_matmul_flops_per_s": peak,
         "precision": {n: s.t.precision for n, s in steppers.items()}})
     return 0
 

@@ -60,6 +60,21 @@ def test_data_and_inference_quick(tmp_path):
         assert positive(r["predict"][key]), key
 
 
+def test_inference_quick(tmp_path):
+    r = run_quick("inference.py", tmp_path / "i.json")["results"]
+    assert set(r["median_images_per_s"]) == {"attrfit", "hand-written"}
+    assert all(positive(v) for v in r["median_images_per_s"].values()) and positive(r["median_ratio"])
+    fwd, peak = r["forward_flops_per_image"], r["peak_bf16_matmul_flops_per_s"]
+    assert r["fraction_of_bf16_peak"]["attrfit"] == pytest.approx(r["median_images_per_s"]["attrfit"] * fwd / peak)
+
+
+def test_step_speed_quick(tmp_path):
+    doc = run_quick("step_speed.py", tmp_path / "s.json", "--variant", "a=", "--variant", "w=model.width=16")
+    flops = doc["train_flops_per_image"]
+    assert set(doc["rates"]) == set(flops) == {"a", "w"} and positive(doc["peak_bf16_matmul_flops_per_s"])
+    assert flops["w"] < flops["a"]  # half the width, about a quarter of the FLOPs: the override reached the model
+
+
 @pytest.mark.skipif(not (PETA / "peta_heads.csv").is_file(),
                     reason=f"PETA not found at {PETA} (real data, read from ../shared/data; see its README)")
 def test_peta_time_to_accuracy_quick(tmp_path):
