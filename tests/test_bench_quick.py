@@ -94,6 +94,6 @@ def test_peta_time_to_accuracy_quick(tmp_path):
 
 def test_bf16_check_quick(tmp_path):
     r = run_quick("bf16_check.py", tmp_path / "b.json")["results"]
-    assert len(r) == 1 and r[0]["checked_layers"] == 13 and r[0]["batch_sizes"] == [1, 16, 32]
+    assert len(r) == 1 and r[0]["checked_layers"] == 12 and r[0]["batch_sizes"] == [1, 16, 32]
     # no test may depend on one CPU's arithmetic: which layers are kept in fp32 is the CPU's business
     assert isinstance(r[0]["fp32_layers"], list) and r[0]["worst_sound_error"] >= 0

@@ -148,7 +148,7 @@ def test_export_with_dynamic_batch_and_size():
 
 def test_count_flops_by_hand():
     # stem 3->8 3x3 at 8x8; block 8->8 stride 2 at 4x4 (two 3x3 + 1x1 shortcut); head 8->2
-    net = build_model(ModelConfig(width=8, depth=1, stages=1, stem_stride=1), [2])
+    net = build_model(ModelConfig(width=8, depth=1, stages=1, stem_stride=1, stem="conv"), [2])
     stem = 2 * 27 * 8 * 64
     block = 2 * (2 * 72 * 8 * 16) + 2 * 8 * 8 * 16
     assert count_flops(net, (8, 8)) == stem + block + 2 * 8 * 2

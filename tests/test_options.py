@@ -52,7 +52,7 @@ BAD = [
     ("--size", "0x0", "HxW"), ("--size", "99999x99999", "HxW"), ("--size", "big", "HxW"),
     ("--resize", "foo", "stretch, pad"), ("--cutout", "-1", "[0, "), ("--cutout-count", "-1", "[0, 64]"),
     ("--translate", "-1", "[0, 256]"), ("--brightness", "2", "[0, 1]"), ("--contrast", "-1", "[0, 1]"),
-    ("--dropout", "1", "[0, 1)"), ("--width", "0", "[1, 1024]"), ("--stem-stride", "3", "1, 2"),
+    ("--dropout", "1", "[0, 1)"), ("--width", "0", "[1, 1024]"), ("--stem-stride", "3", "1, 2"), ("--stem", "pyramid", "conv, patch"),
     ("--preset", "huge", "cpu-small"), ("--schedule", "cyclic", "onecycle"), ("--pct-start", "2", "[0, 1]"),
     ("--div-factor", "0", "[1, "), ("--warmup-steps", "-1", ">= 0"), ("--momentum-max", "1", "[0, 1)"),
     ("--momentum-min", "0.99", "must not exceed --momentum-max"), ("--monitor", "mean_acuracy", "did you mean"),

@@ -48,11 +48,12 @@ def small_model():
 
 def test_conv_inputs_records_each_layers_shape_and_format():
     shapes = conv_inputs(small_model(), (64, 32), CPU)
-    # cpu-small at 64x32: stem stride 2 -> 32x16, then each stage halves: the last stage starts at 4x2.
+    # cpu-small at 64x32: the 4x4 patch stem -> 16x8, then each later stage halves: the last starts at 4x2.
     assert shapes["trunk.0"] == ((3, 64, 32), True)
+    assert shapes["trunk.3.conv1.0"] == ((32, 16, 8), True)
     assert shapes["trunk.6.conv1.0"] == ((128, 4, 2), True)
     assert shapes["trunk.6.conv2.0"] == ((256, 2, 1), True)
-    assert len(shapes) == 13
+    assert len(shapes) == 12  # the first block keeps width and size: no shortcut conv
 
 
 def test_sound_bf16_conv_passes_and_garbage_fails(amx_like_fault):
@@ -69,7 +70,7 @@ def test_guard_keeps_exactly_the_faulty_layers_in_fp32(amx_like_fault):
     check = guard_bf16(net, "bf16", CPU, (64, 32), 16, [64, 5])
     # Only stride-2 convs whose input is 2 wide: the last stage's first conv and its shortcut.
     assert sorted(check.fp32_layers) == ["trunk.6.conv1.0", "trunk.6.shortcut.0"]
-    assert check.checked_layers == 13 and check.batch_sizes == [1, 5, 16, 64]
+    assert check.checked_layers == 12 and check.batch_sizes == [1, 5, 16, 64]
     marked = sorted(n for n, m in net.named_modules() if getattr(m, "force_fp32", False))
     assert marked == check.fp32_layers
     x = torch.randint(0, 255, (8, 3, 64, 32), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
@@ -123,7 +124,7 @@ def test_same_seed_same_run(tmp_path, precision, size):
     assert all(torch.equal(first[2][k], second[2][k]) for k in first[2])
     env = json.loads((first[3] / "environment.json").read_text())
     assert env["precision"] == precision
-    assert (env["precision_check"]["checked_layers"] == 13) == (precision == "bf16")
+    assert (env["precision_check"]["checked_layers"] == 12) == (precision == "bf16")
 
 
 def test_training_through_an_injected_bf16_fault_is_finite_and_repeatable(tmp_path, amx_like_fault):

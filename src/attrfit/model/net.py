@@ -26,12 +26,19 @@ from attrfit.core.options import OneOf, Range, check_fields, option
 # stem_stride 2 quarters the cost of everything after the stem; CPU presets need that
 # (cpu-small: a bf16 channels_last training step at batch 64, 64x64, is ~0.1 s on 2 cores),
 # GPU presets keep full resolution in the stem for accuracy on small images.
-PRESETS: dict[str, dict[str, int]] = {
-    "cpu-small": {"width": 32, "depth": 1, "stages": 4, "stem_stride": 2},
-    "cpu-base": {"width": 32, "depth": 1, "stages": 4, "stem_stride": 1},
-    "gpu-base": {"width": 64, "depth": 2, "stages": 4, "stem_stride": 1},
-    "gpu-large": {"width": 96, "depth": 3, "stages": 4, "stem_stride": 1},
+# cpu-small's patch stem skips the stem's full-resolution map, whose BatchNorm, ReLU and strided
+# convolutions took 40% of a step for 20% of its FLOPs: 1.46x the training images/s on PETA, and
+# equal or better balanced accuracy in the same wall time (BENCHMARKS.md §1, issue 14).
+PRESETS: dict[str, dict[str, int | str]] = {
+    "cpu-small": {"width": 32, "depth": 1, "stages": 4, "stem_stride": 2, "stem": "patch"},
+    "cpu-base": {"width": 32, "depth": 1, "stages": 4, "stem_stride": 1, "stem": "conv"},
+    "gpu-base": {"width": 64, "depth": 2, "stages": 4, "stem_stride": 1, "stem": "conv"},
+    "gpu-large": {"width": 96, "depth": 3, "stages": 4, "stem_stride": 1, "stem": "conv"},
 }
+STEMS = ("conv", "patch")
+# Fields added after runs were saved, with the value those runs had (not today's preset's): a saved config
+# or checkpoint without the field was written before it existed.
+FIELDS_BEFORE = {"stem": "conv"}
 WIDTH_CAP_FACTOR = 8
 
 
@@ -41,7 +48,7 @@ class ModelConfig:
 
     Example:
         >>> ModelConfig().resolved()
-        ModelConfig(preset='cpu-small', width=32, depth=1, stages=4, stem_stride=2, dropout=0.0)
+        ModelConfig(preset='cpu-small', width=32, depth=1, stages=4, stem_stride=2, stem='patch', dropout=0.0)
     """
 
     preset: str = option("cpu-small", "model size preset; the options below override its parts",
@@ -53,6 +60,10 @@ class ModelConfig:
                                 Range(1, 8), default_text="from --preset")
     stem_stride: int | None = option(None, "stride of the first convolution: 2 quarters the compute", "{1,2}",
                                      OneOf(1, 2), default_text="from --preset")
+    stem: str | None = option(None, "first layer: 'conv' (3x3 at --stem-stride, then the first stage halves) or "
+                              "'patch' (one non-overlapping conv straight to the first stage's resolution: the same "
+                              "stage sizes without the full-resolution layer, faster)", "{" + ",".join(STEMS) + "}",
+                              OneOf(*STEMS), default_text="from --preset")
     dropout: float = option(0.0, "dropout before the heads", "P", Range(0, 1, hi_open=True))
 
     def __post_init__(self) -> None:
@@ -121,19 +132,23 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def _stem(cfg: ModelConfig) -> Conv2d:
+    if cfg.stem == "patch":  # the stem's and the first stage's strides in one k x k conv, stride k
+        k = 2 * cfg.stem_stride
+        return Conv2d(3, cfg.width, k, k, padding=0, bias=False)
+    return Conv2d(3, cfg.width, 3, cfg.stem_stride, padding=1, bias=False)
+
+
 def _make_trunk(cfg: ModelConfig) -> tuple[nn.Sequential, int]:
     """Stem + stages; returns the module and its output channel count."""
-    width, stride = cfg.width, cfg.stem_stride
-    layers: list[nn.Module] = [
-        Conv2d(3, width, 3, stride, padding=1, bias=False),
-        nn.BatchNorm2d(width),
-        nn.ReLU(inplace=True),
-    ]
+    width = cfg.width
+    layers: list[nn.Module] = [_stem(cfg), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
     c_in = width
     for stage in range(cfg.stages):
         c_out = min(width * 2**stage, width * WIDTH_CAP_FACTOR)
+        halves = stage > 0 or cfg.stem == "conv"  # a patch stem has already halved for the first stage
         for block in range(cfg.depth):
-            layers.append(BasicBlock(c_in, c_out, stride=2 if block == 0 else 1))
+            layers.append(BasicBlock(c_in, c_out, stride=2 if block == 0 and halves else 1))
             c_in = c_out
     return nn.Sequential(*layers), c_in
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from attrfit.data.augment import AugmentConfig
 from attrfit.data.dataset import DataConfig
 from attrfit.core.errors import AttrfitError
-from attrfit.model.net import ModelConfig
+from attrfit.model.net import FIELDS_BEFORE, ModelConfig
 from attrfit.core.options import Duration, EachValue, OneOf, OrWord, Pattern, Range, check_value, flag_of, option
 from attrfit.recipe.schedule import ScheduleConfig
 from attrfit.data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
@@ -233,7 +233,7 @@ def from_dict(d: dict) -> TrainConfig:
             continue
         t = hints[f.name]
         if dataclasses.is_dataclass(t):
-            sub = d[f.name]
+            sub = {**FIELDS_BEFORE, **d[f.name]} if t is ModelConfig else d[f.name]
             sub_hints = typing.get_type_hints(t)
             kwargs[f.name] = t(**{k: coerce(f"{f.name}.{k}", sub_hints[k], v) for k, v in sub.items() if k in sub_hints})
         else:
