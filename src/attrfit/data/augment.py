@@ -75,14 +75,12 @@ def augment_batch(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor
         out = _flip(out, gen)
     if cfg.translate > 0:
         out = _translate(out, cfg.translate, gen)
-    out = out.to(torch.float32, copy=out is x)  # never hand back (or modify) x itself
     if cfg.scale > 0:
-        out = _scale(out, cfg.scale, gen)
-    if cfg.brightness > 0:
-        out = out * _uniform_factor(out, cfg.brightness, gen)
-    if cfg.contrast > 0:
-        mean = out.mean(dim=(1, 2, 3), keepdim=True)
-        out = (out - mean) * _uniform_factor(out, cfg.contrast, gen) + mean
+        out = _scale(out.to(torch.float32), cfg.scale, gen)
+    if cfg.brightness > 0 or cfg.contrast > 0:
+        out = _jitter(out, cfg.brightness, cfg.contrast, gen)  # a new float tensor, x untouched
+    else:
+        out = out.to(torch.float32, copy=out is x)  # never hand back (or modify) x itself
     out = out.clamp_(0.0, 255.0)
     side = cutout_side(cfg.cutout, out.shape[2], out.shape[3])
     if side > 0 and cfg.cutout_count > 0:
@@ -115,6 +113,24 @@ def _uniform_factor(x: Tensor, spread: float, gen: torch.Generator) -> Tensor:
     """N x 1 x 1 x 1 factors uniform in [1 - spread, 1 + spread]."""
     u = torch.rand(x.shape[0], 1, 1, 1, generator=gen, device=x.device)
     return 1.0 + spread * (2.0 * u - 1.0)
+
+
+def _jitter(x: Tensor, brightness: float, contrast: float, gen: torch.Generator) -> Tensor:
+    """Brightness (times b) then contrast (about the image mean, times c) as one pass: x * bc + b mean (1 - c).
+
+    ``x`` may be uint8 (the conversion to float is part of the pass). Draws b, then c (each when on).
+    One pass instead of five passes over float images: a fifth of the step's input work on PETA.
+    """
+    if x.dtype != torch.uint8:
+        x = x.to(torch.float32)  # float32 out, whatever came in
+    n = x.shape[0]
+    one = torch.ones(n, 1, 1, 1, device=x.device)
+    b = _uniform_factor(x, brightness, gen) if brightness > 0 else one
+    if contrast <= 0:
+        return torch.mul(x, b)
+    mean = x.sum(dim=(1, 2, 3), keepdim=True, dtype=torch.float32) / x[0].numel()
+    c = _uniform_factor(x, contrast, gen)
+    return torch.addcmul(b * mean * (1 - c), x, b * c)
 
 
 def _flip(x: Tensor, gen: torch.Generator) -> Tensor:

@@ -185,7 +185,8 @@ class AttrNet(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Pooled trunk features, N x C, from raw 0..255 pixels."""
-        x = (x.float() - self.mean) / self.std
+        x = x if x.dtype == torch.uint8 else x.float()  # uint8 is converted within the next op
+        x = torch.addcmul(-self.mean / self.std, x, 1.0 / self.std)  # (x - mean) / std in one pass
         # Global average pool as a plain mean: no size-1 special case for torch.export.
         return self.trunk(x).mean(dim=(2, 3))
 
