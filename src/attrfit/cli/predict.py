@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--images", metavar="DIR", help="folder a CSV's image paths are relative to (default: the CSV's folder)")
     add_device_arg(p, "auto")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model with frozen weights first: seconds to start, then about 1.3x the "
+                   help="torch.compile the model with frozen weights first: seconds to start, then 1.1-1.3x the "
                         "images/s of the model on a CPU (worth it for many thousands of images; needs a C++ compiler)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)

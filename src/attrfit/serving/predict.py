@@ -240,7 +240,7 @@ class Predictor:
 def compile_frozen(model: nn.Module, device: torch.device) -> nn.Module:
     """``torch.compile`` of an eval-mode model with its weights frozen as constants (inference only).
 
-    Measured on PETA at 128x64, batch 64 (bench/inference.py): 1.3x the eager images/s on an AMD EPYC.
+    Measured on PETA at 128x64, batch 64 (bench/inference.py): 1.1-1.3x the eager images/s on an AMD EPYC.
     """
     check_compiler(device)
     return torch.compile(model.eval(), options={"freezing": True})
