@@ -26,7 +26,7 @@ from attrfit.training.trainer import Sides, Trainer, steps_per_epoch, train_step
 TIMED_STEPS = 5  # after one untimed warm-up step
 REPORT_S = 10.0  # reserve for writing the report at the end (figures, thumbnails), seconds
 MARGIN = 1.03  # checkpoint writes, logging and noise on top of the measured epoch
-REPLAN_OFF_BY = 1.25  # after the first epoch, plan again when the measured plan is off by this factor or more
+REPLAN_OFF_BY = 1.25  # after the first epoch, plan again when this factor more epochs fit (when fewer fit: always)
 
 
 @dataclass
@@ -84,17 +84,19 @@ def replan(plan: dict, first_epoch_s: float) -> int | None:
 
     A few timed steps can mislead: another process loading the machine for those seconds (a
     2-core CPU shared with anything slows 10x), or kernels not yet warm. The first whole
-    epoch is the better measurement; a plan off by :data:`REPLAN_OFF_BY` or more either way is
-    redone from it, with the same budget, time spent before training and reserve.
+    epoch is the better measurement. A plan that would overrun the budget is redone from it at
+    once (fewer epochs: the budget is a deadline); one that leaves time over only when off by
+    :data:`REPLAN_OFF_BY` or more. Same budget, time spent before training and reserve.
 
     Example:
-        >>> p = {"budget_s": 900, "spent_s": 30, "reserve_s": 20, "epochs": 4}
-        >>> replan(p, 14.0), replan(p, 200.0)
-        (58, None)
+        >>> p = {"budget_s": 900, "spent_s": 30, "reserve_s": 20, "epochs": 40}
+        >>> replan(p, 5.0), replan(p, 20.5), replan(p, 21.5)
+        (165, None, 38)
     """
     epochs = epochs_within(plan["budget_s"], plan["spent_s"], first_epoch_s * MARGIN, plan["reserve_s"])
-    off = max(epochs, plan["epochs"]) / min(epochs, plan["epochs"])
-    return epochs if off >= REPLAN_OFF_BY else None
+    if epochs < plan["epochs"]:
+        return epochs
+    return epochs if epochs / plan["epochs"] >= REPLAN_OFF_BY else None
 
 
 def plan(t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist) -> BudgetPlan:
