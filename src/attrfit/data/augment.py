@@ -118,8 +118,8 @@ def _uniform_factor(x: Tensor, spread: float, gen: torch.Generator) -> Tensor:
 def _jitter(x: Tensor, brightness: float, contrast: float, gen: torch.Generator) -> Tensor:
     """Brightness (times b) then contrast (about the image mean, times c) as one pass: x * bc + b mean (1 - c).
 
-    ``x`` may be uint8 (the conversion to float is part of the pass). Draws b, then c (each when on).
-    One pass instead of five passes over float images: a fifth of the step's input work on PETA.
+    ``x`` may be uint8 (the conversion to float is part of the pass). Draws b, then c (each when on),
+    as the five separate passes over float images did (BENCHMARKS.md §1, input passes).
     """
     if x.dtype != torch.uint8:
         x = x.to(torch.float32)  # float32 out, whatever came in
