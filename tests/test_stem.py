@@ -33,6 +33,15 @@ def test_patch_stem_gives_every_stage_the_conv_stems_map(size, stem_stride):
     assert isinstance(first.shortcut, nn.Identity) and first.conv1[0].stride == (1, 1)
 
 
+def test_patch_stem_on_sizes_that_do_not_divide_drops_the_border():
+    # 30x22 with a 4x4 stride-4 stem: 7x5 (the last 2 rows and columns are not seen), where the 3x3
+    # stem's padding gives 8x6; no error, and each later stage halves as before
+    patch = build_model(ModelConfig(stem="patch", stages=3), [2])
+    conv = build_model(ModelConfig(stem="conv", stages=3), [2])
+    assert [s[1:] for s in stage_shapes(patch, (30, 22))] == [(7, 5), (4, 3), (2, 2)]
+    assert [s[1:] for s in stage_shapes(conv, (30, 22))] == [(8, 6), (4, 3), (2, 2)]
+
+
 def test_patch_stem_flops_by_hand():
     # stem 3->8 as a 2x2 stride-2 conv to 4x4; block 8->8 stride 1 at 4x4 (two 3x3, identity); head 8->2
     net = build_model(ModelConfig(width=8, depth=1, stages=1, stem_stride=1, stem="patch"), [2])

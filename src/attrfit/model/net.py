@@ -62,7 +62,8 @@ class ModelConfig:
                                      OneOf(1, 2), default_text="from --preset")
     stem: str | None = option(None, "first layer: 'conv' (3x3 at --stem-stride, then the first stage halves) or "
                               "'patch' (one non-overlapping conv straight to the first stage's resolution: the same "
-                              "stage sizes without the full-resolution layer, faster)", "{" + ",".join(STEMS) + "}",
+                              "stage sizes where H and W divide by 2x --stem-stride, up to 3 border pixels dropped "
+                              "otherwise; no full-resolution layer, faster)", "{" + ",".join(STEMS) + "}",
                               OneOf(*STEMS), default_text="from --preset")
     dropout: float = option(0.0, "dropout before the heads", "P", Range(0, 1, hi_open=True))
 
