@@ -48,11 +48,15 @@ def test_a_bad_budget_is_refused_before_anything_is_written(capsys, tiny, tmp_pa
 def test_plan_from_measured_times(tiny, tmp_path, monkeypatch):
     """Fixed step and validation times: the epochs follow from them, and budget.json says how."""
     monkeypatch.setattr(budget, "time_steps", lambda t, sides: (0.5, 1.0))
+    real_time_checkpoint = budget.time_checkpoint
+    monkeypatch.setattr(budget, "time_checkpoint", lambda t, folder: real_time_checkpoint(t, folder) and 2.0)
     monkeypatch.setattr(budget, "REPLAN_OFF_BY", float("inf"))  # the real epochs are far faster than these times
     run = fit(tiny_cfg(tiny, budget="40s"), run_dir=tmp_path / "r", progress=False)
     plan = json.loads((run / "budget.json").read_text())
     n_steps = plan["steps_per_epoch"]
-    assert plan["epoch_s"] == pytest.approx((n_steps * 0.5 + 1.0) * budget.MARGIN)
+    assert plan["save_s"] == 2.0  # the checkpoint every epoch writes is part of the epoch
+    assert plan["epoch_s"] == pytest.approx((n_steps * 0.5 + 1.0 + 2.0) * budget.MARGIN)
+    assert not list(run.glob(".budget-timing*"))  # the timing checkpoint is gone
     assert plan["epochs"] == budget.epochs_within(40, plan["spent_s"], plan["epoch_s"], plan["reserve_s"])
     assert plan["spent_s"] > 0  # reading the data and timing the steps came off the budget
     assert runs.read_json(run / "config.json")["epochs"] == plan["epochs"]

@@ -213,7 +213,7 @@ def _plan_budget(run: Path, t: Trainer, sides: Sides, n_test: int, started: floa
     from attrfit.core import runs
     from attrfit.training import budget
 
-    p = budget.plan(t, sides, n_test, started, dist)
+    p = budget.plan(t, sides, n_test, started, dist, run)
     t.total_steps = p.epochs * p.steps_per_epoch
     t.cfg = dataclasses.replace(t.cfg, epochs=p.epochs)
     if dist.is_main:
