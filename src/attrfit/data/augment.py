@@ -123,9 +123,7 @@ def _jitter(x: Tensor, brightness: float, contrast: float, gen: torch.Generator)
     """
     if x.dtype != torch.uint8:
         x = x.to(torch.float32)  # float32 out, whatever came in
-    n = x.shape[0]
-    one = torch.ones(n, 1, 1, 1, device=x.device)
-    b = _uniform_factor(x, brightness, gen) if brightness > 0 else one
+    b = _uniform_factor(x, brightness, gen) if brightness > 0 else 1.0
     if contrast <= 0:
         return torch.mul(x, b)
     mean = x.sum(dim=(1, 2, 3), keepdim=True, dtype=torch.float32) / x[0].numel()
