@@ -42,6 +42,23 @@ def amx_like_fault(monkeypatch):
     monkeypatch.setattr(F, "conv2d", faulty_conv2d)
 
 
+def unwritten_read_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """F.conv2d with the AMD fault's shape: in bf16 at stride 2 on a 1-pixel-wide input it adds what a
+    1 MiB scratch buffer it never wrote holds, times 0: right in a fresh process (zeros), NaN where
+    freed memory held NaN or inf."""
+    y = REAL_CONV2D(x, weight, bias, stride, padding, dilation, groups)
+    s = stride if isinstance(stride, int) else stride[-1]
+    if y.dtype == torch.bfloat16 and x.shape[-1] == 1 and s == 2:
+        scratch = torch.empty(2**18)  # 1 MiB, never written
+        y = y + scratch[:y.numel()].view(y.shape).to(y.dtype) * 0
+    return y
+
+
+@pytest.fixture
+def unwritten_read_fault(monkeypatch):
+    monkeypatch.setattr(F, "conv2d", unwritten_read_conv2d)
+
+
 def small_model():
     return build_model(ModelConfig(), [2, 3]).to(memory_format=torch.channels_last)  # cpu-small
 
@@ -63,6 +80,16 @@ def test_sound_bf16_conv_passes_and_garbage_fails(amx_like_fault):
     assert ok < 0.2  # bf16 rounding: a few hundredths of a std
     bad = bf16_error(layers["trunk.6.conv1.0"], (8, 128, 4, 2), True, backward=False)
     assert bad == float("inf") or bad > 1e6
+
+
+def test_guard_finds_a_kernel_that_reads_memory_it_never_wrote(unwritten_read_fault):
+    """Such a kernel passes on a fresh process's zeroed memory and fails later on a training run's freed
+    memory (oneDNN's bf16 weight gradient of a 3x3 stride-2 conv on a 1-wide input, on an AMD EPYC):
+    the check dirties the free memory with NaN first, so it fails every time."""
+    for _ in range(3):
+        net = small_model()
+        check = guard_bf16(net, "bf16", CPU, (16, 16), 8, [8])  # the last stage starts at 1x1
+        assert sorted(check.fp32_layers) == ["trunk.6.conv1.0", "trunk.6.shortcut.0"]
 
 
 def test_guard_keeps_exactly_the_faulty_layers_in_fp32(amx_like_fault):
@@ -114,9 +141,9 @@ def _train(csv_path, tmp_path, name, precision, size, epochs=2):
 
 
 @pytest.mark.parametrize("precision,size", [("fp32", "64x32"), ("bf16", "64x32"), ("bf16", "32x32"),
-                                            ("bf16", "48x80")])
+                                            ("bf16", "48x80"), ("bf16", "16x16")])
 def test_same_seed_same_run(tmp_path, precision, size):
-    """The default model (cpu-small) at small sizes, where the last stage sees 2-pixel-wide maps."""
+    """The default model (cpu-small) at small sizes, where the last stage sees 2- and 1-pixel-wide maps."""
     csv_path = write_tiny(tmp_path / "data", n=72, size=40)
     first = _train(csv_path, tmp_path, "a", precision, size)
     second = _train(csv_path, tmp_path, "b", precision, size)

@@ -5,7 +5,10 @@ but it is only worth having where it is sound. On Intel Xeons with AMX, torch 2.
 oneDNN bf16 convolutions return garbage for some small shapes (a 3x3 stride-2 conv on a
 4x2 or 2x2 input: errors up to 1e37, a different answer on each call; see
 ``../shared/repro/amx_bf16_conv.py`` and BENCHMARKS.md "bf16 on AMX"). Such layers sit
-late in the trunk where feature maps are tiny, so they cost little in fp32.
+late in the trunk where feature maps are tiny, so they cost little in fp32. On AMD EPYCs
+(AVX512-BF16) the weight gradient of a bf16 3x3 stride-2 conv on a 1-pixel-wide input reads
+memory it never wrote: right on a fresh process's zeroed pages, garbage on a training run's
+freed memory (BENCHMARKS.md §7), so the check dirties freed memory before each call.
 
 So bf16 is never trusted blindly: :func:`guard_bf16` runs each convolution of the actual
 model at the shapes it will see (input size, batch sizes, memory format) in bf16 and in
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 # AVX512-BF16). The AMX fault is off by 1e3..1e37 stds. 1.0 leaves a wide margin both ways.
 TOLERANCE = 1.0
 TILE = 4  # distinct random images in a checked batch (see bf16_error)
+POISON_BYTES = 2**20  # blocks of NaN freed before each checked bf16 call (see dirty_freed_memory)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -163,7 +167,9 @@ def bf16_error(conv: nn.Conv2d, shape: tuple, channels_last: bool, backward: boo
         ref = [ref[0], ref[1] / counts, ref[2]]
     x = _format(_tile(base, n), channels_last)
     grad_out = _tile(grad_base, n) if backward else None
+    dirty_freed_memory()
     first = _run(layer, x, grad_out, bf16=True)
+    dirty_freed_memory()
     second = _run(layer, x, grad_out, bf16=True)
     if any(not torch.equal(a, b) for a, b in zip(first, second)):
         return float("inf")
@@ -172,6 +178,19 @@ def bf16_error(conv: nn.Conv2d, shape: tuple, channels_last: bool, backward: boo
     for r, b in zip(expected, first):
         worst = max(worst, float((b.float() - r).abs().max() / r.std().clamp(min=1e-12)))
     return worst if worst == worst else float("inf")  # NaN counts as broken
+
+
+def dirty_freed_memory(block_bytes: int = POISON_BYTES, blocks: int = 8) -> None:
+    """Leave the allocator's free memory full of NaN, so a kernel that reads memory it never wrote fails now.
+
+    A fresh process's memory is zeros, where such a read can pass unseen; a training run's
+    memory, freed by earlier steps, holds anything (BENCHMARKS.md §7: on an AMD EPYC, bf16 weight
+    gradients of a 3x3 stride-2 conv on a 1-pixel-wide input read it). Two rounds: glibc may
+    serve the first from fresh pages and only keep blocks of this size for reuse after it.
+    """
+    for _ in range(2):
+        held = [torch.full((block_bytes // 4,), float("nan")) for _ in range(blocks)]
+        del held
 
 
 def _tile(t: Tensor, n: int) -> Tensor:
