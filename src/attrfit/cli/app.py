@@ -16,6 +16,7 @@ from attrfit.core.version import __version__
 from attrfit.cli import commands as core
 from attrfit.cli import audit, compare, export, lr_find, predict, report
 from attrfit.core.errors import AttrfitError
+from attrfit.core.memory import keep_freed_memory
 
 log = logging.getLogger("attrfit")
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    keep_freed_memory()  # a process of attrfit's own: training and prediction reuse freed tensors' pages
     if hasattr(sys.stdout, "reconfigure"):  # file names need not be UTF-8: print them as the bytes they are
         sys.stdout.reconfigure(errors="surrogateescape")
     try:

@@ -116,10 +116,12 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
     >>> run = fit(TrainConfig(data=DataConfig(csv="demo/annotations.csv")))  # doctest: +SKIP
     """
     from attrfit.core import runs
+    from attrfit.core.memory import keep_freed_memory
     from attrfit.recipe.config import from_dict
     from attrfit.training.distributed import from_env
 
     started = time.perf_counter()  # --budget counts from here
+    keep_freed_memory()  # each step reuses the last one's tensors' pages (core/memory.py)
     if resume is not None:
         from attrfit.data.dataset import saved_run_config
 
@@ -258,6 +260,7 @@ def _budget_outcome(run: Path, took_s: float) -> None:
 
 def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
     from attrfit.core import runs
+    from attrfit.core.memory import keep_freed_memory
     from attrfit.data.dataset import RUN_SPLIT
 
     if not dist.is_main:
@@ -269,6 +272,7 @@ def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
                                              "fingerprint": data.split.fingerprint,
                                              "counts": data.split.counts})
     runs.write_json(run / "environment.json", {**runs.environment(), "device": str(t.device),
+                                               "freed_memory": keep_freed_memory(),
                                                "precision": t.precision, "world_size": dist.world_size,
                                                "precision_check": t.check.to_dict() if t.check else None})
 
