@@ -30,6 +30,7 @@ REPORT_S = 10.0  # reserve for writing the report at the end (figures, thumbnail
 MARGIN = 1.05  # checkpoint writes, logging and noise on top of the measured epoch (1.03 left patch-stem
 # runs at 101-102% of their budget: later epochs ran ~4-6% slower than the timed steps; BENCHMARKS.md §1)
 REPLAN_OFF_BY = 1.25  # after the first epoch, plan again when the measured plan is off by this factor or more
+SLOW_EPOCHS_TO_CUT = 2  # epochs that must both be slow before a plan is cut (see replan)
 
 
 @dataclass
@@ -83,24 +84,31 @@ def time_steps(t: Trainer, sides: Sides, steps: int = TIMED_STEPS) -> tuple[floa
     return step_s, val_s
 
 
-def replan(plan: dict, first_epoch_s: float) -> int | None:
-    """The epochs again, from the first epoch's real time (training and validation); None where the plan holds.
+def replan(plan: dict, epoch_s: list[float]) -> int | None:
+    """The epochs again, from the first epochs' real times (training and validation); None where the plan holds.
 
     A few timed steps can mislead: another process loading the machine for those seconds (a
-    2-core CPU shared with anything slows 10x), or kernels not yet warm. The first whole
-    epoch is the better measurement of a plan far off; a plan off by :data:`REPLAN_OFF_BY` or
-    more either way is redone from it, with the same budget, time spent before training and
-    reserve. A plan a little off is kept: one epoch is not a reliable measure either (a first
-    epoch ran 6% faster than the rest of a 15-minute run, another a third slower; BENCHMARKS.md §10).
+    2-core CPU shared with anything slows 10x), or kernels not yet warm. Whole epochs are the
+    better measurement of a plan far off; a plan off by :data:`REPLAN_OFF_BY` or more either way
+    is redone from the faster of them, with the same budget, time spent before training and
+    reserve. A plan a little off is kept. One epoch is not a reliable measure either (a first
+    epoch ran 6% faster than the rest of a 15-minute run, another 40% slower; BENCHMARKS.md §10),
+    so a plan that one slow epoch would cut waits for the second (:data:`SLOW_EPOCHS_TO_CUT`):
+    the machine's noise then costs nothing, and a machine really slower cuts the plan an epoch later.
+    Plans of 3 epochs or fewer are cut at once (there is no later epoch to wait for).
 
     Example:
-        >>> p = {"budget_s": 900, "spent_s": 30, "reserve_s": 20, "epochs": 4}
-        >>> replan(p, 14.0), replan(p, 200.0)
-        (57, None)
+        >>> p = {"budget_s": 900, "spent_s": 30, "reserve_s": 20, "epochs": 40}
+        >>> replan(p, [14.0]), replan(p, [40.0]), replan(p, [40.0, 20.5]), replan(p, [40.0, 38.0])
+        (57, None, None, 21)
     """
-    epochs = epochs_within(plan["budget_s"], plan["spent_s"], first_epoch_s * MARGIN, plan["reserve_s"])
+    epochs = epochs_within(plan["budget_s"], plan["spent_s"], min(epoch_s) * MARGIN, plan["reserve_s"])
     off = max(epochs, plan["epochs"]) / min(epochs, plan["epochs"])
-    return epochs if off >= REPLAN_OFF_BY else None
+    if off < REPLAN_OFF_BY:
+        return None
+    if epochs < plan["epochs"] and len(epoch_s) < SLOW_EPOCHS_TO_CUT and plan["epochs"] > SLOW_EPOCHS_TO_CUT + 1:
+        return None
+    return epochs
 
 
 def time_checkpoint(t: Trainer, folder: Path) -> float:

@@ -226,27 +226,30 @@ def _plan_budget(run: Path, t: Trainer, sides: Sides, n_test: int, started: floa
     return t.cfg
 
 
-def _replan_budget(run: Path, t: Trainer, first_epoch_s: float) -> None:
-    """``--budget``, after the first epoch of a new run: a plan far off the real epoch time is redone
-    (:func:`attrfit.training.budget.replan`), recorded in budget.json and config.json (so a resume keeps it)."""
+def _replan_budget(run: Path, t: Trainer, epoch_s: list[float]) -> bool:
+    """``--budget``, after each of the first epochs of a new run: a plan far off the real epoch times is
+    redone (:func:`attrfit.training.budget.replan`), recorded in budget.json and config.json (so a resume
+    keeps it). Returns whether it was."""
     from attrfit.core import runs
     from attrfit.training import budget
 
     plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
-    epochs = budget.replan(plan, first_epoch_s) if plan is not None else None
+    epochs = budget.replan(plan, epoch_s) if plan is not None else None
     epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs
     if epochs is None:
-        return
+        return False
     per_epoch = t.total_steps // t.cfg.epochs
     if t.dist.is_main:
-        log.info("--budget: the first epoch took %.1f s where %.1f s was measured: %d epochs instead of %d",
-                 first_epoch_s, plan["epoch_s"], epochs, t.cfg.epochs)
+        log.info("--budget: epochs took %s s where %.1f s was measured: %d epochs instead of %d",
+                 ", ".join(f"{s:.1f}" for s in epoch_s), plan["epoch_s"], epochs, t.cfg.epochs)
     t.total_steps, t.cfg = epochs * per_epoch, dataclasses.replace(t.cfg, epochs=epochs)
     if t.dist.is_main:
-        planned_s = plan["spent_s"] + epochs * first_epoch_s * budget.MARGIN + plan["reserve_s"]
+        planned_s = plan["spent_s"] + epochs * min(epoch_s) * budget.MARGIN + plan["reserve_s"]
         runs.write_json(run / "budget.json", {**plan, "epochs": epochs, "planned_s": planned_s, "replanned": {
-            "after_epoch": 1, "first_epoch_s": first_epoch_s, "measured_epochs": plan["epochs"]}})
+            "after_epoch": len(epoch_s), "first_epoch_s": epoch_s[0], "epoch_s": epoch_s,
+            "measured_epochs": plan["epochs"]}})
         runs.write_json(run / "config.json", to_dict(t.cfg))
+    return True
 
 
 def _budget_outcome(run: Path, took_s: float) -> None:
@@ -354,9 +357,12 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
     Starts where ``prog`` stands (a mid-epoch resume skips the batches already done). On
     Ctrl-C (``t.stop_requested``) the step in flight finishes, last.pt is written and
     KeyboardInterrupt is raised. Every rank steps; only rank 0 validates and writes. With
-    ``replan`` (a new --budget run) the epochs are planned again after the first one.
+    ``replan`` (a new --budget run) the epochs are planned again after the first one or two.
     """
+    from attrfit.training.budget import SLOW_EPOCHS_TO_CUT
+
     bs = t.cfg.batch_size // t.dist.world_size  # per process
+    epoch_times: list[float] = []  # --budget: the first epochs' seconds, training and validation
     while prog.epoch < t.cfg.epochs:
         start = time.perf_counter()
         order = t.dist.shard(epoch_order(len(sides.train_images), t.cfg.seed, prog.epoch)).to(sides.train_images.device)
@@ -391,8 +397,9 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
         if improved:
             prog.best_value, prog.best_epoch = value, prog.epoch
         log_epoch(t, prog, row, val, improved)
-        if replan and prog.epoch == 1:  # --budget: one real epoch corrects a plan timed on a few steps
-            _replan_budget(run, t, time.perf_counter() - start)
+        if replan:  # --budget: real epochs correct a plan timed on a few steps
+            epoch_times.append(time.perf_counter() - start)
+            replan = not _replan_budget(run, t, epoch_times) and len(epoch_times) < SLOW_EPOCHS_TO_CUT
         # checkpoints: best.pt when val improved, last.pt after every epoch
         check_weights(t, prog.step)
         if t.dist.is_main:
