@@ -226,18 +226,20 @@ def _plan_budget(run: Path, t: Trainer, sides: Sides, n_test: int, started: floa
     return t.cfg
 
 
-def _replan_budget(run: Path, t: Trainer, epoch_s: list[float]) -> bool:
-    """``--budget``, after each of the first epochs of a new run: a plan far off the real epoch times is
-    redone (:func:`attrfit.training.budget.replan`), recorded in budget.json and config.json (so a resume
-    keeps it). Returns whether it was."""
+def _replan_budget(run: Path, t: Trainer, epoch_s: list[float], last_epoch_s: float) -> bool:
+    """``--budget``, after each of the first epochs of a new run (``epoch_s`` so far, to which
+    ``last_epoch_s`` is added): a plan far off the real epoch times is redone (:func:`attrfit.training.
+    budget.replan`), recorded in budget.json and config.json (so a resume keeps it). Returns whether
+    to check again after the next epoch (not after a re-plan, nor after the epochs a cut waits for)."""
     from attrfit.core import runs
     from attrfit.training import budget
 
+    epoch_s.append(last_epoch_s)
     plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
     epochs = budget.replan(plan, epoch_s) if plan is not None else None
     epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs
     if epochs is None:
-        return False
+        return len(epoch_s) < budget.SLOW_EPOCHS_TO_CUT
     per_epoch = t.total_steps // t.cfg.epochs
     if t.dist.is_main:
         log.info("--budget: epochs took %s s where %.1f s was measured: %d epochs instead of %d",
@@ -249,7 +251,7 @@ def _replan_budget(run: Path, t: Trainer, epoch_s: list[float]) -> bool:
             "after_epoch": len(epoch_s), "first_epoch_s": epoch_s[0], "epoch_s": epoch_s,
             "measured_epochs": plan["epochs"]}})
         runs.write_json(run / "config.json", to_dict(t.cfg))
-    return True
+    return False
 
 
 def _budget_outcome(run: Path, took_s: float) -> None:
@@ -359,8 +361,6 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
     KeyboardInterrupt is raised. Every rank steps; only rank 0 validates and writes. With
     ``replan`` (a new --budget run) the epochs are planned again after the first one or two.
     """
-    from attrfit.training.budget import SLOW_EPOCHS_TO_CUT
-
     bs = t.cfg.batch_size // t.dist.world_size  # per process
     epoch_times: list[float] = []  # --budget: the first epochs' seconds, training and validation
     while prog.epoch < t.cfg.epochs:
@@ -398,8 +398,7 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
             prog.best_value, prog.best_epoch = value, prog.epoch
         log_epoch(t, prog, row, val, improved)
         if replan:  # --budget: real epochs correct a plan timed on a few steps
-            epoch_times.append(time.perf_counter() - start)
-            replan = not _replan_budget(run, t, epoch_times) and len(epoch_times) < SLOW_EPOCHS_TO_CUT
+            replan = _replan_budget(run, t, epoch_times, time.perf_counter() - start)
         # checkpoints: best.pt when val improved, last.pt after every epoch
         check_weights(t, prog.step)
         if t.dist.is_main:
