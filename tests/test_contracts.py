@@ -134,3 +134,21 @@ def test_every_function_of_the_training_loop_fits_on_a_screen():
     # the steps, validation and both checkpoints are in the one loop, not behind callbacks
     assert {"trainer.train_step", "validate_epoch", "save_last"} <= calls
     assert any(c.endswith(".save") for c in calls)
+
+
+def test_every_docstring_example_holds():
+    """The examples in docstrings are run, so one cannot go stale (budget.replan's did when MARGIN changed)."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import attrfit
+
+    failed = {}
+    for info in pkgutil.walk_packages(attrfit.__path__, "attrfit."):
+        if info.name == "attrfit.__main__":  # runs the command line on import
+            continue
+        result = doctest.testmod(importlib.import_module(info.name), report=False)
+        if result.failed:
+            failed[info.name] = result.failed
+    assert not failed, f"docstring examples that no longer hold (run pytest --doctest-modules src): {failed}"

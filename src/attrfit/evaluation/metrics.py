@@ -183,7 +183,7 @@ def is_collapsed(top_share: float | None, n: int | None = 1) -> bool:
         >>> is_collapsed(0.95), is_collapsed(0.949), is_collapsed(1.0, n=0), is_collapsed(None)
         (True, False, False, False)
     """
-    return bool(n) and top_share is not None and top_share >= COLLAPSE_SHARE
+    return bool(n and top_share is not None and top_share >= COLLAPSE_SHARE)  # a bool, not numpy's
 
 
 def collapsed(pred: np.ndarray, target: np.ndarray) -> bool:

@@ -100,7 +100,7 @@ def replan(plan: dict, epoch_s: list[float]) -> int | None:
     Example:
         >>> p = {"budget_s": 900, "spent_s": 30, "reserve_s": 20, "epochs": 40}
         >>> replan(p, [14.0]), replan(p, [40.0]), replan(p, [40.0, 20.5]), replan(p, [40.0, 38.0])
-        (57, None, None, 21)
+        (56, None, None, 20)
     """
     epochs = epochs_within(plan["budget_s"], plan["spent_s"], min(epoch_s) * MARGIN, plan["reserve_s"])
     off = max(epochs, plan["epochs"]) / min(epochs, plan["epochs"])
