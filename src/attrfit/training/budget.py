@@ -102,13 +102,25 @@ def replan(plan: dict, epoch_s: list[float]) -> int | None:
         >>> replan(p, [14.0]), replan(p, [40.0]), replan(p, [40.0, 20.5]), replan(p, [40.0, 38.0])
         (56, None, None, 20)
     """
-    epochs = epochs_within(plan["budget_s"], plan["spent_s"], min(epoch_s) * MARGIN, plan["reserve_s"])
+    epochs = epochs_within(plan["budget_s"], plan["spent_s"], _real_epoch_s(epoch_s), plan["reserve_s"])
     off = max(epochs, plan["epochs"]) / min(epochs, plan["epochs"])
     if off < REPLAN_OFF_BY:
         return None
     if epochs < plan["epochs"] and len(epoch_s) < SLOW_EPOCHS_TO_CUT and plan["epochs"] > SLOW_EPOCHS_TO_CUT + 1:
         return None
     return epochs
+
+
+def replanned(plan: dict, epoch_s: list[float], epochs: int) -> dict:
+    """``plan`` (budget.json) after :func:`replan` chose ``epochs`` from the real ``epoch_s``, and why."""
+    planned_s = plan["spent_s"] + epochs * _real_epoch_s(epoch_s) + plan["reserve_s"]
+    return {**plan, "epochs": epochs, "planned_s": planned_s, "replanned": {
+        "after_epoch": len(epoch_s), "first_epoch_s": epoch_s[0], "epoch_s": epoch_s, "measured_epochs": plan["epochs"]}}
+
+
+def _real_epoch_s(epoch_s: list[float]) -> float:
+    """The epoch time a re-plan counts with: the faster of the real epochs, with the margin."""
+    return min(epoch_s) * MARGIN
 
 
 def time_checkpoint(t: Trainer, folder: Path) -> float:

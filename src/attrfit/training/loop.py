@@ -246,10 +246,7 @@ def _replan_budget(run: Path, t: Trainer, epoch_s: list[float], last_epoch_s: fl
                  ", ".join(f"{s:.1f}" for s in epoch_s), plan["epoch_s"], epochs, t.cfg.epochs)
     t.total_steps, t.cfg = epochs * per_epoch, dataclasses.replace(t.cfg, epochs=epochs)
     if t.dist.is_main:
-        planned_s = plan["spent_s"] + epochs * min(epoch_s) * budget.MARGIN + plan["reserve_s"]
-        runs.write_json(run / "budget.json", {**plan, "epochs": epochs, "planned_s": planned_s, "replanned": {
-            "after_epoch": len(epoch_s), "first_epoch_s": epoch_s[0], "epoch_s": epoch_s,
-            "measured_epochs": plan["epochs"]}})
+        runs.write_json(run / "budget.json", budget.replanned(plan, epoch_s, epochs))
         runs.write_json(run / "config.json", to_dict(t.cfg))
     return False
 
