@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attrfit.data.augment import AugmentConfig, augment_batch, cutout_side
+from attrfit.data.augment import AugmentConfig, Normalise, augment_batch, cutout_side
 from attrfit.core.errors import AttrfitError
 
 
@@ -160,3 +160,38 @@ def test_bad_config_rejected():
         aug(translate=-1)
     with pytest.raises(AttrfitError):
         aug(brightness=1.5)
+
+
+# ---------------------------------------------------------------- the model's normalisation folded in
+
+NORM = Normalise(torch.tensor([100.0, 120.0, 90.0]).view(1, 3, 1, 1), torch.tensor([50.0, 60.0, 40.0]).view(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("kw", [{}, {"brightness": 0.5, "contrast": 0.5}, {"cutout": 6, "brightness": 0.3},
+                                {"scale": 0.3, "contrast": 0.4}])
+def test_normalised_output_is_the_pixels_normalised(kw):
+    """The same draws as the pixel output, then (pixels - mean) / std, clamped where pixels clamp."""
+    x = _noise(n=32, low=0, high=255).to(torch.uint8)
+    cfg = aug(**kw)
+    pixels = augment_batch(x, cfg, _gen(3))
+    out = augment_batch(x, cfg, _gen(3), NORM)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, (pixels - NORM.mean) / NORM.std, rtol=0, atol=2e-5)
+
+
+def test_normalised_clamp_is_per_channel():
+    x = torch.full((8, 3, 8, 8), 250, dtype=torch.uint8)
+    out = augment_batch(x, aug(flip=False, translate=0, brightness=0.5), _gen(), NORM)
+    top = (255.0 - NORM.mean) / NORM.std  # where pixel 255 lands, per channel
+    assert torch.equal(out.amax(dim=(0, 2, 3)), top.flatten())
+    assert torch.all(out >= (125.0 - NORM.mean) / NORM.std - 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_output_rounds_the_float32_one(dtype):
+    x = _noise(n=16).to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    cfg = aug(brightness=0.2, contrast=0.2, cutout=4)
+    ref = augment_batch(x, cfg, _gen(1), NORM)
+    out = augment_batch(x, cfg, _gen(1), NORM, dtype)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.float(), ref, rtol=2 ** -7, atol=2 ** -7)

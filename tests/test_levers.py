@@ -142,6 +142,16 @@ def test_mix_batch_shapes_layout_range_and_seed(mixup, cutmix, fmt, dtype):
     assert not torch.equal(m.images, other.images)
 
 
+@pytest.mark.parametrize("mixup,cutmix", [(0.4, 0.0), (0.0, 1.0)])
+def test_mix_batch_keeps_a_low_precision_batch(mixup, cutmix):
+    """augment_batch makes the batch in the model's compute dtype; mixing must not widen it back."""
+    x = _noise(n=8).to(torch.bfloat16)
+    m = mix_batch(x, mixup, cutmix, _gen(2))
+    assert m.images.dtype == torch.bfloat16
+    torch.testing.assert_close(m.images.float(), mix_batch(x.float(), mixup, cutmix, _gen(2)).images,
+                               rtol=2 ** -7, atol=0.0)
+
+
 def test_mixup_blends_with_the_permuted_batch():
     x = _noise(n=8)
     m = mix_batch(x, 0.4, 0.0, _gen(1))

@@ -109,6 +109,27 @@ def test_channels_last_and_bf16_autocast_train_step():
         assert torch.corrcoef(torch.stack([a.float().flatten(), b.flatten()]))[0, 1] > 0.98
 
 
+def test_normalised_input_skips_the_models_own_normalisation():
+    """What training feeds (augment_batch with the model's Normalise) gives what raw pixels give."""
+    from attrfit.data.augment import augment_batch, AugmentConfig
+
+    torch.manual_seed(0)
+    net = build_model(TINY, HEADS, mean=(90.0, 110.0, 130.0), std=(40.0, 50.0, 60.0)).eval()
+    x = _images(4, 32, 16)
+    off = AugmentConfig(flip=False, translate=0, brightness=0, contrast=0)
+    made = augment_batch(x, off, torch.Generator(), net.normalisation())
+    for a, b in zip(net(made, normalised=True), net(x)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(net(made)[0], net(x)[0])  # normalising twice is not the same
+
+
+def test_input_dtype_follows_the_first_layers_precision():
+    net = build_model(TINY, HEADS)
+    assert net.input_dtype(torch.bfloat16) == torch.bfloat16
+    net.trunk[0].force_fp32 = True  # what the bf16 self-check does to a faulty layer
+    assert net.input_dtype(torch.bfloat16) == torch.float32
+
+
 def test_rebuild_from_cfg_and_load_state_dict_strict():
     torch.manual_seed(0)
     net = build_model(TINY, HEADS, mean=(100.0, 110.0, 120.0), std=(50.0, 60.0, 70.0))

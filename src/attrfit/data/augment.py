@@ -1,16 +1,20 @@
 """Training-time augmentation as pure batched tensor ops.
 
 ``augment_batch`` takes a whole N x 3 x H x W batch (uint8 or float, 0..255) on the
-training device and returns a float32 batch in 0..255, same shape and device. There is
-no Python loop over samples; every random draw comes from the ``torch.Generator`` the
-caller passes, which must live on the batch's device (``torch.Generator(device=x.device)``),
-so a run is reproducible from its seed on a given device.
+training device and returns a float batch in 0..255 (float32 unless asked otherwise), same
+shape and device; given a model's :class:`Normalise` it returns the model's input instead,
+(pixels - mean) / std, made in the same pass. There is no Python loop over samples; every
+random draw comes from the ``torch.Generator`` the caller passes, which must live on the
+batch's device (``torch.Generator(device=x.device)``), so a run is reproducible from its
+seed on a given device.
 
-Order of operations: horizontal flip, translate (reflect pad + per-sample crop), scale
+Order of operations: horizontal flip, translate (with reflected borders; the two are one gather), scale
 (zoom about a random point, one batched ``grid_sample``), brightness, contrast, clamp to
 0..255, cutout. Cutout squares are filled with the image's own per-channel mean (taken
 just before cutout), so the patch carries no information and does not shift the image's
-colour statistics the way black would.
+colour statistics the way black would. Flip and translate move uint8 pixels; brightness,
+contrast, the normalisation and the conversion to float are one pass, and everything after
+it runs in the dtype asked for (bf16 halves the bytes of every full-size pass; BENCHMARKS.md §1).
 
 ``mix_batch`` (mixup, cutmix) then mixes a whole augmented batch with a permutation of
 itself; the trainer mixes the loss with the same ``lam`` and permutation.
@@ -54,12 +58,23 @@ class AugmentConfig:
         check_fields(self, "augment")
 
 
-def augment_batch(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
-    """Augment a batch N x 3 x H x W (0..255) into a new float32 batch in 0..255.
+@dataclass(frozen=True)
+class Normalise:
+    """A model's input normalisation, (pixels - mean) / std per channel, for :func:`augment_batch` to make in
+    its one float pass; the model then skips its own. Tensors 1 x C x 1 x 1 in 0..255 units, on the batch's
+    device (the model's own buffers: read without a host sync, and current after weights are loaded)."""
+
+    mean: Tensor
+    std: Tensor
+
+
+def augment_batch(x: Tensor, cfg: AugmentConfig, gen: torch.Generator, norm: Normalise | None = None,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """Augment a batch N x 3 x H x W (0..255) into a new ``dtype`` batch in 0..255, or normalised by ``norm``.
 
     The result has x's shape, device and memory format (NCHW or channels_last).
     ``gen`` must be on ``x.device``. Operations that are switched off draw no random
-    numbers, and with everything off the result equals ``x.float()``.
+    numbers, and with everything off the result equals ``x.float()`` (normalised by ``norm``).
 
     Example:
         >>> x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
@@ -70,18 +85,12 @@ def augment_batch(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor
     if gen.device != x.device:
         raise ValueError(f"generator is on {gen.device} but the batch is on {x.device}")
     fmt = _memory_format(x)
-    out = x  # flip and translate move pixels only: do them in x's (often uint8) dtype
-    if cfg.flip:
-        out = _flip(out, gen)
-    if cfg.translate > 0:
-        out = _translate(out, cfg.translate, gen)
+    out = _move(x, cfg.flip, cfg.translate, gen)  # pixels only moved: in x's (often uint8) dtype
     if cfg.scale > 0:
         out = _scale(out.to(torch.float32), cfg.scale, gen)
-    if cfg.brightness > 0 or cfg.contrast > 0:
-        out = _jitter(out, cfg.brightness, cfg.contrast, gen)  # a new float tensor, x untouched
-    else:
-        out = out.to(torch.float32, copy=out is x)  # never hand back (or modify) x itself
-    out = out.clamp_(0.0, 255.0)
+    out = _colour(out, cfg.brightness, cfg.contrast, gen, norm, dtype)  # a new tensor, x untouched
+    if x.dtype != torch.uint8 or cfg.scale > 0 or cfg.brightness > 0 or cfg.contrast > 0:
+        _clamp(out, norm)  # (uint8 pixels that were only moved cannot leave 0..255)
     side = cutout_side(cfg.cutout, out.shape[2], out.shape[3])
     if side > 0 and cfg.cutout_count > 0:
         out = _cutout(out, side, cfg.cutout_count, gen)
@@ -115,44 +124,89 @@ def _uniform_factor(x: Tensor, spread: float, gen: torch.Generator) -> Tensor:
     return 1.0 + spread * (2.0 * u - 1.0)
 
 
-def _jitter(x: Tensor, brightness: float, contrast: float, gen: torch.Generator) -> Tensor:
-    """Brightness (times b) then contrast (about the image mean, times c) as one pass: x * bc + b mean (1 - c).
+def _colour(x: Tensor, brightness: float, contrast: float, gen: torch.Generator, norm: Normalise | None,
+            dtype: torch.dtype) -> Tensor:
+    """Brightness (times b), contrast (about the image mean, times c) and ``norm`` as one pass into a new tensor.
 
-    ``x`` may be uint8 (the conversion to float is part of the pass). Draws b, then c (each when on),
-    as the five separate passes over float images did (BENCHMARKS.md §1, input passes).
+    x * bc + b mean (1 - c), then (that - mean_k) / std_k per channel k: one ``addcmul`` with
+    N x C x 1 x 1 factors, converting x (uint8 or float) to ``dtype`` as it writes. Draws b,
+    then c (each when on), as the five separate passes over float images did (BENCHMARKS.md §1).
     """
     if x.dtype != torch.uint8:
-        x = x.to(torch.float32)  # float32 out, whatever came in
-    b = _uniform_factor(x, brightness, gen) if brightness > 0 else 1.0
+        x = x.to(torch.float32)  # float32 arithmetic, whatever came in
+    scale, shift = _jitter_factors(x, brightness, contrast, gen)
+    if norm is not None:
+        scale, shift = (1.0 if scale is None else scale) / norm.std, (shift - norm.mean) / norm.std
+    out = torch.empty_like(x, dtype=dtype)  # x's layout
+    if scale is None:
+        return out.copy_(x)
+    return torch.addcmul(shift, x, scale, out=out)
+
+
+def _jitter_factors(x: Tensor, brightness: float, contrast: float,
+                    gen: torch.Generator) -> tuple[Tensor | None, Tensor]:
+    """(scale, shift) of the jitter as N x 1 x 1 x 1 tensors (scale None and shift 0 when both are off)."""
+    zero = torch.zeros((), device=x.device)
+    if brightness <= 0 and contrast <= 0:
+        return None, zero
+    b = _uniform_factor(x, brightness, gen) if brightness > 0 else torch.ones((), device=x.device)
     if contrast <= 0:
-        return torch.mul(x, b)
+        return b, zero
     mean = x.sum(dim=(1, 2, 3), keepdim=True, dtype=torch.float32) / x[0].numel()
     c = _uniform_factor(x, contrast, gen)
-    return torch.addcmul(b * mean * (1 - c), x, b * c)
+    return b * c, b * mean * (1 - c)
 
 
-def _flip(x: Tensor, gen: torch.Generator) -> Tensor:
-    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+def _clamp(x: Tensor, norm: Normalise | None) -> None:
+    """Clamp to pixels 0..255 in place; normalised, each channel to where 0 and 255 landed."""
+    if norm is None:
+        x.clamp_(0.0, 255.0)
+        return
+    # max then min: on a CPU 3x faster than one clamp to bounds broadcast from tensors
+    torch.maximum(x, (-norm.mean / norm.std).to(x.dtype), out=x)
+    torch.minimum(x, ((255.0 - norm.mean) / norm.std).to(x.dtype), out=x)
 
 
-def _translate(x: Tensor, t: int, gen: torch.Generator) -> Tensor:
-    """Shift each image by (dy, dx) uniform in [-t, t]^2; borders are reflections."""
+def _move(x: Tensor, flip: bool, t: int, gen: torch.Generator) -> Tensor:
+    """Mirror each image left-right (probability 0.5), then shift it by (dy, dx) uniform in [-t, t]^2 with
+    reflected borders: one gather of x's pixels (x itself when both are off).
+
+    Draws the mirror flags, then dy, then dx (each when on). A shift needs t < each side: tiny images
+    get a smaller one instead of an error.
+    """
     n, _, h, w = x.shape
-    # Reflect padding needs pad < side; tiny images get a smaller shift instead of an error.
+    mirror = torch.rand(n, generator=gen, device=x.device) < 0.5 if flip else None
     t = min(t, h - 1, w - 1)
-    if t <= 0:
+    if mirror is None and t <= 0:
         return x
-    padded = F.pad(x, (t, t, t, t), mode="reflect")  # N x C x (H+2t) x (W+2t)
-    dy = torch.randint(-t, t + 1, (n, 1), generator=gen, device=x.device)
-    dx = torch.randint(-t, t + 1, (n, 1), generator=gen, device=x.device)
-    # out[n, c, i, j] = x[n, c, i - dy, j - dx] = padded[n, c, i - dy + t, j - dx + t]
-    rows = torch.arange(h, device=x.device) + t - dy  # N x H
-    cols = torch.arange(w, device=x.device) + t - dx  # N x W
+    dy = _offsets(n, t, gen, x.device)
+    dx = _offsets(n, t, gen, x.device)
+    # out[n, c, i, j] = mirrored[n, c, i - dy, j - dx], indices past a border reflected back into the image
+    rows = _reflect(torch.arange(h, device=x.device) - dy, h)  # N x H
+    cols = _reflect(torch.arange(w, device=x.device) - dx, w)  # N x W
+    if mirror is not None:
+        cols = torch.where(mirror[:, None], w - 1 - cols, cols)
     # One gather over flattened pixels (~6x faster on CPU than 4-D advanced indexing).
-    flat = (rows[:, :, None] * (w + 2 * t) + cols[:, None, :]).view(n, 1, h * w)
-    crops = padded.flatten(2).gather(2, flat.expand(n, x.shape[1], h * w))
-    return crops.view(x.shape)
+    flat = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w)
+    return x.flatten(2).gather(2, flat.expand(n, x.shape[1], h * w)).view(x.shape)
+
+
+def _offsets(n: int, t: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    """N x 1 shifts uniform in [-t, t] (zeros, drawing nothing, for t = 0)."""
+    if t <= 0:
+        return torch.zeros((n, 1), dtype=torch.long, device=device)
+    return torch.randint(-t, t + 1, (n, 1), generator=gen, device=device)
+
+
+def _reflect(i: Tensor, size: int) -> Tensor:
+    """Indices in -(size - 1)..2 (size - 1) reflected into 0..size - 1 as ``F.pad(mode="reflect")`` does.
+
+    Example:
+        >>> _reflect(torch.arange(-2, 6), 4).tolist()
+        [2, 1, 0, 1, 2, 3, 2, 1]
+    """
+    i = i.abs()
+    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
 
 
 def _scale(x: Tensor, spread: float, gen: torch.Generator) -> Tensor:
@@ -207,7 +261,7 @@ def _cutout(x: Tensor, side: int, count: int, gen: torch.Generator) -> Tensor:
 class Mix:
     """A batch mixed with a permutation of itself; the loss is ``lam * loss(y) + (1 - lam) * loss(y[perm])``."""
 
-    images: Tensor  # float N x 3 x H x W, 0..255, the layout of the input batch
+    images: Tensor  # float N x 3 x H x W, as the input batch (0..255 or normalised; its dtype and layout)
     perm: Tensor  # N: image i was mixed with image perm[i]
     lam: float  # the share of each image's own labels (mixup: blend weight; cutmix: pixels not pasted over)
 
@@ -217,8 +271,9 @@ class Mix:
 
 
 def mix_batch(x: Tensor, mixup: float, cutmix: float, gen: torch.Generator) -> Mix:
-    """Mixup (alpha ``mixup``) or cutmix (alpha ``cutmix``) of a batch (uint8 or float, 0..255); 0 switches one off.
+    """Mixup (alpha ``mixup``) or cutmix (alpha ``cutmix``) of a batch (uint8 or float); 0 switches one off.
 
+    Mixes in x's float dtype (uint8 becomes float32), pixels or normalised alike: both are linear.
     One lam per batch from Beta(alpha, alpha). With both on, each batch picks one of the two
     at random (probability 0.5, drawn from ``gen``). Draws, in order: the pick (only when both
     are on), lam, the permutation, cutmix's box centre.
@@ -230,7 +285,7 @@ def mix_batch(x: Tensor, mixup: float, cutmix: float, gen: torch.Generator) -> M
     """
     if mixup <= 0 and cutmix <= 0:
         raise ValueError("mix_batch needs mixup > 0 or cutmix > 0")
-    x = x.to(torch.float32)  # a no-op for augment_batch's output
+    x = x if x.is_floating_point() else x.to(torch.float32)  # augment_batch's output as it is
     use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand((), generator=gen, device=x.device) < 0.5))
     lam = sample_beta(cutmix if use_cutmix else mixup, gen)
     perm = torch.randperm(x.shape[0], generator=gen, device=x.device)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from attrfit.core.errors import AttrfitError
 from attrfit.core.options import OneOf, Range, check_fields, option
+from attrfit.data.augment import Normalise
 
 # Named presets. Widths double per stage up to WIDTH_CAP_FACTOR * width.
 # stem_stride 2 quarters the cost of everything after the stem; CPU presets need that
@@ -184,16 +185,28 @@ class AttrNet(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(features, k) for k in self.num_classes)
         _init_weights(self)
 
-    def features(self, x: Tensor) -> Tensor:
-        """Pooled trunk features, N x C, from raw 0..255 pixels."""
-        x = x if x.dtype == torch.uint8 else x.float()  # uint8 is converted within the next op
-        x = torch.addcmul(-self.mean / self.std, x, 1.0 / self.std)  # (x - mean) / std in one pass
+    def features(self, x: Tensor, normalised: bool = False) -> Tensor:
+        """Pooled trunk features, N x C, from raw 0..255 pixels (or pixels already normalised: see forward)."""
+        if not normalised:
+            x = x if x.dtype == torch.uint8 else x.float()  # uint8 is converted within the next op
+            x = torch.addcmul(-self.mean / self.std, x, 1.0 / self.std)  # (x - mean) / std in one pass
         # Global average pool as a plain mean: no size-1 special case for torch.export.
         return self.trunk(x).mean(dim=(2, 3))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        f = self.dropout(self.features(x))
+    def forward(self, x: Tensor, normalised: bool = False) -> tuple[Tensor, ...]:
+        """Logits per head from raw pixels; ``normalised=True`` takes (pixels - mean) / std made by the caller
+        (training folds it into the augmentation's pass: :meth:`normalisation`)."""
+        f = self.dropout(self.features(x, normalised))
         return tuple([head(f) for head in self.heads])
+
+    def normalisation(self) -> Normalise:
+        """The per-channel mean and std this model normalises its input with (0..255 units)."""
+        return Normalise(self.mean, self.std)
+
+    def input_dtype(self, compute: torch.dtype) -> torch.dtype:
+        """The dtype the first layer takes under autocast to ``compute``: float32 where the bf16 self-check
+        kept that layer in fp32 (:func:`attrfit.model.precision.guard_bf16`)."""
+        return torch.float32 if self.trunk[0].force_fp32 else compute
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Two optimizer groups: conv/linear weights decay; BN params and biases do not.

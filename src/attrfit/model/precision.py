@@ -80,12 +80,21 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype a resolved precision ('bf16', 'fp16' or 'fp32') computes in.
+
+    Example:
+        >>> compute_dtype("bf16"), compute_dtype("fp32")
+        (torch.bfloat16, torch.float32)
+    """
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context for a resolved precision ('bf16', 'fp16' or 'fp32')."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=compute_dtype(precision))
 
 
 def check_compiler(device: torch.device) -> None:

@@ -27,8 +27,8 @@ from attrfit.data.split import SplitRef
 from attrfit.model import checkpoint
 from attrfit.model.checkpoint import Checkpoint, ModelArgs, Progress
 from attrfit.model.net import build_model
-from attrfit.model.precision import (PrecisionCheck, autocast, check_compiler, guard_bf16, inference_batches,
-                                     resolve_device, resolve_precision)
+from attrfit.model.precision import (PrecisionCheck, autocast, check_compiler, compute_dtype, guard_bf16,
+                                     inference_batches, resolve_device, resolve_precision)
 from attrfit.recipe.config import TrainConfig, to_dict, validate
 from attrfit.training.distributed import Dist
 
@@ -330,14 +330,15 @@ def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum:
     set_hyper(t.optimizer, lr, momentum)
     gen = torch.Generator(device=x.device).manual_seed(step_seed(cfg.seed, step))
     torch.manual_seed(step_seed(cfg.seed + 1, step))  # dropout
-    x = augment_batch(x, cfg.augment, gen)
+    # The model's input made in the augmentation's one float pass, in the dtype its first layer computes in.
+    x = augment_batch(x, cfg.augment, gen, t.model.normalisation(), t.model.input_dtype(compute_dtype(t.precision)))
     mix = mix_batch(x, cfg.optim.mixup, cfg.optim.cutmix, gen) if cfg.optim.mixup or cfg.optim.cutmix else None
     if mix is not None:
         x = mix.images
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(t.device, t.precision):
-        logits = t.net(x)
+        logits = t.net(x, normalised=True)
     total, per_head = multi_head_loss(logits, y, t.loss) if mix is None else mixed_loss(logits, y, t.loss, mix)
     backward_and_step(t, total)
     if t.ema is not None:
