@@ -89,6 +89,19 @@ def test_each_row_is_predicted_by_a_model_that_never_trained_on_it(monkeypatch):
     assert (probs[0][:, 0] == np.arange(20)).all()  # each row got its own fold's prediction
 
 
+@pytest.mark.parametrize("tta", [False, True])
+def test_held_out_rows_are_scored_as_the_run_scores_them(tmp_path, monkeypatch, tta):
+    """--tta (mirror averaging) applies to the out-of-fold probabilities as to a run's validation."""
+    import attrfit.evaluation.scoring as scoring
+
+    seen, real = [], scoring.predict_probs
+    monkeypatch.setattr(scoring, "predict_probs", lambda *a, **k: seen.append(k.get("tta")) or real(*a, **k))
+    cfg = tiny_cfg(write_tiny(tmp_path / "data", n=30), epochs=1, tta=tta)
+    data = load_data(cfg.data, progress=False)
+    audit.audit_data(data, cfg, folds=2)
+    assert seen == [tta, tta]
+
+
 def test_the_test_side_is_never_read(tmp_path):
     """Scrambling the test side's images and labels changes nothing; no test row is audited."""
     csv_path = write_tiny(tmp_path / "data", n=60)

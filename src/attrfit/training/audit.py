@@ -106,7 +106,7 @@ def train_fold(cfg, schema: Schema, images: Tensor, labels: Tensor, train_idx: n
         meter.close()
         prog.sums = {}
     return predict_probs(eval_model(t), sides.val_images, t.device, t.precision, cfg.eval_batch_size,
-                         channels_last=cfg.channels_last)
+                         tta=cfg.tta, channels_last=cfg.channels_last)
 
 
 def crossfit(cfg, schema: Schema, images: Tensor, labels: Tensor, folds: np.ndarray,
