@@ -171,3 +171,25 @@ def test_evaluate_refuses_a_resplit_with_another_seed(tiny, tmp_path):
     (run / "split.json").unlink()  # a run from before the copies existed
     with pytest.raises(AttrfitError, match="not the split"):
         evaluate_checkpoint(str(run), progress=False)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_trunk_sees_the_batch_normalised_once_in_its_compute_dtype(tiny, precision):
+    """The step makes the model's input in the augmentation's pass (model(x, normalised=True)): with every
+    augmentation off, what reaches the trunk is exactly the pixels normalised by the model's own mean and std."""
+    from attrfit.data.dataset import load_data
+    from attrfit.training.distributed import Dist
+    from attrfit.training.loop import make_sides
+    from attrfit.training.trainer import build_trainer, train_step
+
+    off = {"flip": False, "translate": 0, "brightness": 0.0, "contrast": 0.0, "mixup": 0.0, "cutmix": 0.0}
+    cfg = tiny_cfg(tiny, precision=precision, **off)
+    data = load_data(cfg.data, progress=False)
+    t = build_trainer(cfg, data.schema, make_sides(data), max_lr=0.05, dist=Dist())
+    seen = []
+    t.model.trunk.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    x, y = data.images[:8], data.labels[:8]
+    want = ((x.float() - t.model.mean) / t.model.std).to(torch.bfloat16 if precision == "bf16" else torch.float32)
+    train_step(t, x, y, 0, 0.0, 0.9)
+    assert seen[0].dtype == want.dtype
+    torch.testing.assert_close(seen[0].float(), want.float(), rtol=2 ** -8, atol=1e-5)
