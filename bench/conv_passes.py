@@ -120,8 +120,11 @@ def main() -> int:
         return 1
     table = common.markdown_table(["pass", "layer", "oneDNN kernel", "ms per step", "GFLOP/s"], rows)
     sums = common.markdown_table(["pass", "ms per step", "GFLOP/s"], totals(rows))
-    common.report("conv_passes", args.out, [table, sums], {"rows": rows, "totals": totals(rows),
-                                                            "steps": args.steps})
+    import torch
+
+    common.report("conv_passes", args.out, [table, sums], {
+        "machine": common.machine(torch.device(args.device)), "rows": rows, "totals": totals(rows),
+        "steps": args.steps})
     return 0
 
 

@@ -97,3 +97,14 @@ def test_bf16_check_quick(tmp_path):
     assert len(r) == 1 and r[0]["checked_layers"] == 12 and r[0]["batch_sizes"] == [1, 16, 32]
     # no test may depend on one CPU's arithmetic: which layers are kept in fp32 is the CPU's business
     assert isinstance(r[0]["fp32_layers"], list) and r[0]["worst_sound_error"] >= 0
+
+
+def test_conv_passes_quick(tmp_path):
+    """oneDNN's log is read: every pass of the step's convolutions, with a kernel and a rate, sums that add up."""
+    r = run_quick("conv_passes.py", tmp_path / "c.json")
+    passes = {row[0] for row in r["rows"]}
+    assert passes == {"forward_training", "backward_data", "backward_weights"}
+    assert all(row[2] and positive(row[3]) and positive(row[4]) for row in r["rows"])
+    for name, ms, gflops in r["totals"]:
+        assert ms == pytest.approx(sum(row[3] for row in r["rows"] if row[0] == name), abs=0.01)
+        assert positive(gflops)
