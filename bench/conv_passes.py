@@ -41,7 +41,7 @@ def run_child(args) -> None:
 
     import step_speed
 
-    args.rounds, args.warmup = 1, 3  # the schedule's length, as step_speed's
+    args.rounds, args.warmup = 1, 20  # the schedule's length, as step_speed's
     steps = step_speed.build(args, {})
     steps.timed(args.warmup, 2)
     sys.stdout.flush()
