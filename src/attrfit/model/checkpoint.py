@@ -32,7 +32,7 @@ from attrfit.core import files
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import SplitRef
 from attrfit.data.table import Schema
-from attrfit.model.net import FIELDS_BEFORE, ModelConfig, build_model
+from attrfit.model.net import ModelConfig, build_model, saved_fields
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,7 @@ class ModelArgs:
     std: list[float]
 
     def build(self) -> nn.Module:
-        cfg = {**FIELDS_BEFORE, **self.cfg}
-        return build_model(ModelConfig(**cfg), self.num_classes, tuple(self.mean), tuple(self.std))
+        return build_model(ModelConfig(**saved_fields(self.cfg)), self.num_classes, tuple(self.mean), tuple(self.std))
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ PRESETS: dict[str, dict[str, int | str]] = {
 }
 STEMS = ("conv", "patch")
 # Fields added after runs were saved, with the value those runs had (not today's preset's): a saved config
-# or checkpoint without the field was written before it existed.
-FIELDS_BEFORE = {"stem": "conv"}
+# or checkpoint without the field was written before it existed (read through saved_fields).
+_FIELDS_BEFORE = {"stem": "conv"}
 WIDTH_CAP_FACTOR = 8
 
 
@@ -87,6 +87,17 @@ class ModelConfig:
         cfg = dataclasses.replace(self, **filled)
         _check_config(cfg)
         return cfg
+
+
+def saved_fields(saved: dict) -> dict:
+    """The fields of a ModelConfig a run saved (config.json, a checkpoint), with the value it had for each
+    field added since: the one reader of old runs' model settings.
+
+    Example:
+        >>> saved_fields({"preset": "cpu-small"})["stem"], saved_fields({"stem": "patch"})["stem"]
+        ('conv', 'patch')
+    """
+    return {**_FIELDS_BEFORE, **saved}
 
 
 def _check_config(cfg: ModelConfig) -> None:

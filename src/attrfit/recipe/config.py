@@ -20,7 +20,7 @@ from pathlib import Path
 from attrfit.data.augment import AugmentConfig
 from attrfit.data.dataset import DataConfig
 from attrfit.core.errors import AttrfitError
-from attrfit.model.net import FIELDS_BEFORE, ModelConfig
+from attrfit.model.net import ModelConfig, saved_fields
 from attrfit.core.options import Duration, EachValue, OneOf, OrWord, Pattern, Range, check_value, flag_of, option
 from attrfit.recipe.schedule import ScheduleConfig
 from attrfit.data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
@@ -59,7 +59,8 @@ class OptimConfig:
                            "Beta(A, A) per batch and the loss mixed by the box's area; with --mixup too, each batch "
                            "uses one of the two at random; 0 = off", "A", Range(0, 100))
     ema: float = option(0.0, "decay of an exponential moving average of the weights used for evaluation "
-                        "(e.g. 0.999); 0 = off", "DECAY", FRACTION, lr_find=False)
+                        "(e.g. 0.999), warmed up as min(DECAY, (1 + step) / (10 + step)); 0 = off", "DECAY",
+                        FRACTION, lr_find=False)
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def from_dict(d: dict) -> TrainConfig:
             continue
         t = hints[f.name]
         if dataclasses.is_dataclass(t):
-            sub = {**FIELDS_BEFORE, **d[f.name]} if t is ModelConfig else d[f.name]
+            sub = saved_fields(d[f.name]) if t is ModelConfig else d[f.name]
             sub_hints = typing.get_type_hints(t)
             kwargs[f.name] = t(**{k: coerce(f"{f.name}.{k}", sub_hints[k], v) for k, v in sub.items() if k in sub_hints})
         else:
