@@ -160,13 +160,29 @@ def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: to
 
 # ---------------------------------------------------------------- EMA
 
+def ema_decay(decay: float, step: int) -> float:
+    """The decay of the EMA update after optimizer step ``step`` (0-based): ``decay``, warmed up as
+    min(decay, (1 + step) / (10 + step)), so that early averages follow the trained weights instead of
+    the random initial ones (0.999 would keep a third of the initialisation after 1000 steps).
+
+    Example:
+        >>> ema_decay(0.999, 0), ema_decay(0.999, 90), ema_decay(0.999, 100000)
+        (0.1, 0.91, 0.999)
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """Move the EMA's floating state (weights, BatchNorm statistics) towards the model's; copy the rest."""
+    floats, targets = [], []
     for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
         if e.dtype.is_floating_point:
-            e.lerp_(p, 1.0 - decay)
+            floats.append(e)
+            targets.append(p)
         else:
             e.copy_(p)
+    torch._foreach_lerp_(floats, targets, 1.0 - ema_decay(decay, step))  # one call, not one per tensor
 
 
 # ---------------------------------------------------------------- state that checkpoints carry
@@ -342,7 +358,7 @@ def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum:
     total, per_head = multi_head_loss(logits, y, t.loss) if mix is None else mixed_loss(logits, y, t.loss, mix)
     backward_and_step(t, total)
     if t.ema is not None:
-        ema_update(t.ema, t.model, cfg.optim.ema)
+        ema_update(t.ema, t.model, cfg.optim.ema, step)
     with torch.no_grad():
         y = y if mix is None else mix.dominant(y)  # under mixup: the labels of the larger share
         correct = torch.stack([(o.argmax(1) == y[:, j]).sum() for j, o in enumerate(logits)])
