@@ -192,4 +192,5 @@ def test_the_trunk_sees_the_batch_normalised_once_in_its_compute_dtype(tiny, pre
     want = ((x.float() - t.model.mean) / t.model.std).to(torch.bfloat16 if precision == "bf16" else torch.float32)
     train_step(t, x, y, 0, 0.0, 0.9)
     assert seen[0].dtype == want.dtype
-    torch.testing.assert_close(seen[0].float(), want.float(), rtol=2 ** -8, atol=1e-5)
+    # one bf16 step apart at most: the fused addcmul and this reference may round a tie differently on other CPUs
+    torch.testing.assert_close(seen[0].float(), want.float(), rtol=2 ** -7, atol=1e-5)
