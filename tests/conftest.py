@@ -42,7 +42,8 @@ def crash_at_step(monkeypatch, step: int):
 # accuracy, no mixup or colour jitter. The default recipe (balanced, mixup, jitter; BENCHMARKS §10)
 # is tuned for real datasets and long runs; on 60 images and a few steps it learns too slowly for
 # tests that need a model which has learned something. Tests of the defaults use TrainConfig().
-PLAIN_RECIPE = {"class_weights": False, "monitor": "mean_accuracy", "mixup": 0.0, "brightness": 0.0, "contrast": 0.0}
+PLAIN_RECIPE = {"class_weights": False, "monitor": "mean_accuracy", "mixup": 0.0, "brightness": 0.0, "contrast": 0.0,
+                "ema": 0.0}
 
 
 def write_tiny(root: Path, n: int = 60, seed: int = 0, size: int = 24, missing_every: int = 7,

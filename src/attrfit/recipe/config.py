@@ -58,9 +58,9 @@ class OptimConfig:
     cutmix: float = option(0.0, "cutmix: paste one box of a shuffled copy into each training batch, lam from "
                            "Beta(A, A) per batch and the loss mixed by the box's area; with --mixup too, each batch "
                            "uses one of the two at random; 0 = off", "A", Range(0, 100))
-    ema: float = option(0.0, "decay of an exponential moving average of the weights used for evaluation "
-                        "(e.g. 0.999), warmed up as min(DECAY, (1 + step) / (10 + step)); 0 = off", "DECAY",
-                        FRACTION, lr_find=False)
+    ema: float = option(0.998, "decay of the exponential moving average of the weights that validation, the "
+                        "test scoring and prediction use, warmed up as min(DECAY, (1 + step) / (10 + step)); "
+                        "0 = off (the trained weights themselves)", "DECAY", FRACTION, lr_find=False)
 
 
 @dataclass(frozen=True)
