@@ -15,7 +15,6 @@ only says "convolution_backward".
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -41,9 +40,10 @@ def run_child(args) -> None:
 
     import step_speed
 
-    args.rounds, args.warmup = 1, 20  # the schedule's length, as step_speed's
+    args.rounds, args.warmup = 1, 20  # the schedule spans the warm-up and the logged steps (step_speed.build)
     steps = step_speed.build(args, {})
-    steps.timed(args.warmup, 2)
+    for _ in range(args.warmup):  # the first steps' weight gradients are slower (BENCHMARKS.md §1)
+        steps.step()
     sys.stdout.flush()
     with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
         for _ in range(args.steps):
@@ -109,7 +109,7 @@ def main() -> int:
     if not args.quick and args.csv is None and not common.require_peta():
         return 0
     child = [sys.executable, __file__, "--child", *sys.argv[1:]]
-    done = subprocess.run(child, capture_output=True, text=True, env=os.environ.copy())
+    done = subprocess.run(child, capture_output=True, text=True)
     if done.returncode:
         print(done.stderr[-3000:], file=sys.stderr)
         return done.returncode
