@@ -6,6 +6,7 @@ the epoch count are fixed by monkeypatching where a test needs a definite number
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -148,3 +149,23 @@ def test_a_plan_cut_by_slow_epochs_waits_for_the_second(tiny, tmp_path, monkeypa
     assert plan["replanned"]["after_epoch"] == 2 and len(plan["replanned"]["epoch_s"]) == 2
     assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 3
     assert runs.read_json(run / "config.json")["epochs"] == 3
+
+
+def test_a_run_stops_before_an_epoch_that_would_end_past_its_budget(tiny, tmp_path, monkeypatch, caplog):
+    """A machine slower than the plan (here: the reserve for the test scoring made so large that the deadline
+    has passed by the end of epoch 1): the run stops after that epoch, still scores the test side, says so in
+    the log and budget.json, and ``--resume`` trains the rest of the same schedule."""
+    monkeypatch.setattr(budget, "epochs_within", lambda *a: 3)
+    real_plan = budget.plan
+    monkeypatch.setattr(budget, "plan", lambda *a: dataclasses.replace(real_plan(*a), reserve_s=1e6))
+    with caplog.at_level("INFO", logger="attrfit"):
+        run = fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
+    plan = runs.read_json(run / "budget.json")
+    assert plan["stopped_after_epoch"] == 1 and plan["epochs"] == 3
+    assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 1 and (run / "results.json").exists()
+    assert "stopping after epoch 1 of 3" in caplog.text and "--resume" in caplog.text
+    run = fit(None, resume=run, progress=False)
+    assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 3
+    direct = fit(tiny_cfg(tiny, epochs=3), run_dir=tmp_path / "d", progress=False)
+    a, b = checkpoint.load(run / "last.pt"), checkpoint.load(direct / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

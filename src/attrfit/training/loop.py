@@ -216,6 +216,7 @@ def _plan_budget(run: Path, t: Trainer, sides: Sides, n_test: int, started: floa
     from attrfit.training import budget
 
     p = budget.plan(t, sides, n_test, started, dist, run)
+    t.deadline = started + p.budget_s - p.reserve_s  # the epochs must end by then (see _out_of_budget)
     t.total_steps = p.epochs * p.steps_per_epoch
     t.cfg = dataclasses.replace(t.cfg, epochs=p.epochs)
     if dist.is_main:
@@ -249,6 +250,25 @@ def _replan_budget(run: Path, t: Trainer, epoch_s: list[float], last_epoch_s: fl
         runs.write_json(run / "budget.json", budget.replanned(plan, epoch_s, epochs))
         runs.write_json(run / "config.json", to_dict(t.cfg))
     return False
+
+
+def _out_of_budget(run: Path, t: Trainer, prog: Progress, epoch_s: float) -> bool:
+    """``--budget``, a new run, after an epoch that took ``epoch_s`` (training, validation, checkpoints): whether
+    another such epoch would end past the budget less its reserve for the test scoring and report. Then the
+    run stops early (the plan's margin is for that not to happen; a machine slowing down mid-run can outrun
+    it), and says so in the log and budget.json; ``--resume`` trains the rest of the schedule."""
+    from attrfit.core import runs
+
+    if t.deadline is None or prog.epoch >= t.cfg.epochs:
+        return False
+    stop = time.perf_counter() + epoch_s > t.deadline
+    stop = t.dist.broadcast_object(stop) if t.dist.enabled else stop  # every rank stops at the same epoch
+    if stop and t.dist.is_main:
+        log.info("--budget: stopping after epoch %d of %d: another epoch (%.1f s) would end past the budget; "
+                 "attrfit train --resume %s trains the other %d", prog.epoch, t.cfg.epochs, epoch_s, run,
+                 t.cfg.epochs - prog.epoch)
+        runs.write_json(run / "budget.json", {**runs.read_json(run / "budget.json"), "stopped_after_epoch": prog.epoch})
+    return stop
 
 
 def _budget_outcome(run: Path, took_s: float) -> None:
@@ -353,11 +373,10 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
           show: bool, replan: bool = False) -> None:
     """The training loop: each epoch trains its steps, validates, logs, and writes best.pt and last.pt.
 
-    Starts where ``prog`` stands (a mid-epoch resume skips the batches already done). On
-    Ctrl-C (``t.stop_requested``) the step in flight finishes, last.pt is written and
-    KeyboardInterrupt is raised. Every rank steps; only rank 0 validates and writes. With
-    ``replan`` (a new --budget run) the epochs are planned again after the first one or two.
-    """
+    Starts where ``prog`` stands (a mid-epoch resume skips the batches already done). On Ctrl-C
+    (``t.stop_requested``) the step in flight finishes, last.pt is written and KeyboardInterrupt is raised.
+    Every rank steps; only rank 0 validates and writes. A new --budget run (``replan``) plans its epochs
+    again after the first one or two, and stops before an epoch that would end past the budget."""
     bs = t.cfg.batch_size // t.dist.world_size  # per process
     epoch_times: list[float] = []  # --budget: the first epochs' seconds, training and validation
     while prog.epoch < t.cfg.epochs:
@@ -405,6 +424,8 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
                 checkpoint_of(t, prog, split, val.to_json()).save(run / "best.pt")
         save_last(run, t, prog, split)
         t.dist.barrier()
+        if _out_of_budget(run, t, prog, time.perf_counter() - start):
+            break
     if t.stop_requested:  # Ctrl-C: keep the steps done, and say how to go on
         save_last(run, t, prog, split)
         raise KeyboardInterrupt(f"stopped; continue with: attrfit train --resume {run}")

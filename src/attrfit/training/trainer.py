@@ -214,6 +214,7 @@ class Trainer:
     check: PrecisionCheck | None = None  # the bf16 self-check: which layers run in fp32 here
     compiled: nn.Module | None = None
     stop_requested: bool = False  # set by Ctrl-C: finish the step, checkpoint, exit
+    deadline: float | None = None  # --budget, a new run: the time.perf_counter() by which training must end
 
     @property
     def net(self) -> nn.Module:
