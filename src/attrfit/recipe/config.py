@@ -49,6 +49,11 @@ class OptimConfig:
     class_weight_power: float = option(1.0, "with --class-weights: the power of the inverse frequency (1 = fully "
                                        "balanced, 0.5 = its square root: milder, costs less accuracy)", "P",
                                        Range(0, 1))
+    logit_adjust: float = option(0.0, "logit-adjusted loss: train each head's softmax on its logits plus TAU * "
+                                 "log(the class's train frequency), so that the plain logits rank classes by "
+                                 "p(class | image) / frequency, what balanced accuracy rewards; unlike class weights "
+                                 "the correction does not fade as the model fits the train side; 0 = off", "TAU",
+                                 Range(0, 10))
     loss_weights: dict[str, float] = option(
         help="per-head loss weights, e.g. gender=2,age=1 (others 1)", metavar="HEAD=W,...",
         check=EachValue(Range(0, 1000)), default_factory=dict, default_text="1 for every head")
@@ -285,3 +290,6 @@ def validate(cfg: TrainConfig) -> None:
     if test + val >= 1:
         raise AttrfitError(f"--test-fraction {test} + --val-fraction {val} leave no rows for "
                            "the train side; make their sum less than 1")
+    if cfg.optim.class_weights and cfg.optim.logit_adjust > 0:
+        raise AttrfitError("--class-weights and --logit-adjust both correct for how often each class occurs: "
+                           "together they correct twice; use one (--no-class-weights, or --logit-adjust 0)")

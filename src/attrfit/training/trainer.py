@@ -93,12 +93,31 @@ def class_weights(train_labels: Tensor, num_classes: list[int], power: float = 1
     """Inverse-frequency weights per head to the ``power`` (1: inverse frequency, 0.5: its square
     root), normalised to mean 1 over the classes present."""
     out = []
-    for j, k in enumerate(num_classes):
-        col = train_labels[:, j]
-        counts = torch.bincount(col[col >= 0], minlength=k).float()
+    for counts in class_counts(train_labels, num_classes):
+        k = len(counts)
         w = torch.where(counts > 0, counts.sum() / (k * counts.clamp(min=1)), torch.zeros_like(counts))
         w = w**power
         out.append(w / w[counts > 0].mean())
+    return out
+
+
+def class_counts(train_labels: Tensor, num_classes: list[int]) -> list[Tensor]:
+    """Labelled train rows per class, per head (float; missing labels, -1, not counted)."""
+    return [torch.bincount(col[col >= 0], minlength=k).float() for col, k in zip(train_labels.T, num_classes)]
+
+
+def logit_offsets(train_labels: Tensor, num_classes: list[int], tau: float) -> list[Tensor]:
+    """tau * log(train frequency) per class and head, for the logit-adjusted loss (a class never seen counts
+    as one row, so its offset stays finite).
+
+    Example:
+        >>> [round(v, 3) for v in logit_offsets(torch.tensor([[0], [0], [0], [1]]), [2], 1.0)[0].tolist()]
+        [-0.288, -1.386]
+    """
+    out = []
+    for counts in class_counts(train_labels, num_classes):
+        counts = counts.clamp(min=1)
+        out.append(tau * (counts / counts.sum()).log())
     return out
 
 
@@ -107,6 +126,8 @@ class LossSpec:
     head_weights: list[float]
     class_weights: list[Tensor | None]
     label_smoothing: float = 0.0
+    # tau * log(class frequency) per head, added to the logits inside the loss (the logit-adjusted loss), or None
+    logit_offsets: list[Tensor] | None = None
     # head_weights as a tensor on the training device, made once: building it each step is a
     # blocking host-to-GPU copy, which waits for all queued GPU work (a sync per step)
     head_weight_tensor: Tensor | None = None
@@ -122,8 +143,9 @@ def multi_head_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec)
     for j, out in enumerate(logits):
         t = targets[:, j]
         labelled = (t >= 0).sum()
+        out = out.float() if spec.logit_offsets is None else out.float() + spec.logit_offsets[j]
         loss = F.cross_entropy(
-            out.float(), t, weight=spec.class_weights[j], ignore_index=-1,
+            out, t, weight=spec.class_weights[j], ignore_index=-1,
             label_smoothing=spec.label_smoothing, reduction="sum",
         )
         per_head.append(loss / labelled.clamp(min=1))
@@ -155,7 +177,9 @@ def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: to
     cw = (class_weights(train_labels, schema.num_classes, cfg.optim.class_weight_power) if cfg.optim.class_weights
           else [None] * len(weights))
     cw = [w.to(device) if w is not None else None for w in cw]
-    return LossSpec(weights, cw, cfg.optim.label_smoothing, torch.tensor(weights, device=device))
+    tau = cfg.optim.logit_adjust
+    offsets = [o.to(device) for o in logit_offsets(train_labels, schema.num_classes, tau)] if tau > 0 else None
+    return LossSpec(weights, cw, cfg.optim.label_smoothing, offsets, torch.tensor(weights, device=device))
 
 
 # ---------------------------------------------------------------- EMA
