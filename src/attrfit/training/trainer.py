@@ -179,7 +179,8 @@ def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: to
     cw = [w.to(device) if w is not None else None for w in cw]
     tau = cfg.optim.logit_adjust
     offsets = [o.to(device) for o in logit_offsets(train_labels, schema.num_classes, tau)] if tau > 0 else None
-    return LossSpec(weights, cw, cfg.optim.label_smoothing, offsets, torch.tensor(weights, device=device))
+    return LossSpec(weights, cw, cfg.optim.label_smoothing, logit_offsets=offsets,
+                    head_weight_tensor=torch.tensor(weights, device=device))
 
 
 # ---------------------------------------------------------------- EMA
