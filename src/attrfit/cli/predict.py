@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 from attrfit.cli.args import add_device_arg, add_run_arg, add_tta_arg
-from attrfit.core import files, runs
+from attrfit.core import files, outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.data.table import IMAGE_COLUMN
 from attrfit.model import checkpoint
@@ -45,8 +45,8 @@ def run_predict(args) -> int:
     items = find_images(args.inputs, args.images)
     source = checkpoint.resolve(args.run)
     if args.out:  # checked before any image is predicted
-        protected = [source, *runs.own_files(source.parent), *(Path(t) for t in args.inputs), *(p for _, p in items)]
-        files.check_output(args.out, args.force, inputs=protected, what="predictions")
+        reads = outputs.Protected.of_runs([source], extra=[*(Path(t) for t in args.inputs), *(p for _, p in items)])
+        outputs.check_output(args.out, args.force, reads, what="predictions")
     predictor = Predictor.from_checkpoint(source, device=args.device, compile=args.compile)
     columns = [IMAGE_COLUMN, *prediction_columns(predictor.schema, args.all_probs), "error"]
     rows = predict_files(predictor, items, args.batch_size, args.tta, args.all_probs, progress=not args.quiet)

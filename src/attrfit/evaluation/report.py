@@ -49,7 +49,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from attrfit.core import files
+from attrfit.core import files, outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import Split
 from attrfit.model.checkpoint import Checkpoint
@@ -625,10 +625,37 @@ def collect_warnings(facts: RunFacts, scored, rows: list[HeadRow], side: str) ->
     return warnings_for(rows, side, val, test, train_acc, val_acc, best, facts.split.exact_duplicates_across_sides)
 
 
+GENERATOR = '<meta name="generator" content="attrfit report">'  # marks a page (and its figures) as a report's
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a page attrfit's report wrote (so its figures folder is the report's to replace)."""
+    try:
+        with open(path, "rb") as f:
+            return GENERATOR.encode() in f.read(2048)
+    except OSError:
+        return False
+
+
+def check_figures_folder(out: Path) -> None:
+    """Refuse a report whose figures folder (``<out stem>_files/``) holds files a report did not write."""
+    out = Path(out)
+    folder = files_dir(out)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise AttrfitError(f"{folder}, where the report's figures go, is a file; choose another --out")
+    in_run = outputs.is_run_folder(folder.parent) and folder.name in outputs.RUN_FOLDERS
+    if not (in_run or is_report(out)) and any(folder.iterdir()):
+        raise AttrfitError(f"{folder}, where the report's figures go, holds files a report did not write; "
+                           "choose another --out, or move them")
+
+
 def save_report(report: Report, out: str | Path) -> Path:
     """Write the HTML and, in ``<out stem>_files/`` beside it, the PNG figures; return the HTML path."""
     out = Path(out)
     folder = files_dir(out)
+    check_figures_folder(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.png"):  # figures of an earlier report (e.g. of a head since renamed)
@@ -895,6 +922,7 @@ figcaption { color: #555; font-size: .9em; max-width: 60em; }
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="attrfit report">
 <title>{title}</title><style>{css}</style></head>
 <body>
 <h1>{title}</h1>

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attrfit.core import files
+from attrfit.core import files, outputs
 
 from attrfit.evaluation import mistakes
 from attrfit.core.errors import AttrfitError
@@ -330,12 +330,13 @@ AUDIT_PAGE = """<!DOCTYPE html>
 """
 
 
-def check_outputs(out_csv: Path, out_html: Path, force: bool, inputs: list[Path]) -> None:
-    """Refuse outputs that replace an input (ever) or an existing file (without ``force``), before the work."""
+def check_outputs(out_csv: Path, out_html: Path, force: bool, reads: outputs.Protected) -> None:
+    """Refuse outputs that replace an input or a run's file (ever) or an existing file (without ``force``),
+    before the work (:mod:`attrfit.core.outputs`)."""
     if out_csv.resolve() == out_html.resolve():
         raise AttrfitError(f"the CSV and the HTML output are the same file {out_csv}; give different names")
-    files.check_output(out_csv, force, inputs, "label-issues CSV")
-    files.check_output(out_html, force, inputs, "label-issues gallery", flag="--html")
+    outputs.check_output(out_csv, force, reads, "label-issues CSV")
+    outputs.check_output(out_html, force, reads, "label-issues gallery", flag="--html")
 
 
 def write_outputs(audit: Audit, out_csv: Path, out_html: Path, per_head: int = GALLERY_PER_HEAD) -> None:
