@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import SplitRef
+from attrfit.model import checkpoint
 from attrfit.evaluation.results import Results
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ class Row:
 class RunInfo:
     label: str
     path: str
+    checkpoint: str  # the file scored: best.pt, or the one named (last.pt, a copy...)
+    epoch: int | None  # the epoch of the weights scored
     best_epoch: int | None
     epochs_done: int | None
     epochs: int | None
@@ -185,8 +188,6 @@ class Loaded:
 
 def split_of(run: Path) -> SplitRef | None:
     """The split a run's best checkpoint recorded (fingerprint, assignment digest)."""
-    from attrfit.model import checkpoint
-
     return checkpoint.Checkpoint.load(checkpoint.resolve(run)).split
 
 
@@ -206,14 +207,18 @@ def check_same_test_images(runs: list[Path]) -> str:
     return digests[0]
 
 
-def load_run(run: Path, progress: bool) -> Loaded:
+def load_run(target: Path, progress: bool) -> Loaded:
+    """A run folder (its best.pt) or a checkpoint file, scored on the test side, with its run's records."""
     from attrfit.core import runs
     from attrfit.evaluation.report import read_results
     from attrfit.evaluation.scoring import score_checkpoint
 
-    scored = score_checkpoint(str(run), side="test", progress=progress)
+    path = checkpoint.resolve(target)
+    run = path.parent
+    scored = score_checkpoint(str(path), side="test", progress=progress)
     env = run / "environment.json"
-    return Loaded(run, scored, runs.MetricsLog(run / "metrics.csv").rows(), read_results(run / "results.json"),
+    results = read_results(run / "results.json") if path.name == "best.pt" else None  # results.json is best.pt's
+    return Loaded(run, scored, runs.MetricsLog(run / "metrics.csv").rows(), results,
                   runs.read_json(env) if env.is_file() else None)
 
 
@@ -238,8 +243,16 @@ def run_info(label: str, x: Loaded) -> RunInfo:
     rate = res.images_per_s if res is not None else None
     if rate is None and rates:
         rate = float(np.median(rates))
-    return RunInfo(label, str(x.run), prog.best_epoch, len(x.metrics) or prog.epoch, cfg.get("epochs"), wall, rate,
-                   ckpt.max_lr, ckpt.precision)
+    return RunInfo(label, str(x.run), Path(x.scored.results.checkpoint).name, prog.epoch,
+                   prog.best_epoch, len(x.metrics) or prog.epoch, cfg.get("epochs"), wall, rate, ckpt.max_lr,
+                   ckpt.precision)
+
+
+def weights_text(r: RunInfo) -> str:
+    """Which weights were scored: 'best epoch 3 of 12', or 'last.pt, epoch 12 of 12'."""
+    if r.checkpoint == "best.pt":
+        return f"best epoch {r.best_epoch} of {r.epochs_done}"
+    return f"{r.checkpoint}, epoch {r.epoch} of {r.epochs_done}"
 
 
 def config_diff(loaded: list[Loaded]) -> list[tuple[str, list]]:
@@ -269,8 +282,9 @@ def compare_runs(runs: list[str | Path], n_boot: int = N_BOOT, seed: int = 0, pr
     paths = [Path(r) for r in runs]
     if len(paths) < 2:
         raise AttrfitError("compare needs at least two run folders")
-    if len({p.resolve() for p in paths}) < len(paths):
-        raise AttrfitError("a run is named twice; give each run folder once")
+    if len({checkpoint.resolve(p).resolve() for p in paths}) < len(paths):
+        raise AttrfitError("a checkpoint is named twice (a run folder stands for its best.pt); give each "
+                           "checkpoint once")
     if n_boot < 100:
         raise AttrfitError(f"--n-boot {n_boot} is too few resamples for a 95% interval; use 1000 or more")
     assignment = check_same_test_images(paths)
@@ -390,7 +404,7 @@ def format_comparison(c: Comparison) -> str:
              f"each run minus run A, paired bootstrap 95% CI ({c.n_boot} resamples)", ""]
     for r in c.runs:
         rate = f"{_num(r.images_per_s, '{:.0f}')} img/s"
-        lines.append(f"  {r.label}  {r.path}   best epoch {r.best_epoch} of {r.epochs_done}   "
+        lines.append(f"  {r.label}  {r.path}   {weights_text(r)}   "
                      f"wall {_num(r.wall_s, '{:.1f}')} s   {rate}")
     lines.append("")
     if c.config_diff:
@@ -449,8 +463,8 @@ def render_html(c: Comparison) -> str:
     """A self-contained page (figure embedded as a data: URI), styled like the report."""
     from attrfit.evaluation.report import CSS, Safe, esc, figure_html, html_table, png_bytes, signed
 
-    runs = html_table(["run", "folder", "best epoch", "epochs", "wall time (s)", "images/s", "max LR", "precision"],
-                      [[r.label, r.path, r.best_epoch, f"{r.epochs_done} of {r.epochs}", _num(r.wall_s, "{:.1f}"),
+    runs = html_table(["run", "folder", "weights", "epochs", "wall time (s)", "images/s", "max LR", "precision"],
+                      [[r.label, r.path, weights_text(r), f"{r.epochs_done} of {r.epochs}", _num(r.wall_s, "{:.1f}"),
                         _num(r.images_per_s, "{:.0f}"), _num(r.max_lr, "{:.4g}"), r.precision] for r in c.runs])
     diff = (html_table(["setting"] + [r.label for r in c.runs], [[k, *map(str, v)] for k, v in c.config_diff])
             if c.config_diff else Safe("<p>The runs have identical settings.</p>"))
