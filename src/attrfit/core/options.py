@@ -209,11 +209,16 @@ def parse_duration(text) -> float | None:
         >>> parse_duration("15m"), parse_duration("90s"), parse_duration("1.5h"), parse_duration("soon")
         (900.0, 90.0, 5400.0, None)
     """
+    seconds = _seconds(text)
+    return seconds if seconds is not None and seconds > 0 else None
+
+
+def _seconds(text) -> float | None:
+    """The seconds ``text`` spells, zero included; None when it spells no duration."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(text).lower())
     if not m or m.group(2) not in ("", *DURATION_UNITS):
         return None
-    seconds = float(m.group(1)) * DURATION_UNITS.get(m.group(2), 1.0)
-    return seconds if seconds > 0 else None
+    return float(m.group(1)) * DURATION_UNITS.get(m.group(2), 1.0)
 
 
 class Duration:
@@ -223,4 +228,6 @@ class Duration:
         return "a duration such as 90s, 15m or 2h"
 
     def __call__(self, v) -> str | None:
-        return None if parse_duration(v) else self.describe()
+        if parse_duration(v):
+            return None
+        return "above 0" if _seconds(v) == 0 else self.describe()
