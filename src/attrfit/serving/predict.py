@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from attrfit.model import checkpoint
 
 from attrfit.data.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
+from attrfit.core import arguments
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import inference_precision, predict_probs, run_tta
 from attrfit.model.precision import check_compiler, guard_bf16, resolve_device
@@ -163,6 +164,7 @@ class Predictor:
         from attrfit.model.checkpoint import model_from_checkpoint
 
         path = checkpoint.resolve(checkpoint_or_run)
+        compile = arguments.flag(compile, "compile")
         ckpt = checkpoint.Checkpoint.load(path)
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
@@ -217,6 +219,11 @@ class Predictor:
             >>> p.labels["gender"][0], float(p.confidence["gender"][0])  # doctest: +SKIP
             ('female', 0.93)
         """
+        arguments.whole(batch_size, "batch_size")
+        arguments.flag(tta, "tta", optional=True)
+        if not _is_single(images) and not isinstance(images, Iterable):
+            raise AttrfitError(f"cannot predict a {type(images).__name__}: give image paths, PIL images or uint8 "
+                               "arrays, one or a list")
         items = [images] if _is_single(images) else list(images)
         parts = []
         for start, decoded in prepare_ahead(items, self.prepare, chunk_size(batch_size)):
