@@ -80,7 +80,7 @@ def fold_group(values: np.ndarray, members: list[tuple[int, str]], head: str) ->
     """One categorical column from a one-hot group, and the sentence reporting its non-exclusive rows.
 
     >>> fold_group(np.array([[1, 0], [0, 0], [1, 1]]), [(0, "a"), (1, "b")], "g")
-    (['a', '', ''], "g (a, b): 1 row(s) with no positive and 1 with several left unlabelled")
+    (['a', '', ''], 'g (a, b): 1 row(s) with no positive and 1 with several left unlabelled')
     """
     block = values[:, [j for j, _ in members]]
     positives = (block == 1).sum(axis=1)
