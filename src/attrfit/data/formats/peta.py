@@ -26,7 +26,7 @@ import numpy as np
 
 from attrfit.core.errors import AttrfitError
 from attrfit.data.formats.matfile import cells, field, load_mat, numbers, strings
-from attrfit.data.formats.source import (MISSING, SIDES, Partition, Source, check_labels, check_sides, group,
+from attrfit.data.formats.source import (SIDES, Partition, Source, check_labels, check_sides, group,
                                          identify)
 
 SUBSETS = ("3DPeS", "CAVIAR4REID", "CUHK", "GRID", "i-LID", "MIT", "PRID", "SARC3D", "TownCentre", "VIPeR")
