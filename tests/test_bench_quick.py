@@ -110,3 +110,18 @@ def test_conv_passes_quick(tmp_path):
     for name, ms, gflops in r["totals"]:
         assert ms == pytest.approx(sum(row[3] for row in r["rows"] if row[0] == name), abs=0.01)
         assert positive(gflops)
+
+
+def test_dataset_scale_quick(tmp_path):
+    pytest.importorskip("scipy", reason="the 'datasets' extra (scipy, h5py) is not installed")
+    r = run_quick("dataset_scale.py", tmp_path / "s.json")["results"]
+    steps = ("import", "split", "cache build", "one epoch", "evaluate")
+    assert [run["images"] for run in r["runs"]] == [200, 400]
+    for run in r["runs"]:
+        assert set(run["steps"]) == set(steps)
+        for step in steps:
+            assert positive(run["steps"][step]["seconds"]), step
+            assert 50 < run["steps"][step]["peak_rss_mib"] < 64 * 1024, step  # an attrfit process: torch alone is ~100 MiB
+        assert positive(run["cache_mib"])
+    for step in steps:
+        assert positive(r["growth"][step]["ratio_largest_to_smallest"]), step
