@@ -561,7 +561,8 @@ def test_train_log_on_a_full_disk_steps_aside_without_tracebacks(tmp_path, capsy
 # must be added here, and so gets the checks below.
 FILE_OUTPUTS = {("split", "--out"), ("report", "--out"), ("compare", "--html"), ("predict", "--out"),
                 ("export", "--out"), ("audit-labels", "--out"), ("audit-labels", "--html")}
-FOLDER_OUTPUTS = {("lr-find", "--out"), ("demo-data", "out_dir"), ("demo", "--out"), ("train", "--run-dir")}
+FOLDER_OUTPUTS = {("lr-find", "--out"), ("demo-data", "out_dir"), ("demo", "--out"), ("train", "--run-dir"),
+                  ("dataset", "--out")}
 NOT_OUTPUTS = {("train", "--resume"), ("train", "--config"), ("lr-find", "--config"), ("audit-labels", "--config"),
                ("predict", "--images"), ("evaluate", "--csv")}
 
@@ -627,7 +628,8 @@ def test_no_command_writes_into_a_run_folder(capsys, run, command, option):
     csv = Path(runs.read_json(run / "config.json")["data"]["csv"])
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     argv = {"lr-find": ["lr-find", csv, "--size", "16x16", "--force", "--quiet"], "demo-data": ["demo-data", "--force"],
-            "demo": ["demo", "--quiet"], "train": ["train", csv, "--quiet"]}[command]
+            "demo": ["demo", "--quiet"], "train": ["train", csv, "--quiet"],
+            "dataset": ["dataset", "market1501", csv, "--force"]}[command]
     for target in (run, run / "lr_find"):
         argv_out = [*argv, target] if option == "out_dir" else [*argv, option, target]
         code, _, err = cli(capsys, *argv_out)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attrfit.core import files
+from attrfit.core import files, outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.core.version import __version__
 from attrfit.data.formats import dataset as find_dataset
@@ -132,7 +132,7 @@ def _check_names(partitions: tuple[Partition, ...]) -> None:
 
 def check_out_folder(req: Request, title: str) -> None:
     """Refuse a folder holding another dataset (always) or other files (without --force), before any work."""
-    out = Path(req.out)
+    out = outputs.check_output_folder(req.out, "dataset folder")  # never a run's folder
     if out.exists() and not out.is_dir():
         raise AttrfitError(f"--out {out} is a file; give a folder to write the dataset into")
     if out.is_dir():
@@ -208,7 +208,7 @@ def _write(req: Request, source: Source, found: Found, keep: np.ndarray, cols: C
         table = _stage_csv(out / CSV_NAME, paths, keep, source, cols, staged, req)
         written = tuple(_stage_split(p, table, keep, source, cols, staged, req) for p in partitions)
         for tmp, final in staged.items():
-            files.check_output(final, force=True, inputs=[Path(req.src)], what="dataset file")
+            outputs.check_output(final, True, outputs.Protected([Path(req.src)]), what="dataset file")
             os.replace(tmp, final)
     finally:
         for tmp in staged:
