@@ -9,7 +9,9 @@ from pathlib import Path
 
 from attrfit.cli.args import print_json
 from attrfit.core import outputs
-from attrfit.evaluation.compare import N_BOOT, compare_runs, format_comparison, write_html
+from attrfit.evaluation.bootstrap import N_BOOT
+from attrfit.evaluation.compare import compare_runs
+from attrfit.evaluation.compare_page import format_comparison, write_html
 
 log = logging.getLogger(__name__)
 

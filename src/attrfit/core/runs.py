@@ -27,6 +27,7 @@ import torch
 from attrfit.core.version import __version__
 
 from attrfit.core import files, outputs
+from attrfit.core.formatting import number
 from attrfit.core.errors import AttrfitError
 
 log = logging.getLogger(__name__)
@@ -447,15 +448,15 @@ def format_runs(found: list[RunSummary]) -> str:
         return "no run folders"
     lines = [f"{'started':<16}  {'state':<8}  {'best val':>8}  {'test acc':>8}  {'bal acc':>7}  run / data / settings"]
     for r in found:
-        lines.append(f"{r.started or '?':<16}  {r.state:<8}  {_fmt3(r.best_val):>8}  "
-                     f"{_fmt3(r.test_mean_accuracy):>8}  {_fmt3(r.test_mean_balanced_accuracy):>7}  {r.path}")
+        lines.append(f"{r.started or '?':<16}  {r.state:<8}  {_score(r.best_val):>8}  "
+                     f"{_score(r.test_mean_accuracy):>8}  {_score(r.test_mean_balanced_accuracy):>7}  {r.path}")
         what = "; ".join(x for x in (r.csv, r.settings, f"best val = {MONITOR_WORDS.get(r.monitor, r.monitor)}") if x)
         lines.append(f"{'':<48}{what + '; ' if what else ''}{r.detail}")
     return "\n".join(lines)
 
 
-def _fmt3(x) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
+def _score(x) -> str:
+    return number(x, missing="-")
 
 
 def _float(v) -> float:
