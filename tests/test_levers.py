@@ -23,7 +23,7 @@ from attrfit.model import checkpoint
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.serving.predict import Predictor
 from attrfit.training.loop import fit
-from attrfit.training.trainer import LossSpec, mixed_loss, multi_head_loss
+from attrfit.training.losses import LossSpec, mixed_loss, multi_head_loss
 from conftest import Crash, crash_at_step, PLAIN_RECIPE, assert_one_error, cli, write_tiny
 
 

@@ -27,7 +27,7 @@ from attrfit.evaluation.metrics import collapsed, head_metrics
 from attrfit.data.split import fingerprint, make_split, verify_split
 from attrfit.data.table import Schema, read_table
 from attrfit.training.loop import warn_collapse
-from attrfit.training.trainer import LossSpec, class_weights, multi_head_loss
+from attrfit.training.losses import LossSpec, class_weights, multi_head_loss
 
 SIDES = ("train", "val", "test")
 

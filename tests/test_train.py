@@ -13,7 +13,8 @@ from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import evaluate_checkpoint
 from attrfit.training.loop import fit
-from attrfit.training.trainer import LossSpec, epoch_order, multi_head_loss
+from attrfit.training.trainer import epoch_order
+from attrfit.training.losses import LossSpec, multi_head_loss
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -407,7 +407,7 @@ def _state(run: Path, done: int, epochs: int | None, s: RunSummary) -> tuple[str
         s.test_mean_accuracy = res["mean"]["accuracy"]
         s.test_mean_balanced_accuracy = res["mean"]["balanced_accuracy"]
         if not (run / "best.pt").is_file():
-            return "broken", (f"best.pt is missing (deleted or moved?): the test scores are those results.json "
+            return "broken", ("best.pt is missing (deleted or moved?): the test scores are those results.json "
                               "recorded, but evaluate, report, predict and export need best.pt")
         return "finished", f"finished {done} of {epochs} epochs"
     failure = Failure.read(run)

@@ -62,8 +62,6 @@ def _block_header(title: str, c: Comparison, width: int) -> str:
 
 
 def wrap(text: str, width: int) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width))
 
 

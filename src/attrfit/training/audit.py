@@ -84,8 +84,8 @@ def train_fold(cfg, schema: Schema, images: Tensor, labels: Tensor, train_idx: n
     from attrfit.evaluation.scoring import predict_probs
     from attrfit.recipe.schedule import lr_at, momentum_at
     from attrfit.training.loop import eval_model
-    from attrfit.training.trainer import (Progress, Sides, StepMeter, build_trainer, epoch_order, steps_per_epoch,
-                                          train_step)
+    from attrfit.training.trainer import Progress, StepMeter, build_trainer, epoch_order, steps_per_epoch, train_step
+    from attrfit.training.sides import Sides
 
     tr, held = torch.from_numpy(train_idx), torch.from_numpy(held_idx)
     # the held-out images stand in as "val" only to size the bf16 check's inference batches: never scored
