@@ -86,7 +86,7 @@ def load(args):
     """The config (defaults + ``--set``), the schema and the sides, as bench/throughput.py loads them."""
     import throughput
     from attrfit.recipe.config import TrainConfig, apply
-    from attrfit.data.dataset import DataConfig
+    from attrfit.data.load import DataConfig
     from attrfit.training.loop import make_sides
 
     if args.quick:

@@ -38,7 +38,7 @@ def parse_args():
 
 
 def build(args, overrides: dict) -> common.AttrfitSteps:
-    from attrfit.data.dataset import DataConfig
+    from attrfit.data.load import DataConfig
     from attrfit.recipe.config import TrainConfig, apply
     from attrfit.training.loop import make_sides
 

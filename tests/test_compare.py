@@ -18,8 +18,8 @@ from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.metrics import head_metrics
 from attrfit.core import runs as runs_mod
-from attrfit.core.runs import list_runs
-from attrfit.data.table import Schema
+from attrfit.core.listing import list_runs
+from attrfit.data.schema import Schema
 from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -18,7 +18,7 @@ from torch.overrides import TorchFunctionMode
 
 import attrfit.training.sides as sides_mod
 import attrfit.training.trainer as tr
-from attrfit.data.dataset import load_data
+from attrfit.data.load import load_data
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.training.distributed import Dist
 from attrfit.training.loop import make_sides

@@ -9,7 +9,7 @@ import attrfit.training.lr_rules as rules
 from attrfit.model import checkpoint
 from attrfit.cli.app import main
 from attrfit.recipe.config import TrainConfig, apply
-from attrfit.data.dataset import load_data
+from attrfit.data.load import load_data
 from attrfit.training.distributed import Dist
 from attrfit.training.loop import fit, make_sides
 from attrfit.training.trainer import build_trainer, train_step

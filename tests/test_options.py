@@ -326,7 +326,7 @@ def test_label_summary_names_at_most_twenty_classes_per_head():
     import torch
 
     from attrfit.cli.commands import label_summary
-    from attrfit.data.table import Schema
+    from attrfit.data.schema import Schema
 
     schema = Schema(heads=("ident",), classes={"ident": tuple(f"p{i}" for i in range(300))})
     data = type("D", (), {"labels": torch.arange(300)[:, None], "sides": {"train": torch.arange(300)},

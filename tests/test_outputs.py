@@ -255,9 +255,9 @@ def test_cache_dir_naming_a_file(capsys, tiny, a_file, monkeypatch):
 
 
 def test_lr_find_out_in_an_impossible_place(capsys, tiny, a_file, monkeypatch):
-    import attrfit.data.dataset
+    import attrfit.data.load
 
-    monkeypatch.setattr(attrfit.data.dataset, "load_data", lambda *a, **k: pytest.fail("checked after loading"))
+    monkeypatch.setattr(attrfit.data.load, "load_data", lambda *a, **k: pytest.fail("checked after loading"))
     code, _, err = cli(capsys, "lr-find", tiny, "--size", "16x16", "--out", a_file / "lr", "--quiet")
     assert_one_error(code, err, "a_file is a file, not a folder")
     code, _, err = cli(capsys, "lr-find", tiny, "--size", "16x16", "--out", "/proc/lr", "--quiet")

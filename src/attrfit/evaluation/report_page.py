@@ -53,7 +53,7 @@ def read_run(run: Path, scored) -> RunFacts:
     """Read the run folder's files, and the table and split the best checkpoint was trained on."""
     from attrfit.core import runs
     from attrfit.recipe.config import from_dict
-    from attrfit.data.dataset import read_checked, saved_run_config
+    from attrfit.data.load import read_checked, saved_run_config
 
     def optional_json(name: str) -> dict:
         return runs.read_json(run / name) if (run / name).is_file() else {}

@@ -43,7 +43,8 @@ from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import inference_precision, predict_probs, run_tta
 from attrfit.model.precision import check_compiler, guard_bf16, resolve_device
 from attrfit.core.progress import progress_bar
-from attrfit.data.table import IMAGE_COLUMN, Schema
+from attrfit.data.table import IMAGE_COLUMN
+from attrfit.data.schema import Schema
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from attrfit.core import files, outputs
 from attrfit.evaluation import mistakes
 from attrfit.evaluation.pages import escape, page
 from attrfit.core.errors import AttrfitError
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def check_config(cfg) -> None:
 
 
 def audit_data(data, cfg, folds: int = 4, progress: bool = False) -> Audit:
-    """Cross-fit on the train and val rows of loaded ``data`` (an :class:`attrfit.data.dataset.Data`) and find suspects."""
+    """Cross-fit on the train and val rows of loaded ``data`` (an :class:`attrfit.data.load.Data`) and find suspects."""
     check_config(cfg)
     rows, sides = audited_rows(data)
     if len(rows) == 0:
@@ -248,7 +248,7 @@ def audit_labels(cfg, folds: int = 4, progress: bool = False) -> Audit:
     >>> audit.suspects["gender"][0].suggested  # doctest: +SKIP
     'female'
     """
-    from attrfit.data.dataset import load_data
+    from attrfit.data.load import load_data
 
     check_config(cfg)
     require_cleanlab()  # before the work, not after k trainings

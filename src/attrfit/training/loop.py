@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import SplitRef, same_split, save_split
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 from attrfit.evaluation.metrics import is_collapsed
 from attrfit.evaluation.results import HeadMetrics, MeanMetrics, Results
 from attrfit.evaluation.scoring import evaluate_images
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- the whole run
 
 def make_sides(data) -> Sides:
-    from attrfit.data.dataset import check_trainable
+    from attrfit.data.load import check_trainable
 
     check_trainable(data)
     tr, va = data.sides["train"], data.sides["val"]
@@ -124,7 +124,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
     started = time.perf_counter()  # --budget counts from here
     keep_freed_memory()  # each step reuses the last one's tensors' pages (core/memory.py)
     if resume is not None:
-        from attrfit.data.dataset import saved_run_config
+        from attrfit.data.load import saved_run_config
 
         cfg = from_dict(runs.read_json(Path(resume) / "config.json"))
         cfg = dataclasses.replace(cfg, data=saved_run_config(cfg.data, resume))
@@ -175,7 +175,7 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list, started: float) -> Path:
     from attrfit.core import runs
-    from attrfit.data.dataset import load_data
+    from attrfit.data.load import load_data
 
     ckpt = None
     if resume is not None:
@@ -234,7 +234,7 @@ def _max_lr(cfg: TrainConfig, ckpt, run: Path, data, sides, dist: Dist, progress
 def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
     from attrfit.core import runs
     from attrfit.core.memory import keep_freed_memory
-    from attrfit.data.dataset import RUN_SPLIT
+    from attrfit.data.load import RUN_SPLIT
 
     if not dist.is_main:
         return

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from attrfit.data.augment import Mix
 from attrfit.core.errors import AttrfitError
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 from attrfit.recipe.config import TrainConfig
 
 

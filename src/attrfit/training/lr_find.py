@@ -43,7 +43,7 @@ from attrfit.recipe.config import TrainConfig
 from attrfit.training.distributed import Dist
 from attrfit.core.errors import AttrfitError
 from attrfit.core.progress import progress_bar
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 from attrfit.training.lr_rules import (MIN_POINTS, RULES, SKIP_START, exponential_lrs, geometric_median, hardly_fell,
                                        never_blew_up, smooth, smoothing_beta, spread_decades)
 from attrfit.training.sandbox import leaves_no_trace, rng_state, set_rng_state, train_batches

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from attrfit.core.errors import AttrfitError
 from attrfit.core.progress import progress_bar
 from attrfit.data.augment import augment_batch, mix_batch
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 from attrfit.model.checkpoint import Progress
 from attrfit.model.net import build_model
 from attrfit.model.precision import (PrecisionCheck, autocast, check_compiler, compute_dtype, guard_bf16,
