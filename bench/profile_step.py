@@ -87,7 +87,7 @@ def load(args):
     import throughput
     from attrfit.recipe.config import TrainConfig, apply
     from attrfit.data.load import DataConfig
-    from attrfit.training.loop import make_sides
+    from attrfit.training.sides import make_sides
 
     if args.quick:
         csv, work = common.make_people(common.RESULTS / "work" / "people"), common.RESULTS / "work" / "people"

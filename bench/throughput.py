@@ -46,7 +46,7 @@ from attrfit.data.cache import parse_size
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.data.load import DataConfig, load_data
 from attrfit.model.net import build_model, count_flops
-from attrfit.training.loop import make_sides
+from attrfit.training.sides import make_sides
 
 GOAL_RATIO = 5.0  # attrfit >= 5x the hand-written pipeline (issue 14)
 GOAL_PEAK = 0.5  # train step >= 50% of the bf16 matmul peak

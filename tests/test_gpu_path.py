@@ -21,7 +21,7 @@ import attrfit.training.trainer as tr
 from attrfit.data.load import load_data
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.training.distributed import Dist
-from attrfit.training.loop import make_sides
+from attrfit.training.sides import make_sides
 from attrfit.data.split import SplitRef
 from attrfit.model.checkpoint import Checkpoint
 from attrfit.recipe.schedule import lr_at, momentum_at

@@ -11,7 +11,8 @@ from attrfit.cli.app import main
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.data.load import load_data
 from attrfit.training.distributed import Dist
-from attrfit.training.loop import fit, make_sides
+from attrfit.training.loop import fit
+from attrfit.training.sides import make_sides
 from attrfit.training.trainer import build_trainer, train_step
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -259,7 +259,7 @@ def test_sparse_head_is_na_in_table_results_report_and_evaluate(capsys, tiny, tm
 def test_no_labelled_val_rows_at_all_is_an_error():
     import torch
 
-    from attrfit.training.loop import _check_val_labels
+    from attrfit.training.sides import _check_val_labels
 
     with pytest.raises(AttrfitError, match="no head has a labelled row on the val side"):
         _check_val_labels(torch.full((5, 2), -1), ("a", "b"))

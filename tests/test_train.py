@@ -180,7 +180,7 @@ def test_the_trunk_sees_the_batch_normalised_once_in_its_compute_dtype(tiny, pre
     augmentation off, what reaches the trunk is exactly the pixels normalised by the model's own mean and std."""
     from attrfit.data.load import load_data
     from attrfit.training.distributed import Dist
-    from attrfit.training.loop import make_sides
+    from attrfit.training.sides import make_sides
     from attrfit.training.trainer import build_trainer, train_step
 
     off = {"flip": False, "translate": 0, "brightness": 0.0, "contrast": 0.0, "mixup": 0.0, "cutmix": 0.0}

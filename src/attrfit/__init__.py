@@ -95,7 +95,7 @@ def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | Non
     """
     from attrfit.core import arguments
     from attrfit.data.load import load_data
-    from attrfit.training.loop import make_sides
+    from attrfit.training.sides import make_sides
     from attrfit.training.lr_find import check_sweep_args, find_lr as sweep
 
     out = arguments.optional_path(out, "out")

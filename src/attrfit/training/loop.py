@@ -20,23 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from attrfit.core.errors import AttrfitError
+from attrfit.core.memory import is_out_of_memory
 from attrfit.data.split import SplitRef, same_split, save_split
 from attrfit.data.schema import Schema
 from attrfit.evaluation.metrics import is_collapsed
 from attrfit.evaluation.results import HeadMetrics, MeanMetrics, Results
 from attrfit.evaluation.scoring import evaluate_images
 from attrfit.model import checkpoint
-from attrfit.model.checkpoint import Checkpoint, Progress, model_from_checkpoint
-from attrfit.model.precision import guard_bf16, inference_batches, set_fp32_layers
+from attrfit.model.checkpoint import Checkpoint, Progress
 from attrfit.recipe.config import TrainConfig, to_dict, validate
 from attrfit.recipe.schedule import lr_at, momentum_at
-from attrfit.training import budget, tracking, trainer  # trainer.train_step, looked up per call (tests replace it)
+from attrfit.training import budget, final, tracking, trainer  # trainer.train_step, looked up per call (tests replace it)
 from attrfit.training.distributed import Dist
 from attrfit.training.checkpoints import checkpoint_of, init_weights_from, restore
-from attrfit.training.sides import Sides, device_sides, gather
+from attrfit.training.sides import Sides, device_sides, gather, make_sides
 from attrfit.training.trainer import (Diverged, StepMeter, Trainer, build_trainer, check_weights, epoch_order,
                                       steps_per_epoch)
 
@@ -44,28 +44,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- the whole run
-
-def make_sides(data) -> Sides:
-    from attrfit.data.load import check_trainable
-
-    check_trainable(data)
-    tr, va = data.sides["train"], data.sides["val"]
-    _check_val_labels(data.labels[va], data.schema.heads)
-    if len(data.sides["test"]) == 0:
-        log.warning("the test side of the split is empty: the run trains, but its final test scores will be n/a; "
-                    "make the split with a larger --test-fraction for a held-out score")
-    return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va])
-
-
-def _check_val_labels(val_labels: Tensor, heads: tuple[str, ...]) -> None:
-    """The best epoch is picked on val labels: none at all is an error; a head without any only counts less."""
-    labelled = (val_labels >= 0).sum(0).tolist()
-    if not any(labelled):
-        raise AttrfitError("no head has a labelled row on the val side, so no epoch could be picked as the best; "
-                           "make a split with a larger --val-fraction or fill in labels")
-    empty = [h for h, n in zip(heads, labelled) if not n]
-    if empty:
-        log.warning("no labelled val rows for %s: left out of the val means that pick the best epoch", ", ".join(empty))
 
 
 def monitored(cfg: TrainConfig, results: Results) -> float:
@@ -167,10 +145,6 @@ def _going_on_after_failure(run: Path) -> None:
                            "Resuming runs the same steps with the same settings and fails the same way: start a "
                            f"new run with the change it names, e.g. 'attrfit train CSV --lr LOWER' with {start}")
     runs.Failure.clear(run)
-
-
-def is_out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
 
 
 def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list, started: float) -> Path:
@@ -275,7 +249,7 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progr
                 _failed(run, t, prog, e)
                 raise
             if dist.is_main:
-                finish(run, t, data, prog)
+                final.score_test_side(run, t, data, prog)
                 tracker.log_end(run)
                 if t.cfg.budget and ckpt is None:
                     budget.outcome(run, time.perf_counter() - started)
@@ -424,44 +398,3 @@ def _empty_results(schema: Schema) -> Results:
     return Results({h: HeadMetrics.empty() for h in schema.heads}, MeanMetrics(nan, nan, nan, nan))
 
 
-def finish(run: Path, t: Trainer, data, prog: Progress) -> Results:
-    """Score the best checkpoint once on the test side; write results.json (and the report)."""
-    from attrfit.core import runs
-    from attrfit.evaluation.scoring import Scored
-
-    best = Checkpoint.load(run / "best.pt")
-    model = model_from_checkpoint(best).to(t.device)
-    if t.cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    test = data.sides["test"]
-    extra = guard_bf16(model, t.precision, t.device, tuple(data.images.shape[2:]), None,
-                       inference_batches(len(test), t.cfg.eval_batch_size))  # the test side's batch sizes
-    set_fp32_layers(model, sorted({*extra.fp32_layers, *(t.check.fp32_layers if t.check else [])}))
-    results, probs = evaluate_images(model, data.images[test], data.labels[test], data.labels[data.sides["train"]],
-                                     data.schema, t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
-    out = dataclasses.replace(results, side="test", checkpoint="best.pt", best_epoch=prog.best_epoch,
-                              monitor=t.cfg.monitor, wall_time_s=prog.wall_time, images_per_s=_mean_rate(run))
-    runs.write_json(run / "results.json", out.to_json())
-    if t.cfg.report:
-        from attrfit.evaluation.report import write_report
-
-        try:
-            scored = Scored(dataclasses.replace(results, side="test", checkpoint=str(run / "best.pt"),
-                                                epoch=best.progress.epoch), probs, data.labels[test].numpy(),
-                            [data.image_paths[int(r)] for r in test], data.schema, best, data.images[test])
-            write_report(run, scored=scored)  # the test side is scored once, here
-        except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report
-            log.warning("the report could not be written (%s); make it later with 'attrfit report %s'", e, run)
-        except (MemoryError, RuntimeError) as e:  # not --batch-size's fault: say where it came from
-            if not isinstance(e, MemoryError) and not is_out_of_memory(e):
-                raise
-            log.warning("the report ran out of memory while drawing its figures; the run itself is complete and "
-                        "kept in %s. Make the report later with 'attrfit report %s'", run, run)
-    return out
-
-
-def _mean_rate(run: Path) -> float | None:
-    from attrfit.core import runs
-
-    rates = [float(r["images_per_s"]) for r in runs.MetricsLog(run / "metrics.csv").rows()]
-    return float(np.median(rates)) if rates else None

@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from attrfit.core.errors import AttrfitError
+
 log = logging.getLogger(__name__)
 
 
@@ -91,3 +93,28 @@ def copies_through_pinned_memory(source: torch.device, target: torch.device) -> 
         False
     """
     return source.type == "cpu" and target.type == "cuda"
+
+
+# ---------------------------------------------------------------- from the loaded data
+
+def make_sides(data) -> Sides:
+    from attrfit.data.load import check_trainable
+
+    check_trainable(data)
+    tr, va = data.sides["train"], data.sides["val"]
+    _check_val_labels(data.labels[va], data.schema.heads)
+    if len(data.sides["test"]) == 0:
+        log.warning("the test side of the split is empty: the run trains, but its final test scores will be n/a; "
+                    "make the split with a larger --test-fraction for a held-out score")
+    return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va])
+
+
+def _check_val_labels(val_labels: Tensor, heads: tuple[str, ...]) -> None:
+    """The best epoch is picked on val labels: none at all is an error; a head without any only counts less."""
+    labelled = (val_labels >= 0).sum(0).tolist()
+    if not any(labelled):
+        raise AttrfitError("no head has a labelled row on the val side, so no epoch could be picked as the best; "
+                           "make a split with a larger --val-fraction or fill in labels")
+    empty = [h for h, n in zip(heads, labelled) if not n]
+    if empty:
+        log.warning("no labelled val rows for %s: left out of the val means that pick the best epoch", ", ".join(empty))
