@@ -571,3 +571,11 @@ def test_in_memory_boxes_are_checked_like_a_file(figures_run):
         model.predict_boxes(draw_frames(2), [[1, 1, 0, 0]])
     with pytest.raises(AttrfitError, match="track weight 'size' unknown"):
         model.predict_boxes(draw_frames(2), [[1, 1, 0, 0, 24, 48]], weight="size")
+
+
+def test_a_frame_before_the_first_of_a_video_is_refused_before_decoding(figures_run, scene, tmp_path, capsys):
+    _, _, frames = scene
+    video = write_video(tmp_path / "v.mkv", frames[:2], "ffv1", "bgr0")
+    (tmp_path / "zero.txt").write_text("1,1,0,0,24,48\n0,1,0,0,24,48\n")  # a tracker counting frames from 0
+    code, _, err = cli(capsys, "predict", figures_run, "--boxes", tmp_path / "zero.txt", "--frames", video)
+    assert_one_error(code, err, "zero.txt:2: frame 0 is not in", "its frames are numbered from 1")

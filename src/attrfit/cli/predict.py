@@ -118,7 +118,7 @@ def run_boxes(args) -> int:
         s = job.stats
         if s.failed == s.boxes:  # raised inside: the outputs are not put in place
             raise AttrfitError(f"none of the {s.boxes} boxes could be predicted (reasons above); nothing written")
-    where = "".join(f" -> {p}" for p in (args.out, args.tracks) if p)
+    where = " -> " + ", ".join(p for p in (args.out, args.tracks) if p) if args.out or args.tracks else ""
     log.info("predicted %d of %d boxes on %d frames, %d tracks%s", s.boxes - s.failed, s.boxes,
              len(job.table.frames), len(job.table.tracks), where)
     return 0

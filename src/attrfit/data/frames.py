@@ -111,14 +111,15 @@ class VideoFile:
         except av.error.FFmpegError as e:
             raise AttrfitError(f"{path}: cannot be decoded as a video ({_reason(e)})") from None
 
-    def missing(self, keys: Sequence) -> None:
-        return None  # known once decoded: see :attr:`decoded`
+    def missing(self, keys: Sequence) -> list[int] | None:
+        """Frames before the first: missing at once; past the end: known once decoded (see :attr:`decoded`)."""
+        return [i for i, k in enumerate(keys) if k < 1] or None
 
     def paths(self, keys: Sequence) -> list[Path]:
         return [self.path]
 
     def describe(self) -> str:
-        return f"{self.decoded} frames, numbered from 1"
+        return f"{self.decoded} frames, numbered from 1" if self.decoded else "its frames are numbered from 1"
 
     def read(self, wanted: Sequence) -> Iterator[tuple[int, Loader]]:
         av = import_av()

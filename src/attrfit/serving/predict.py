@@ -109,7 +109,9 @@ class Predictions:
 
     def rows(self, all_probs: bool = False) -> list[dict]:
         """One flat dict per image with the columns of :func:`prediction_columns`."""
-        labels, conf = self.labels, self.confidence
+        index = self.index  # the decision rule runs once per head
+        labels = {h: [self.classes[h][k] for k in idx] for h, idx in index.items()}
+        conf = {h: np.take_along_axis(self.probs[h], idx[:, None], 1)[:, 0] for h, idx in index.items()}
         rows = []
         for i in range(len(self)):
             row = {}
