@@ -110,3 +110,21 @@ def test_conv_passes_quick(tmp_path):
     for name, ms, gflops in r["totals"]:
         assert ms == pytest.approx(sum(row[3] for row in r["rows"] if row[0] == name), abs=0.01)
         assert positive(gflops)
+
+
+def test_boxes_quick(tmp_path):
+    pytest.importorskip("av", reason="PyAV (the [video] extra) is not installed: pip install 'attrfit[video]'")
+    r = run_quick("boxes.py", tmp_path / "b.json")["results"]
+    speed = r["speed"]
+    assert speed["boxes"] == speed["frames"] * speed["boxes_per_frame"] > 0
+    assert set(speed["median_boxes_per_s"]) == {"decode frames (JPEG)", "decode video", "decode + crop, frames",
+                                                "decode + crop, video", "model alone", "boxes from frames",
+                                                "boxes from video"}
+    assert all(positive(v) for v in speed["median_boxes_per_s"].values())
+    for kind in ("independent", "same look"):
+        a = r["accuracy"][kind]
+        assert len(a["heads"]) == 8 and a["boxes"] == a["tracks"] * 3
+        for m in [*a["heads"].values(), a["mean"]]:
+            assert all(0 <= m[k] <= 1 for k in ("box_accuracy", "track_accuracy", "majority_accuracy"))
+        lo, hi = a["gain_ci95"]
+        assert -1 <= lo <= hi <= 1 and a["gain"] == pytest.approx(a["mean"]["track_accuracy"] - a["mean"]["box_accuracy"])

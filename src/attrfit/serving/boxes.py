@@ -164,6 +164,10 @@ class BoxJob:
                 bar.update(len(chunk.boxes))
         self._log_summary()
 
+    def crops(self) -> Iterator[_Chunk]:
+        """The input stage alone: the frames decoded and their boxes cut, chunk by chunk, no model (for timing)."""
+        return _chunks(self.table, self.source, self.predictor, self.options)
+
     def _predict_chunk(self, chunk: _Chunk, tracks: _Tracks) -> Iterator[BoxRow | TrackRow]:
         p, opts = self.predictor, self.options
         good = np.array([not e for e in chunk.errors], dtype=bool)
