@@ -171,8 +171,10 @@ class BoxJob:
     def _predict_chunk(self, chunk: _Chunk, tracks: _Tracks) -> Iterator[BoxRow | TrackRow]:
         p, opts = self.predictor, self.options
         good = np.array([not e for e in chunk.errors], dtype=bool)
-        x = torch.from_numpy(np.stack(chunk.pixels)).permute(0, 3, 1, 2) if chunk.pixels else None  # N x 3 x H x W
-        preds = p.predict_pixels(x, opts.batch_size, opts.tta) if chunk.pixels else None
+        preds = None
+        if chunk.pixels:
+            x = torch.from_numpy(np.stack(chunk.pixels)).permute(0, 3, 1, 2)  # uint8 N x 3 x H x W, channels_last
+            preds = p.predict_pixels(x, opts.batch_size, opts.tta)
         rows = iter(preds.rows(opts.all_probs) if preds else [])
         blank = dict.fromkeys(p.columns(opts.all_probs))
         for k, i in enumerate(chunk.boxes):
