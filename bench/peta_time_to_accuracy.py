@@ -148,8 +148,9 @@ def tables(name: str, r: dict) -> list[str]:
     out.append(f"budget {r['budget_s']:.0f} s (train --budget): measured {plan['epoch_s']:.1f} s per epoch "
                f"({plan['step_s']:.3f} s per step, val {plan['val_s']:.1f} s), {plan['spent_s']:.1f} s spent before "
                f"(data, checks), {plan['reserve_s']:.1f} s reserved -> {plan['epochs']} epochs"
-               + (f" (stopped after {plan['stopped_after_epoch']}: the budget's end was near)"
-                  if "stopped_after_epoch" in plan else "") + "; the last epoch ended "
+               + (f" (shortened from {plan['shortened']['planned_epochs']} after epoch "
+                  f"{plan['shortened']['after_epoch']}: the budget's end was near)"
+                  if "shortened" in plan else "") + "; the last epoch ended "
                f"{common.fmt(r['last_epoch_end_s'])} s after fit() started, which returned after "
                f"{r['fit_wall_s']:.0f} s ({100 * r['fit_wall_s'] / r['budget_s']:.0f}% of the budget)")
     return out

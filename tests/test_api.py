@@ -32,3 +32,42 @@ def test_find_lr_returns_the_suggestions(tiny, tmp_path):
     r = attrfit.find_lr(tiny, out=tmp_path / "lr", steps=16, repeats=1, min_lr=1e-4, max_lr=1.0, progress=False,
                         **{k: v for k, v in TINY.items() if k not in ("lr", "report")})
     assert r["onecycle_max_lr"] > 0 and (tmp_path / "lr" / "lr_find.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def api_run(tmp_path_factory) -> tuple:
+    from conftest import write_tiny
+
+    root = tmp_path_factory.mktemp("api")
+    csv_path = write_tiny(root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATTRFIT_CACHE_DIR", str(root / "cache"))
+        return attrfit.train(csv_path, run_dir=root / "r", epochs=1, progress=False, **TINY), csv_path
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda run, csv: attrfit.evaluate(run, side="bogus", progress=False), "side 'bogus' is not one of"),
+    (lambda run, csv: attrfit.evaluate(42, progress=False), "must be a path"),
+    (lambda run, csv: attrfit.evaluate(run, tta="yes", progress=False), "tta must be True, False or None"),
+    (lambda run, csv: attrfit.evaluate(run, csv=5, progress=False), "csv must be a path"),
+    (lambda run, csv: attrfit.evaluate(run, device=0, progress=False), "device must be a name"),
+    (lambda run, csv: attrfit.load(42), "must be a path"),
+    (lambda run, csv: attrfit.load(run, device=3), "device must be a name"),
+    (lambda run, csv: attrfit.load(run, compile="no"), "compile must be True or False"),
+    (lambda run, csv: attrfit.load(run).predict(None), "cannot predict a NoneType"),
+    (lambda run, csv: attrfit.load(run).predict(7), "cannot predict a int"),
+    (lambda run, csv: attrfit.load(run).predict([], batch_size="4"), "batch_size must be a whole number"),
+    (lambda run, csv: attrfit.train(csv, run_dir=5), "run_dir must be a path"),
+    (lambda run, csv: attrfit.train(resume=5), "resume must be a path"),
+    (lambda run, csv: attrfit.train(7), "csv must be a path"),
+    (lambda run, csv: attrfit.train(csv, config=3), "must be a path"),
+    (lambda run, csv: attrfit.train(csv, resume=run), "give nothing else"),
+    (lambda run, csv: attrfit.find_lr(csv, steps="5"), "steps must be a whole number"),
+    (lambda run, csv: attrfit.find_lr(csv, min_lr="1e-6"), "min_lr must be a number"),
+    (lambda run, csv: attrfit.find_lr(csv, out=5), "out must be a path"),
+])
+def test_wrong_arguments_are_one_clear_error(api_run, call, needle):
+    """The API checks its arguments as the command line does: one AttrfitError, never a raw TypeError/KeyError."""
+    run, csv = api_run
+    with pytest.raises(attrfit.AttrfitError, match=needle.replace("(", r"\(")):
+        call(run, csv)

@@ -569,8 +569,10 @@ def test_in_memory_boxes_are_checked_like_a_file(figures_run):
         model.predict_boxes(draw_frames(2), [[1, 1, 0, 0, 24, 48], [2, 1, 0, 0, 24, 0]])
     with pytest.raises(AttrfitError, match="N x 6"):
         model.predict_boxes(draw_frames(2), [[1, 1, 0, 0]])
-    with pytest.raises(AttrfitError, match="track weight 'size' unknown"):
+    with pytest.raises(AttrfitError, match="weight 'size' is not one of area, confidence, equal"):
         model.predict_boxes(draw_frames(2), [[1, 1, 0, 0, 24, 48]], weight="size")
+    with pytest.raises(AttrfitError, match="context must be True or False"):
+        model.predict_boxes(draw_frames(2), [[1, 1, 0, 0, 24, 48]], context="no")
 
 
 def test_a_frame_before_the_first_of_a_video_is_refused_before_decoding(figures_run, scene, tmp_path, capsys):

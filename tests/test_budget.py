@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from attrfit.core import runs
 from attrfit.core.options import parse_duration
 from attrfit.model import checkpoint
 from attrfit.recipe.config import TrainConfig, apply
+from attrfit.recipe.schedule import lr_at
 from attrfit.training.loop import fit
 from conftest import Crash, crash_at_step, assert_one_error, cli
 
@@ -55,8 +57,8 @@ def test_plan_from_measured_times(tiny, tmp_path, monkeypatch):
     run = fit(tiny_cfg(tiny, budget="40s"), run_dir=tmp_path / "r", progress=False)
     plan = json.loads((run / "budget.json").read_text())
     n_steps = plan["steps_per_epoch"]
-    assert plan["save_s"] == 2.0  # the checkpoint every epoch writes is part of the epoch
-    assert plan["epoch_s"] == pytest.approx((n_steps * 0.5 + 1.0 + 2.0) * budget.MARGIN)
+    assert plan["save_s"] == 2.0  # the checkpoints an epoch writes are part of the epoch
+    assert plan["epoch_s"] == pytest.approx((n_steps * 0.5 + 1.0 + 2 * 2.0) * budget.MARGIN)  # last.pt and best.pt
     assert not list(run.glob(".budget-timing*"))  # the timing checkpoint is gone
     assert plan["epochs"] == budget.epochs_within(40, plan["spent_s"], plan["epoch_s"], plan["reserve_s"])
     assert plan["spent_s"] > 0  # reading the data and timing the steps came off the budget
@@ -151,21 +153,78 @@ def test_a_plan_cut_by_slow_epochs_waits_for_the_second(tiny, tmp_path, monkeypa
     assert runs.read_json(run / "config.json")["epochs"] == 3
 
 
-def test_a_run_stops_before_an_epoch_that_would_end_past_its_budget(tiny, tmp_path, monkeypatch, caplog):
+def test_a_run_late_for_its_budget_shortens_its_schedule_and_still_anneals(tiny, tmp_path, monkeypatch, caplog):
     """A machine slower than the plan (here: the reserve for the test scoring made so large that the deadline
-    has passed by the end of epoch 1): the run stops after that epoch, still scores the test side, says so in
-    the log and budget.json, and ``--resume`` trains the rest of the same schedule."""
+    has passed by the end of epoch 1): the schedule is shortened to one more epoch, over which it anneals; the
+    run ends with its schedule complete, scores the test side, and says so in the log and budget.json."""
     monkeypatch.setattr(budget, "epochs_within", lambda *a: 3)
+    monkeypatch.setattr(budget, "REPLAN_OFF_BY", float("inf"))
     real_plan = budget.plan
     monkeypatch.setattr(budget, "plan", lambda *a: dataclasses.replace(real_plan(*a), reserve_s=1e6))
     with caplog.at_level("INFO", logger="attrfit"):
         run = fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
     plan = runs.read_json(run / "budget.json")
-    assert plan["stopped_after_epoch"] == 1 and plan["epochs"] == 3
-    assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 1 and (run / "results.json").exists()
-    assert "stopping after epoch 1 of 3" in caplog.text and "--resume" in caplog.text
-    run = fit(None, resume=run, progress=False)
-    assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 3
-    direct = fit(tiny_cfg(tiny, epochs=3), run_dir=tmp_path / "d", progress=False)
-    a, b = checkpoint.load(run / "last.pt"), checkpoint.load(direct / "last.pt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert plan["epochs"] == 2 and plan["shortened"] == {**plan["shortened"], "after_epoch": 1, "planned_epochs": 3}
+    assert runs.read_json(run / "config.json")["epochs"] == 2
+    assert len(runs.MetricsLog(run / "metrics.csv").rows()) == 2 and (run / "results.json").exists()
+    assert "shortened to end after epoch 2" in caplog.text
+    last = checkpoint.load(run / "last.pt")
+    per_epoch = plan["steps_per_epoch"]
+    assert last["progress"]["step"] == 2 * per_epoch  # the whole (shortened) schedule ran
+    cfg = tiny_cfg(tiny)
+    end_lr = lr_at(2 * per_epoch - 1, 2 * per_epoch, 0.05, cfg.schedule)
+    assert float(runs.MetricsLog(run / "metrics.csv").rows()[-1]["lr"]) == pytest.approx(end_lr)
+    assert end_lr < 0.01 * 0.05  # annealed: the last step's LR is near the schedule's floor, not its peak
+
+
+def test_a_run_that_slows_down_late_shortens_its_schedule_then(tiny, tmp_path, monkeypatch):
+    """Epochs fine at first (the re-plan holds), then the deadline draws near in epoch 3 of 5 (a machine
+    slowing down): the schedule ends after epoch 4, annealed over it."""
+    monkeypatch.setattr(budget, "epochs_within", lambda *a: 5)
+    monkeypatch.setattr(budget, "REPLAN_OFF_BY", float("inf"))
+    real_step = attrfit.training.trainer.train_step
+
+    def deadline_near_in_epoch_three(t, x, y, step, *a):
+        if step == 3 * (t.total_steps // t.cfg.epochs) - 1:
+            t.deadline = time.perf_counter() + 1e-3
+        return real_step(t, x, y, step, *a)
+
+    monkeypatch.setattr(attrfit.training.trainer, "train_step", deadline_near_in_epoch_three)
+    run = fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
+    plan = runs.read_json(run / "budget.json")
+    assert plan["epochs"] == 4 and plan["shortened"]["after_epoch"] == 3
+    assert checkpoint.load(run / "last.pt")["progress"]["step"] == 4 * plan["steps_per_epoch"]
+
+
+def test_a_budget_run_ends_annealed_and_in_time_where_checkpoints_dominate(tmp_path):
+    """200 images at 32x32: an epoch is mostly its checkpoint writes and validation. The run ends inside its
+    budget with its whole schedule trained, however the plan was re-made on the way."""
+    from conftest import write_tiny
+
+    csv_path = write_tiny(tmp_path / "data", n=200, size=32)
+    run = fit(tiny_cfg(csv_path, budget="10s", size="32x32", epochs=1, threads=1), run_dir=tmp_path / "r",
+              progress=False)
+    plan = runs.read_json(run / "budget.json")
+    rows = runs.MetricsLog(run / "metrics.csv").rows()
+    last = checkpoint.load(run / "last.pt")
+    assert len(rows) == plan["epochs"] == runs.read_json(run / "config.json")["epochs"]
+    assert last["progress"]["step"] == plan["epochs"] * plan["steps_per_epoch"]  # the schedule ran to its end
+    assert plan["took_s"] <= plan["budget_s"]
+
+
+def test_a_zero_budget_is_refused_as_too_small_not_as_not_a_duration(capsys, tiny, tmp_path):
+    code, _, err = cli(capsys, "train", tiny, "--budget", "0s", "--run-dir", tmp_path / "r")
+    assert_one_error(code, err, "--budget", "above 0")
+    assert "a duration such as" not in err
+
+
+def test_a_budget_below_what_a_run_needs_says_so(tiny, tmp_path, monkeypatch, caplog):
+    """A budget smaller than the time spent, one epoch and the reserve for scoring and the report: one epoch is
+    trained, and the log says the run will take longer than the budget, and why."""
+    monkeypatch.setattr(budget, "time_steps", lambda t, sides: (2.0, 1.0))  # one epoch alone is over 5 s
+    monkeypatch.setattr(budget, "REPLAN_OFF_BY", float("inf"))
+    with caplog.at_level("WARNING", logger="attrfit"):
+        run = fit(tiny_cfg(tiny, budget="5s"), run_dir=tmp_path / "r", progress=False)
+    plan = runs.read_json(run / "budget.json")
+    assert plan["epochs"] == 1 and plan["planned_s"] > 5
+    assert "--budget 5s is less than this run needs" in caplog.text and "kept for the test scoring" in caplog.text

@@ -11,8 +11,9 @@ import pytest
 from conftest import write_tiny
 
 from attrfit import cli
-from attrfit.evaluation.compare import (Loaded, bootstrap_p, compare_rows, compare_runs, format_comparison, head_scores, holm,
-                             resample_indices)
+from attrfit.evaluation.bootstrap import bootstrap_p, head_scores, holm, resample_indices
+from attrfit.evaluation.compare import Loaded, compare_rows, compare_runs
+from attrfit.evaluation.compare_page import format_comparison
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.metrics import head_metrics
@@ -189,14 +190,19 @@ def test_runs_lists_finished_stopped_failed_and_broken(runs, tmp_path, capsys):
     (stopped / "results.json").unlink()
     lines = (stopped / "metrics.csv").read_text().splitlines()
     (stopped / "metrics.csv").write_text("\n".join(lines[:2]) + "\n")  # header + epoch 1
-    failed = folder / "3-failed"
-    failed.mkdir()
-    shutil.copy(runs.a / "config.json", failed)
+    killed = folder / "3-killed"  # killed before its first checkpoint: config.json alone
+    killed.mkdir()
+    shutil.copy(runs.a / "config.json", killed)
     (folder / "4-empty").mkdir()
     (folder / "5-garbage").mkdir()
     (folder / "5-garbage" / "config.json").write_text("{half")
     half = shutil.copytree(runs.a, folder / "6-half")
     (half / "results.json").write_text('{"mean": ')  # killed mid-write (by hand; attrfit writes atomically)
+    failed = shutil.copytree(killed, folder / "7-failed")
+    runs_mod.Failure("diverged", "the loss became nan by step 3 (head(s) color; lr 100). Lower --lr", 0, 3,
+                     False).write(failed)
+    no_best = shutil.copytree(runs.a, folder / "8-no-best")
+    (no_best / "best.pt").unlink()
     for i, p in enumerate(sorted(folder.iterdir())):
         _age(p, 3600 - 60 * i)
     found = {os.path.basename(r.path): r for r in list_runs(folder)}
@@ -206,12 +212,14 @@ def test_runs_lists_finished_stopped_failed_and_broken(runs, tmp_path, capsys):
     assert found["1-finished"].test_mean_accuracy == res["mean"]["accuracy"]
     assert found["2-stopped"].state == "stopped" and "epoch 1 of 2" in found["2-stopped"].detail
     assert "--resume" in found["2-stopped"].detail
-    assert found["3-failed"].state == "failed"
+    assert found["3-killed"].state == "stopped" and "before its first checkpoint" in found["3-killed"].detail
     assert found["4-empty"].state == "broken" and "no config.json" in found["4-empty"].detail
     assert found["5-garbage"].state == "broken" and found["6-half"].state == "broken"
+    assert found["7-failed"].state == "failed" and "loss became nan" in found["7-failed"].detail
+    assert found["8-no-best"].state == "broken" and "best.pt is missing" in found["8-no-best"].detail
     assert cli.main(["runs", str(folder)]) == 0
     text = capsys.readouterr().out
-    assert "Traceback" not in text and text.count("broken") == 3
+    assert "Traceback" not in text and text.count("broken") == 4
     assert cli.main(["runs", str(folder), "--json"]) == 0
     assert [r["state"] for r in json.loads(capsys.readouterr().out)][:2] == ["finished", "stopped"]
 
@@ -222,10 +230,31 @@ def test_runs_of_a_missing_folder_is_one_error_line(tmp_path, capsys):
     assert len(err) == 1 and "no such folder" in err[0]
 
 
-def test_a_fresh_unfinished_run_may_be_running(runs, tmp_path):
+def test_running_means_a_process_holds_the_run_not_a_recent_write(runs, tmp_path):
     live = shutil.copytree(runs.a, tmp_path / "live")
     (live / "results.json").unlink()
-    assert list_runs(live)[0].state == "running"  # just written to: still training, or stopped just now
+    assert list_runs(live)[0].state == "stopped"  # written just now, but no process trains in it (a Ctrl-C)
+    with runs_mod.lock_run(live):  # what a training process holds
+        assert list_runs(live)[0].state == "running"
+        assert runs_mod.is_training(live)
+    assert list_runs(live)[0].state == "stopped" and not runs_mod.is_training(live)
+
+
+def test_compare_names_the_weights_it_scores(runs, cache, capsys):
+    """A checkpoint file is labelled by its own name and epoch, not as the run's best epoch."""
+    assert cli.main(["compare", str(runs.a), str(runs.a / "last.pt"), "--n-boot", "200"]) == 0
+    text = capsys.readouterr().out
+    best = runs_mod.read_json(runs.a / "results.json")["best_epoch"]
+    assert f"best epoch {best} of 2" in text and "last.pt, epoch 2 of 2" in text
+    c = compare_runs([runs.a, runs.a / "last.pt"], n_boot=200)
+    assert [(r.checkpoint, r.epoch) for r in c.runs] == [("best.pt", best), ("last.pt", 2)]
+
+
+def test_compare_refuses_one_checkpoint_named_twice(runs, cache, capsys):
+    for pair in ((runs.a, runs.a), (runs.a, runs.a / "best.pt"), (runs.a / "best.pt", runs.a / "." / "best.pt")):
+        assert cli.main(["compare", *map(str, pair)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("attrfit: error:") == 1 and "named twice" in err
 
 
 def test_html_never_replaces_a_run_file_and_needs_force_for_others(runs, cache, tmp_path, capsys):

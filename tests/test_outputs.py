@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -552,3 +553,101 @@ def test_train_log_on_a_full_disk_steps_aside_without_tracebacks(tmp_path, capsy
         handler.close()
     assert "Traceback" not in capsys.readouterr().err
     assert caplog.text.count("cannot write") == 1 and "train.log any more" in caplog.text
+
+
+# ---------------------------------------------------------------- 5. one output policy, every command
+
+# Every option of every command that names something to write: (command, option). A new output option
+# must be added here, and so gets the checks below.
+FILE_OUTPUTS = {("split", "--out"), ("report", "--out"), ("compare", "--html"), ("predict", "--out"),
+                ("export", "--out"), ("audit-labels", "--out"), ("audit-labels", "--html")}
+FOLDER_OUTPUTS = {("lr-find", "--out"), ("demo-data", "out_dir"), ("demo", "--out"), ("train", "--run-dir"),
+                  ("dataset", "--out")}
+NOT_OUTPUTS = {("train", "--resume"), ("train", "--config"), ("lr-find", "--config"), ("audit-labels", "--config"),
+               ("predict", "--images"), ("evaluate", "--csv")}
+
+
+def _path_options() -> set[tuple[str, str]]:
+    """(command, option) for every option whose value is a path the command may write (by its name)."""
+    from attrfit.cli.app import build_parser
+
+    found = set()
+    for name, p in build_parser().commands.items():
+        for a in p._actions:
+            label = a.option_strings[0] if a.option_strings else a.dest
+            if re.search(r"(^|_)(out|html|dir)$", a.dest or "") and not a.dest.endswith("cache_dir"):
+                found.add((name, label))
+    return found
+
+
+def test_every_output_option_is_under_the_policy():
+    assert _path_options() == FILE_OUTPUTS | FOLDER_OUTPUTS, "an output option the policy tests do not cover"
+
+
+@pytest.fixture
+def second_run(tmp_path, trained_tiny) -> Path:
+    return Path(shutil.copytree(trained_tiny[0], tmp_path / "other_run"))
+
+
+def _argv(command: str, run: Path, csv: Path) -> list:
+    """A command line of ``command`` that would write its output, reading ``run`` (and its CSV)."""
+    image = csv.parent / "img" / "1.png"
+    return {"split": ["split", csv], "report": ["report", run, "--quiet"], "compare": ["compare", run, run / "last.pt"],
+            "predict": ["predict", run, image, "--quiet"], "export": ["export", run, "--format", "torchscript"],
+            "audit-labels": ["audit-labels", csv, "--size", "16x16", "--quiet"]}[command]
+
+
+@pytest.mark.parametrize("command, option", sorted(FILE_OUTPUTS))
+def test_no_output_replaces_an_input_a_run_file_or_without_force_any_file(capsys, run, second_run, tmp_path,
+                                                                        command, option):
+    from attrfit.core.runs import read_json
+
+    csv = Path(read_json(run / "config.json")["data"]["csv"])
+    if command in ("split", "audit-labels"):
+        csv = Path(shutil.copytree(csv.parent, tmp_path / "data")) / csv.name  # a private table to split
+        cli(capsys, "split", csv)
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    split_file = csv.with_suffix(".split.json")  # what 'split --force' replaces; an input of the others
+    inputs = [csv, csv.parent / "img" / "1.png"] + ([split_file] if command != "split" else [])
+    for target, force, needle in ([(p, ["--force"], "is an input") for p in inputs]
+                                  + [(second_run / "best.pt", ["--force"], "is a file of the run"),
+                                     (second_run / "lr_find" / "lr_find.json", ["--force"], "is a file of the run"),
+                                     (mine, [], "already exists")]):
+        if not target.exists():
+            target.parent.mkdir(exist_ok=True)
+            target.write_text("{}")
+        before = target.read_bytes()
+        code, _, err = cli(capsys, *_argv(command, run, csv), option, target, *force)
+        assert_one_error(code, err, needle)
+        assert target.read_bytes() == before, (command, option, target)
+
+
+@pytest.mark.parametrize("command, option", sorted(FOLDER_OUTPUTS))
+def test_no_command_writes_into_a_run_folder(capsys, run, command, option):
+    csv = Path(runs.read_json(run / "config.json")["data"]["csv"])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    argv = {"lr-find": ["lr-find", csv, "--size", "16x16", "--force", "--quiet"], "demo-data": ["demo-data", "--force"],
+            "demo": ["demo", "--quiet"], "train": ["train", csv, "--quiet"],
+            "dataset": ["dataset", "market1501", csv, "--force"]}[command]
+    for target in (run, run / "lr_find"):
+        argv_out = [*argv, target] if option == "out_dir" else [*argv, option, target]
+        code, _, err = cli(capsys, *argv_out)
+        assert_one_error(code, err, "run")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_report_never_empties_a_folder_of_pictures_it_did_not_make(capsys, run, tmp_path):
+    pictures = tmp_path / "holiday_files"
+    pictures.mkdir()
+    (pictures / "beach.png").write_bytes(b"\x89PNG mine")
+    code, _, err = cli(capsys, "report", run, "--out", tmp_path / "holiday.html", "--quiet")
+    assert_one_error(code, err, "holds files a report did not write")
+    assert (pictures / "beach.png").read_bytes() == b"\x89PNG mine"
+    assert cli(capsys, "report", run, "--out", tmp_path / "r.html", "--quiet")[0] == 0
+    assert cli(capsys, "report", run, "--out", tmp_path / "r.html", "--quiet", "--force")[0] == 0  # its own figures
+
+
+def test_report_without_out_remakes_its_own_page(capsys, run):
+    assert cli(capsys, "report", run, "--quiet")[0] == 0
+    assert cli(capsys, "report", run, "--quiet")[0] == 0  # RUN/report.html is the report's own, no --force needed

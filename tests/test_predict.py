@@ -203,7 +203,7 @@ def test_batch_size_and_tta(trained, predictor):
     np.testing.assert_allclose(one.probs["color"], many.probs["color"], atol=1e-6)
     tta = predictor.predict(paths, tta=True)
     assert not np.allclose(tta.probs["color"], many.probs["color"])
-    with pytest.raises(AttrfitError, match="batch size"):
+    with pytest.raises(AttrfitError, match="batch_size must be a whole number of at least 1"):
         predictor.predict(paths, batch_size=0)
 
 

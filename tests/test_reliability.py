@@ -142,8 +142,47 @@ def diverge(capsys, csv_path, run, monkeypatch):
 
 def test_divergence_is_one_clear_line(capsys, tiny, tmp_path, monkeypatch):
     code, out, err = diverge(capsys, tiny, tmp_path / "r", monkeypatch)
-    assert_one_error(code, err, "by step", "lr 100", "training stopped", "Lower --lr")
+    assert_one_error(code, err, "by step", "lr 100", "Training stopped", "Lower --lr", "last good checkpoint")
     assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_divergence_before_any_checkpoint_says_so_records_it_and_refuses_a_resume(capsys, tiny, tmp_path,
+                                                                                    monkeypatch):
+    """NaN at step 2, before any checkpoint: the error does not promise a checkpoint that is not there;
+    train.log and failed.json keep the failure; 'attrfit runs' lists it as failed; --resume, which would
+    repeat the same steps, is refused with what to do instead."""
+    import attrfit.training.trainer
+
+    real = attrfit.training.trainer.multi_head_loss
+    calls = []
+
+    def loss_going_nan(*args, **kwargs):
+        calls.append(1)
+        total, per_head = real(*args, **kwargs)
+        return (total * float("nan"), per_head * float("nan")) if len(calls) >= 2 else (total, per_head)
+
+    monkeypatch.setattr(attrfit.training.trainer, "multi_head_loss", loss_going_nan)
+    run = tmp_path / "r"
+    code, _, err = cli(capsys, "train", tiny, *TINY, "--epochs", 2, "--mixup", 0, "--run-dir", run)
+    line = assert_one_error(code, err, "loss became nan", "no checkpoint had been written yet", "new run")
+    assert "checkpoint is kept" not in line and not (run / "last.pt").exists()
+    assert "loss became nan" in (run / "train.log").read_text()
+    failure = runs.Failure.read(run)
+    assert failure.kind == "diverged" and failure.epoch == 0 and not failure.checkpoint
+    (summary,) = runs.list_runs(run)
+    assert summary.state == "failed" and "loss became nan" in summary.detail and "new run" in summary.detail
+    code, _, err = cli(capsys, "train", "--resume", run)
+    assert_one_error(code, err, "fails the same way", "new run")
+
+
+def test_a_resume_after_a_failure_that_was_not_divergence_goes_on_and_clears_it(capsys, tiny, tmp_path):
+    run = tmp_path / "r"
+    assert cli(capsys, "train", tiny, *TINY, "--epochs", 1, "--run-dir", run)[0] == 0
+    (run / "results.json").unlink()
+    runs.Failure("error", "cannot write best.pt: the disk is full", 1, 3, True).write(run)
+    assert runs.list_runs(run)[0].state == "failed"
+    assert cli(capsys, "train", "--resume", run)[0] == 0
+    assert runs.Failure.read(run) is None and runs.list_runs(run)[0].state == "finished"
 
 
 def test_divergence_keeps_the_last_good_checkpoint(capsys, tiny, tmp_path, monkeypatch):

@@ -149,3 +149,58 @@ def test_without_log_the_tracker_does_nothing(tmp_path):
     t.log_end(tmp_path)  # no results.json needed when nothing is logged
     t.close()
     assert list(tmp_path.iterdir()) == []
+
+
+class _Silent:
+    """A TCP server that accepts connections and never answers (a hung tracking server)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, then closed: nothing listens there, so connections are refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("server", ["refusing", "silent"])
+def test_an_unreachable_tracking_server_costs_seconds_and_one_warning(tmp_path, monkeypatch, caplog, server):
+    """MLflow's own retries against a closed port waited minutes before the first epoch; the server is now asked
+    once with a short timeout, and the run trains without it."""
+    import time
+
+    pytest.importorskip("mlflow", reason=SKIP_MLFLOW)
+    silent = _Silent() if server == "silent" else None
+    port = silent.port if silent else _closed_port()
+    csv_path = write_tiny(tmp_path / "data")
+    for k in tracking.MLFLOW_BOUNDS:
+        monkeypatch.delenv(k, raising=False)
+    cfg = apply(TrainConfig(), {**BASE, "data.csv": str(csv_path), "report": False, "epochs": 1})
+    fit(cfg, run_dir=tmp_path / "warm", progress=False)  # the cache and split exist: both timings start even
+    start = time.perf_counter()
+    fit(cfg, run_dir=tmp_path / "plain", progress=False)
+    plain_s = time.perf_counter() - start
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="attrfit"):
+            start = time.perf_counter()
+            run = fit(apply(cfg, {"log": "mlflow"}), run_dir=tmp_path / "logged", progress=False)
+            logged_s = time.perf_counter() - start
+    finally:
+        if silent:
+            silent.close()
+    assert (run / "results.json").is_file()
+    assert logged_s - plain_s < 15  # seconds (the probe waits PROBE_TIMEOUT_S), not minutes of retries
+    warned = [r.getMessage() for r in caplog.records if "--log mlflow" in r.getMessage()]
+    assert len(warned) == 1 and "training goes on" in warned[0] and str(port) in warned[0]

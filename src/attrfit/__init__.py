@@ -27,13 +27,15 @@ if TYPE_CHECKING:
 
 def _config(csv, config, options: dict):
     """A checked TrainConfig from a config (object or TOML/YAML file), the CSV and keyword options."""
+    from attrfit.core import arguments
     from attrfit.recipe.config import TrainConfig, apply, load_file
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig()
     if config is not None and not isinstance(config, TrainConfig):
-        cfg = apply(cfg, load_file(config), source=str(config))
+        path = arguments.path(config, "config (a TrainConfig, or a TOML/YAML file)")
+        cfg = apply(cfg, load_file(path), source=str(path))
     if csv is not None:
-        options = {**options, "data.csv": str(csv)}
+        options = {**options, "data.csv": str(arguments.path(csv, "csv"))}
     return apply(cfg, options, source="keyword options")
 
 
@@ -48,8 +50,14 @@ def train(csv: str | Path | None = None, *, config=None, run_dir: str | Path | N
         >>> run = attrfit.train("data/labels.csv", size="128x64", epochs=30, cutout=0.25)  # doctest: +SKIP
         >>> attrfit.train(resume=run)  # continue a stopped run exactly  # doctest: +SKIP
     """
+    from attrfit.core import arguments
     from attrfit.training.loop import fit
 
+    if resume is not None:
+        resume = arguments.path(resume, "resume")
+        if csv is not None or config is not None or options or run_dir is not None:
+            raise AttrfitError("resume takes the data, split and options from the run folder; give nothing else")
+    run_dir = arguments.optional_path(run_dir, "run_dir")
     cfg = None if resume is not None else _config(csv, config, options)
     return fit(cfg, run_dir=run_dir, resume=resume, progress=progress)
 
@@ -70,7 +78,7 @@ def evaluate(run: str | Path, side: str = "test", *, tta: bool | None = None, cs
     """
     from attrfit.evaluation.scoring import evaluate_checkpoint
 
-    return evaluate_checkpoint(str(run), side, tta, str(csv) if csv else None, progress, device)
+    return evaluate_checkpoint(run, side, tta, csv, progress, device)
 
 
 def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | None = None, min_lr: float = 1e-6,
@@ -85,11 +93,14 @@ def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | Non
         >>> attrfit.find_lr("data/labels.csv", size="128x64")["onecycle_max_lr"]  # doctest: +SKIP
         0.85
     """
+    from attrfit.core import arguments
     from attrfit.data.dataset import load_data
     from attrfit.training.loop import make_sides
     from attrfit.training.lr_find import check_sweep_args, find_lr as sweep
 
-    check_sweep_args(min_lr, max_lr, steps, repeats)
+    out = arguments.optional_path(out, "out")
+    check_sweep_args(arguments.number(min_lr, "min_lr"), arguments.number(max_lr, "max_lr"),
+                     arguments.whole(steps, "steps"), arguments.whole(repeats, "repeats"))
     cfg = _config(csv, config, options)
     if cfg.threads:
         import torch

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from attrfit.cli.args import add_data_args, data_config_from_args
+from attrfit.core.outputs import Protected
 from attrfit.recipe.config import TrainConfig, apply, load_file
 from attrfit.training.audit import AUDIT_DEFAULTS, audit_labels, check_outputs, summary, write_outputs
 
@@ -31,7 +32,8 @@ def run(args) -> int:
     out_csv = Path(args.out or f"{Path(args.csv).stem}_label_issues.csv")
     out_html = Path(args.html) if args.html else out_csv.with_suffix(".html")
     data_cfg = data_config_from_args(args)
-    check_outputs(out_csv, out_html, args.force, [Path(args.csv), data_cfg.split_path()])
+    reads = Protected([Path(args.csv), data_cfg.split_path()], [Path(data_cfg.images or Path(args.csv).parent)])
+    check_outputs(out_csv, out_html, args.force, reads)
     flags = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                                "precision": args.precision, "threads": args.threads}.items() if v is not None}
     from_file = load_file(args.config) if args.config else {}

@@ -31,9 +31,11 @@ def register_demo_data(sub) -> None:
 
 
 def run_demo_data(args) -> int:
+    from attrfit.core import outputs
     from attrfit.data.cache import parse_size
     from attrfit.data.demo import make_demo
 
+    outputs.check_output_folder(args.out_dir, "demo dataset folder", "OUT_DIR")
     t0 = time.perf_counter()
     csv_path = make_demo(args.out_dir, n=args.n, seed=args.seed, size=parse_size(args.size), force=args.force, progress=True)
     print(f"wrote {args.n} images and {csv_path} in {time.perf_counter() - t0:.1f} s")
@@ -52,12 +54,13 @@ def register_split(sub) -> None:
 
 
 def run_split(args) -> int:
-    from attrfit.core import files
+    from attrfit.core import outputs
     from attrfit.data.split import default_split_path, make_split, record_duplicates, save_split
     from attrfit.data.table import read_table
 
     out = Path(args.out) if args.out else default_split_path(Path(args.csv))
-    files.check_output(out, force=True, inputs=[Path(args.csv)], what="split file")  # save_split refuses to replace
+    reads = outputs.Protected([Path(args.csv)], [Path(args.images or Path(args.csv).parent)])
+    outputs.check_output(out, True, reads, what="split file")  # save_split says what replacing a split costs
     table = read_table(args.csv, args.images, args.heads, args.ignore_columns, args.group_column)
     split = make_split(table, args.test_fraction, args.val_fraction, args.split_seed, args.stratify)
     split = record_duplicates(split, table)
@@ -221,7 +224,9 @@ def run_demo(args) -> int:
     from attrfit.data.demo import make_demo
     from attrfit.training.loop import fit
 
-    out = Path(args.out)
+    from attrfit.core import outputs
+
+    out = outputs.check_output_folder(args.out, "demo folder")
     csv_path = out / "data" / "annotations.csv"
     flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
     # options first: a bad one must not cost the minute of writing the demo images

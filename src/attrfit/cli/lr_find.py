@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrfit
-from attrfit.core import files
-from attrfit.core.errors import AttrfitError
+from attrfit.core import files, outputs
 from attrfit.cli.args import add_config_flags, config_from_args
 from attrfit.training.lr_find import RULES, check_sweep_args, describe
 
@@ -22,7 +21,7 @@ def register(sub) -> None:
                    help="sweeps from the same weights with other batch orders (default 3)")
     p.add_argument("--rule", choices=list(RULES), default="valley", help="which suggestion is chosen (default valley)")
     p.add_argument("--out", default="lr_find", help="folder for lr_find.json and lr_find.png (default ./lr_find)")
-    p.add_argument("--force", action="store_true", help="replace an existing lr_find.json in --out")
+    p.add_argument("--force", action="store_true", help="replace an existing lr_find.json and lr_find.png in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(p, lr_find=True)  # training-only flags (--lr, --epochs, --report...) are refused
     p.set_defaults(func=run_lr_find)
@@ -32,9 +31,12 @@ def run_lr_find(args) -> int:
     out = Path(args.out)
     check_sweep_args(args.min_lr, args.max_lr, args.steps, args.repeats)
     cfg = config_from_args(args)  # every option checked before anything is read or written
-    if (out / "lr_find.json").exists() and not args.force:
-        raise AttrfitError(f"{out / 'lr_find.json'} exists; pass --force to replace it, or choose another --out")
-    files.probe_folder(files.make_folder(out, "LR range test folder"), "LR range test")  # now, not after it
+    outputs.check_output_folder(out, "LR range test folder")  # now, not after the sweep
+    files.probe_folder(files.make_folder(out, "LR range test folder"), "LR range test")
+    reads = outputs.Protected([Path(cfg.data.csv), cfg.data.split_path()],
+                              [Path(cfg.data.images or Path(cfg.data.csv).parent)])
+    for name in ("lr_find.json", "lr_find.png"):
+        outputs.check_output(out / name, args.force, reads, "LR range test")
     r = attrfit.find_lr(config=cfg, out=out, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps,
                         repeats=args.repeats, rule=args.rule, progress=not args.quiet)
     print(describe(r))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 from attrfit.cli.args import add_device_arg, add_run_arg, add_tta_arg
-from attrfit.core import files, runs
+from attrfit.core import files, outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.data.table import IMAGE_COLUMN
 from attrfit.model import checkpoint
@@ -72,8 +72,8 @@ def run_predict(args) -> int:
     items = find_images(args.inputs, args.images)
     source = checkpoint.resolve(args.run)
     if args.out:  # checked before any image is predicted
-        protected = [source, *runs.own_files(source.parent), *(Path(t) for t in args.inputs), *(p for _, p in items)]
-        files.check_output(args.out, args.force, inputs=protected, what="predictions")
+        reads = outputs.Protected.of_runs([source], extra=[*(Path(t) for t in args.inputs), *(p for _, p in items)])
+        outputs.check_output(args.out, args.force, reads, what="predictions")
     predictor = Predictor.from_checkpoint(source, device=args.device, compile=args.compile)
     columns = [IMAGE_COLUMN, *prediction_columns(predictor.schema, args.all_probs), "error"]
     rows = predict_files(predictor, items, args.batch_size, args.tta, args.all_probs, progress=not args.quiet)
@@ -97,10 +97,10 @@ def run_boxes(args) -> int:
     job = predictor.plan_boxes(args.frames, args.boxes, weight=args.track_weight, context=args.context,
                                batch_size=args.batch_size, tta=args.tta, all_probs=args.all_probs)
     box_out = args.out if args.out or not args.tracks else None
-    protected = [source, *runs.own_files(source.parent), Path(args.boxes), *job.source.paths(job.table.frames)]
+    reads = outputs.Protected.of_runs([source], extra=[Path(args.boxes), *job.source.paths(job.table.frames)])
     for flag, path in (("--out", args.out), ("--tracks", args.tracks)):
         if path:
-            files.check_output(path, args.force, inputs=protected, what="predictions", flag=flag)
+            outputs.check_output(path, args.force, reads, what="predictions", flag=flag)
     if args.out and args.tracks and Path(args.out).resolve() == Path(args.tracks).resolve():
         raise AttrfitError(f"--out and --tracks name the same file {args.out}; give two names")
     with contextlib.ExitStack() as stack:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attrfit.core import files
+from attrfit.core import outputs
 from attrfit.core.errors import AttrfitError
-from attrfit.evaluation.report import default_out, make_report, save_report
+from attrfit.evaluation.report import check_figures_folder, default_out, files_dir, make_report, save_report
 
 
 def register(sub) -> None:
@@ -14,16 +14,19 @@ def register(sub) -> None:
     p.add_argument("run", metavar="RUN", help="run folder written by 'attrfit train'")
     p.add_argument("--side", choices=["test", "val"], default="test", help="side of the split to score (default test)")
     p.add_argument("--out", help="HTML file to write (default RUN/report.html; figures go to <name>_files/ beside it)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (never an input or a run's file)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_report)
 
 
 def run_report(args) -> int:
-    from attrfit.core import runs
-
-    out = Path(args.out) if args.out else default_out(Path(args.run), args.side)
-    if args.out:  # a writable place that is not a file of the run, found before the scoring
-        files.check_output(out, True, [p for p in runs.own_files(Path(args.run)) if p.suffix != ".html"], "report")
+    default = default_out(Path(args.run), args.side)
+    out = Path(args.out) if args.out else default
+    # before the scoring: never an input or a run's file, no other existing file without --force
+    outputs.check_output(out, args.force, outputs.Protected.of_runs([Path(args.run)]), "report", default=default)
+    if out != default:
+        outputs.check_output_folder(files_dir(out), "report's figures")
+    check_figures_folder(out)
     try:
         report = make_report(args.run, side=args.side, progress=not args.quiet)
     except MemoryError:

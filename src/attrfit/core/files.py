@@ -6,9 +6,8 @@ Ctrl-C leaves either the old file or the new one, never half of one, and the tem
 is removed on any failure. Disk errors (``OSError``; the ``RuntimeError`` torch raises
 when its writer hits a full disk) become one :class:`WriteFailed` line that says why.
 
-Outputs a user names (``--out``) are checked before the work starts with
-:func:`check_output`: not a folder, not one of the inputs, not an existing file without
-``--force``, in a folder that can be written to.
+Where an output a user names (``--out``) may go is decided by :mod:`attrfit.core.outputs`,
+before the work starts.
 
 Example:
     >>> write_json(Path("run/results.json"), {"accuracy": 0.9})  # doctest: +SKIP
@@ -24,7 +23,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -219,25 +218,3 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def check_output(path: str | os.PathLike, force: bool = False, inputs: Iterable[Path] = (), what: str = "output",
-                 flag: str = "--out") -> Path:
-    """Refuse an output that would replace one of ``inputs`` (never, even with ``force``), a folder, or
-    without ``force`` any existing file; make its folder and check that a file can be created there.
-
-    Example:
-        >>> check_output("preds.csv", inputs=[Path("labels.csv")])  # doctest: +SKIP
-        PosixPath('preds.csv')
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise AttrfitError(f"{flag} {path} is a folder; give the name of a file to write (inside it, or elsewhere)")
-    if path.exists():
-        if any(same_file(path, p) for p in inputs):
-            raise AttrfitError(f"{flag} {path} is an input of this command or a file of its run; it is never "
-                               "replaced: choose another name")
-        if not force:
-            raise AttrfitError(f"{flag} {path} already exists; pass --force to replace it, or choose another name")
-    probe_folder(make_folder(path.parent, f"folder of the {what}"), what)
-    return path

@@ -9,7 +9,7 @@ A check is a callable ``value -> None | requirement``: None when the value is al
 else what the value must be ("in [0, 1)", "one of sgd, adamw"), which :func:`check_value`
 turns into one error line naming the flag and the config key. ``None`` values (an unset
 optional field) are never checked. This module imports nothing of attrfit but its error
-type, so every config dataclass can use it.
+type and number formatter, so every config dataclass can use it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import math
 import re
 
 from attrfit.core.errors import AttrfitError
+from attrfit.core.formatting import number
 
 
 def option(default=dataclasses.MISSING, help: str = "", metavar: str | None = None, check=None, *,
@@ -43,10 +44,6 @@ def option(default=dataclasses.MISSING, help: str = "", metavar: str | None = No
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _num(x: float) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
 class Range:
     """Numbers in an interval (finite; ends closed unless ``lo_open``/``hi_open``); ``why`` is appended.
 
@@ -60,10 +57,10 @@ class Range:
 
     def describe(self) -> str:
         if self.hi is None:
-            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+            return f"{'>' if self.lo_open else '>='} {number(self.lo, '{:g}')}"
         if self.lo is None:
-            return f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
-        return f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+            return f"{'<' if self.hi_open else '<='} {number(self.hi, '{:g}')}"
+        return f"in {'(' if self.lo_open else '['}{number(self.lo, '{:g}')}, {number(self.hi, '{:g}')}{')' if self.hi_open else ']'}"
 
     def __call__(self, v) -> str | None:
         need = self.describe() + (f" ({self.why})" if self.why else "")
@@ -209,11 +206,16 @@ def parse_duration(text) -> float | None:
         >>> parse_duration("15m"), parse_duration("90s"), parse_duration("1.5h"), parse_duration("soon")
         (900.0, 90.0, 5400.0, None)
     """
+    seconds = _seconds(text)
+    return seconds if seconds is not None and seconds > 0 else None
+
+
+def _seconds(text) -> float | None:
+    """The seconds ``text`` spells, zero included; None when it spells no duration."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(text).lower())
     if not m or m.group(2) not in ("", *DURATION_UNITS):
         return None
-    seconds = float(m.group(1)) * DURATION_UNITS.get(m.group(2), 1.0)
-    return seconds if seconds > 0 else None
+    return float(m.group(1)) * DURATION_UNITS.get(m.group(2), 1.0)
 
 
 class Duration:
@@ -223,4 +225,6 @@ class Duration:
         return "a duration such as 90s, 15m or 2h"
 
     def __call__(self, v) -> str | None:
-        return None if parse_duration(v) else self.describe()
+        if parse_duration(v):
+            return None
+        return "above 0" if _seconds(v) == 0 else self.describe()

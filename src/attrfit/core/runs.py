@@ -26,7 +26,8 @@ import torch
 
 from attrfit.core.version import __version__
 
-from attrfit.core import files
+from attrfit.core import files, outputs
+from attrfit.core.formatting import number
 from attrfit.core.errors import AttrfitError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def claim_default_run_dir(csv_path: str) -> Path:
 
 def check_new_run_dir(run_dir: str | Path) -> Path:
     """Refuse a ``--run-dir`` that is a file or a folder with contents (called before the data is loaded)."""
-    run = Path(run_dir)
+    run = outputs.check_output_folder(run_dir, "run folder", "--run-dir")
     blocker = files.blocker(run)
     if blocker == run:
         raise AttrfitError(f"--run-dir {run} is a file, not a folder; choose a new folder name")
@@ -87,18 +88,6 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
     if reason:
         raise AttrfitError(f"cannot write to the run folder {run}: {reason}")
     return run
-
-
-RUN_FILES = ("config.json", "schema.json", "split_ref.json", "environment.json", "metrics.csv", "last.pt",
-             "last.prev.pt", "best.pt", "results.json", "train.log", "report.html", "report_val.html", LOCK_NAME)
-
-
-def own_files(folder: Path) -> list[Path]:
-    """The files a run writes, when ``folder`` is a run folder (else none): outputs never replace them."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        return []
-    return [folder / n for n in RUN_FILES] + [folder / "lr_find" / n for n in ("lr_find.json", "lr_find.png")]
 
 
 class RunLock:
@@ -145,6 +134,23 @@ class RunLock:
         self.release()
 
 
+def is_training(run: Path) -> bool:
+    """Whether a process holds ``run``'s lock now, i.e. is training in it (the kernel drops a dead one's)."""
+    try:
+        fd = os.open(Path(run) / LOCK_NAME, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False  # no lock file: nothing ever trained here, or not with this attrfit
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the shared lock taken to look
+    return False
+
+
 def _read_pid(fd: int) -> str:
     try:
         return os.pread(fd, 32, 0).decode().strip() or "unknown"
@@ -182,6 +188,40 @@ def check_recorded_paths(data, where: Path | str, fix: str) -> None:
                 f"the {label} {value} recorded in {where} is not there{rel}; run from the folder the run was "
                 f"started in, move the data back, {fix}"
             )
+
+
+FAILED = "failed.json"  # why a run stopped with an error: written when it fails, removed when it goes on
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What ``RUN/failed.json`` records of a run that stopped with an error."""
+
+    kind: str  # "diverged" (resuming repeats it) | "error"
+    message: str
+    epoch: int  # completed epochs when it failed
+    step: int
+    checkpoint: bool  # whether last.pt holds weights to go on from
+
+    @classmethod
+    def read(cls, run: Path) -> Failure | None:
+        path = Path(run) / FAILED
+        if not path.is_file():
+            return None
+        d = read_json(path)
+        return cls(str(d.get("kind", "error")), str(d.get("message", "")), int(d.get("epoch", 0)),
+                   int(d.get("step", 0)), bool(d.get("checkpoint", False)))
+
+    def write(self, run: Path) -> None:
+        """Best effort: a run that failed because its disk is full cannot record it, and says so in the log."""
+        try:
+            write_json(Path(run) / FAILED, {**dataclasses.asdict(self), "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+        except AttrfitError as e:
+            log.warning("could not record the failure in %s: %s", run, e)
+
+    @staticmethod
+    def clear(run: Path) -> None:
+        (Path(run) / FAILED).unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj) -> None:
@@ -284,8 +324,6 @@ def add_file_log(run: Path) -> logging.Handler:
 
 # ---------------------------------------------------------------- listing run folders (attrfit runs)
 
-RECENT_S = 300  # a run folder written to within this many seconds may still be training
-
 
 @dataclass
 class RunSummary:
@@ -295,7 +333,7 @@ class RunSummary:
     started: str | None  # local time the run folder got its config.json
     csv: str | None
     settings: str | None
-    state: str  # finished | stopped | running | failed | broken
+    state: str  # running | finished | stopped | failed | broken
     detail: str  # in words, e.g. "stopped at epoch 3 of 12; resume with ..."
     epochs_done: int | None = None
     epochs: int | None = None
@@ -355,25 +393,40 @@ def _summarize(run: Path, config: dict) -> RunSummary:
     if scored:  # the first epoch of the best value, as the trainer picks best.pt
         best = max(scored, key=lambda r: (_float(r[column]), -float(r["epoch"])))
         s.best_val, s.best_epoch = _float(best[column]), int(float(best["epoch"]))
+    s.state, s.detail = _state(run, done, epochs, s)
+    return s
+
+
+def _state(run: Path, done: int, epochs: int | None, s: RunSummary) -> tuple[str, str]:
+    """(state, detail) from what is on disk: the lock, results.json and best.pt, failed.json, checkpoints."""
+    if is_training(run):
+        return "running", f"training now, at epoch {done} of {epochs}"
     results = run / "results.json"
     if results.is_file():
         res = json.loads(results.read_text(encoding="utf-8"))
         s.test_mean_accuracy = res["mean"]["accuracy"]
         s.test_mean_balanced_accuracy = res["mean"]["balanced_accuracy"]
-        s.state, s.detail = "finished", f"finished {done} of {epochs} epochs"
-        return s
+        if not (run / "best.pt").is_file():
+            return "broken", (f"best.pt is missing (deleted or moved?): the test scores are those results.json "
+                              "recorded, but evaluate, report, predict and export need best.pt")
+        return "finished", f"finished {done} of {epochs} epochs"
+    failure = Failure.read(run)
+    if failure is not None:
+        return "failed", _failure_detail(run, failure)
     has_ckpt = any((run / n).is_file() for n in ("last.pt", "last.prev.pt"))
-    age = time.time() - max(_mtime(p) for p in [run, *run.iterdir()])
-    if age < RECENT_S:
-        s.state, s.detail = "running", f"at epoch {done} of {epochs}, written {age:.0f} s ago (or stopped just now)"
-    elif has_ckpt and done >= (epochs or 0):
-        s.state, s.detail = "failed", (f"trained {done} of {epochs} epochs but has no results.json (stopped while "
-                                       f"scoring the test side); finish it with: attrfit train --resume {run}")
-    elif has_ckpt:
-        s.state, s.detail = "stopped", f"stopped at epoch {done} of {epochs}; resume with: attrfit train --resume {run}"
-    else:
-        s.state, s.detail = "failed", f"failed before its first checkpoint; start it again with: attrfit train --resume {run}"
-    return s
+    if has_ckpt and done >= (epochs or 0):
+        return "stopped", (f"trained {done} of {epochs} epochs but has no results.json (stopped while scoring the "
+                           f"test side); finish it with: attrfit train --resume {run}")
+    if has_ckpt:
+        return "stopped", f"stopped at epoch {done} of {epochs}; resume with: attrfit train --resume {run}"
+    return "stopped", f"stopped before its first checkpoint; start it again with: attrfit train --resume {run}"
+
+
+def _failure_detail(run: Path, f: Failure) -> str:
+    where = f"failed in epoch {f.epoch + 1} (step {f.step}): {f.message.splitlines()[0] if f.message else '?'}"
+    if f.kind == "diverged":
+        return where + "; resuming repeats it: start a new run with the change it names"
+    return where + f"; once the cause is fixed, go on with: attrfit train --resume {run}"
 
 
 def key_settings(config: dict) -> str:
@@ -395,15 +448,15 @@ def format_runs(found: list[RunSummary]) -> str:
         return "no run folders"
     lines = [f"{'started':<16}  {'state':<8}  {'best val':>8}  {'test acc':>8}  {'bal acc':>7}  run / data / settings"]
     for r in found:
-        lines.append(f"{r.started or '?':<16}  {r.state:<8}  {_fmt3(r.best_val):>8}  "
-                     f"{_fmt3(r.test_mean_accuracy):>8}  {_fmt3(r.test_mean_balanced_accuracy):>7}  {r.path}")
+        lines.append(f"{r.started or '?':<16}  {r.state:<8}  {_score(r.best_val):>8}  "
+                     f"{_score(r.test_mean_accuracy):>8}  {_score(r.test_mean_balanced_accuracy):>7}  {r.path}")
         what = "; ".join(x for x in (r.csv, r.settings, f"best val = {MONITOR_WORDS.get(r.monitor, r.monitor)}") if x)
         lines.append(f"{'':<48}{what + '; ' if what else ''}{r.detail}")
     return "\n".join(lines)
 
 
-def _fmt3(x) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
+def _score(x) -> str:
+    return number(x, missing="-")
 
 
 def _float(v) -> float:

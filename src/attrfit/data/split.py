@@ -66,9 +66,10 @@ class Split:
     assignment: str | None = None  # assignment_digest(sides)
     row_digests: dict[str, list[str]] | None = None  # per side, row_digest of each listed image
     exact_duplicates_across_sides: list[list[str]] | None = None  # [side_a, path_a, side_b, path_b] each
+    origin: str | None = None  # a published partition's source ('attrfit dataset'); None: made by make_split
     format: int = SPLIT_FORMAT
 
-    OPTIONAL = ("schema", "assignment", "row_digests", "exact_duplicates_across_sides")  # left out when None
+    OPTIONAL = ("schema", "assignment", "row_digests", "exact_duplicates_across_sides", "origin")  # left out when None
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attrfit.core import arguments
 from attrfit.evaluation.metrics import (head_metrics, instance_metrics, is_collapsed, majority_classes, mean_accuracy_ma,
                              summarize)
 from attrfit.evaluation.results import InstanceMetrics, Results
 from attrfit.model.checkpoint import Checkpoint
 from attrfit.model.precision import autocast, guard_bf16, inference_batches, resolve_device, resolve_precision
+from attrfit.data.split import SIDES
 from attrfit.data.table import Schema
 
 
@@ -210,6 +212,9 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = No
     from attrfit.data.split import same_split
     from attrfit.model.checkpoint import model_from_checkpoint
 
+    side = arguments.choice(side, SIDES, "side")
+    tta = arguments.flag(tta, "tta", optional=True)
+    csv = None if csv is None else str(arguments.path(csv, "csv"))
     path = checkpoint.resolve(ckpt_or_run)
     ckpt = Checkpoint.load(path)
     cfg = from_dict(ckpt.config)

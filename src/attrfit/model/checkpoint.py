@@ -28,7 +28,7 @@ from torch import nn
 
 from attrfit.core.version import __version__
 
-from attrfit.core import files
+from attrfit.core import arguments, files
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import SplitRef
 from attrfit.data.table import Schema
@@ -113,7 +113,7 @@ def load_with_fallback(path: str | Path, map_location="cpu") -> tuple[dict, Path
 
 def resolve(ckpt_or_run: str | Path, name: str = "best.pt") -> Path:
     """A checkpoint path, or a run folder -> its ``name`` checkpoint."""
-    p = Path(ckpt_or_run)
+    p = arguments.path(ckpt_or_run, "the checkpoint or run folder")
     if p.is_dir():
         p = p / name
     if not p.is_file():

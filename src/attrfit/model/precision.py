@@ -51,6 +51,8 @@ POISON_BYTES = 2**20  # blocks of NaN freed before each checked bf16 call (see d
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA if available, else CPU; a CUDA name without a GPU is a user error."""
+    if not isinstance(name, str):
+        raise AttrfitError(f"device must be a name (auto, cpu, cuda or cuda:N), got {type(name).__name__} {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -38,7 +38,7 @@ from attrfit.core.version import __version__
 
 from attrfit.model import checkpoint
 
-from attrfit.core import files, runs
+from attrfit.core import files, outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.serving.predict import Predictor
 
@@ -112,7 +112,7 @@ def export_model(checkpoint_or_run: str | os.PathLike, out: str | os.PathLike, f
     schema_path = out.with_name(out.name + ".schema.json")
     source = checkpoint.resolve(checkpoint_or_run)
     for path in (out, schema_path):
-        files.check_output(path, force, inputs=[source, *runs.own_files(source.parent)], what="exported model")
+        outputs.check_output(path, force, outputs.Protected.of_runs([source]), what="exported model")
     predictor = Predictor.from_checkpoint(source, device="cpu")
     net = predictor.model.float().to(memory_format=torch.contiguous_format).eval()
     names = output_names(list(predictor.schema.heads))

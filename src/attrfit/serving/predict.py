@@ -39,6 +39,7 @@ from attrfit.model import checkpoint
 
 from attrfit.data.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
 from attrfit.data.frames import IMAGE_EXTENSIONS
+from attrfit.core import arguments
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import inference_precision, predict_probs, run_tta
 from attrfit.model.precision import check_compiler, guard_bf16, resolve_device
@@ -180,6 +181,7 @@ class Predictor:
         from attrfit.model.checkpoint import model_from_checkpoint
 
         path = checkpoint.resolve(checkpoint_or_run)
+        compile = arguments.flag(compile, "compile")
         ckpt = checkpoint.Checkpoint.load(path)
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
@@ -234,6 +236,11 @@ class Predictor:
             >>> p.labels["gender"][0], float(p.confidence["gender"][0])  # doctest: +SKIP
             ('female', 0.93)
         """
+        arguments.whole(batch_size, "batch_size")
+        arguments.flag(tta, "tta", optional=True)
+        if not _is_single(images) and not isinstance(images, Iterable):
+            raise AttrfitError(f"cannot predict a {type(images).__name__}: give image paths, PIL images or uint8 "
+                               "arrays, one or a list")
         items = [images] if _is_single(images) else list(images)
         parts = []
         for start, decoded in prepare_ahead(items, self.prepare, chunk_size(batch_size)):
@@ -265,8 +272,13 @@ class Predictor:
                    batch_size: int = PREDICT_BATCH, tta: bool | None = None, all_probs: bool = False):
         """A checked :class:`attrfit.serving.boxes.BoxJob` (see :meth:`predict_boxes`); its ``stream()`` yields
         the rows one by one, which is how the command line keeps memory flat."""
-        from attrfit.serving.boxes import BoxOptions, plan_boxes
+        from attrfit.serving.boxes import WEIGHTS, BoxOptions, plan_boxes
 
+        arguments.choice(weight, WEIGHTS, "weight")
+        arguments.whole(batch_size, "batch_size")
+        for value, what in ((context, "context"), (all_probs, "all_probs")):
+            arguments.flag(value, what)
+        arguments.flag(tta, "tta", optional=True)
         options = BoxOptions(weight, context, batch_size, tta, all_probs, chunk_size(batch_size))
         return plan_boxes(self, frames, boxes, options)
 
@@ -290,6 +302,7 @@ class Predictor:
         """
         from attrfit.serving.boxes import collect
 
+        arguments.flag(progress, "progress")
         job = self.plan_boxes(frames, boxes, weight=weight, context=context, batch_size=batch_size, tta=tta,
                               all_probs=all_probs)
         return collect(job, progress)

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attrfit.core import files
+from attrfit.core import files, outputs
 
 from attrfit.evaluation import mistakes
+from attrfit.evaluation.pages import escape, page
 from attrfit.core.errors import AttrfitError
 from attrfit.data.table import Schema
 
@@ -301,41 +302,27 @@ def gallery_html(audit: Audit, per_head: int = GALLERY_PER_HEAD) -> str:
         cards = "".join(suspect_card(audit, s) for s in found[:per_head])
         shown = f"; the {min(per_head, len(found))} most suspect" if found else ""
         acc = oof_accuracy(audit, audit.schema.heads.index(h))
-        parts.append(f'<div class="mistakes"><h3>{mistakes.esc(h)}: {len(found)} suspects of {labelled} '
+        parts.append(f'<div class="mistakes"><h3>{escape(h)}: {len(found)} suspects of {labelled} '
                      f'labelled rows (out-of-fold accuracy {acc:.3f}){shown}</h3>'
                      f'<div class="gallery">{cards}</div></div>')
     folds = int(audit.folds.max()) + 1
-    return AUDIT_PAGE.format(
-        css=AUDIT_CSS + mistakes.CSS, title=mistakes.esc(f"attrfit label audit: {audit.csv.name}"),
-        intro=mistakes.esc(f"{n} rows of the train and val sides of {audit.csv} (the test side is not read), "
-                           f"{folds}-fold cross-fitted. Suspects per head by cleanlab's confident learning, "
-                           "most suspect first; p(given) is the out-of-sample probability of the given label. "
-                           "Where a head's out-of-fold accuracy is low, many suspects are the model's own "
-                           "mistakes rather than wrong labels. "
-                           "The full list is in the CSV. Nothing in the labels CSV was changed."),
-        heads="\n".join(parts))
+    intro = escape(f"{n} rows of the train and val sides of {audit.csv} (the test side is not read), "
+                   f"{folds}-fold cross-fitted. Suspects per head by cleanlab's confident learning, "
+                   "most suspect first; p(given) is the out-of-sample probability of the given label. "
+                   "Where a head's out-of-fold accuracy is low, many suspects are the model's own "
+                   "mistakes rather than wrong labels. The full list is in the CSV. Nothing in the labels CSV "
+                   "was changed.")
+    body = f'<p class="note">{intro}</p>\n' + "\n".join(parts)
+    return page("audit-labels", f"attrfit label audit: {audit.csv.name}", body, mistakes.CSS)
 
 
-AUDIT_CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
-       max-width: 1250px; margin: 0 auto; padding: 1.2em 2em 4em; }
-.note { color: #555; max-width: 60em; }
-"""
-
-AUDIT_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}</style></head>
-<body><h1>{title}</h1><p class="note">{intro}</p>
-{heads}
-</body></html>
-"""
-
-
-def check_outputs(out_csv: Path, out_html: Path, force: bool, inputs: list[Path]) -> None:
-    """Refuse outputs that replace an input (ever) or an existing file (without ``force``), before the work."""
+def check_outputs(out_csv: Path, out_html: Path, force: bool, reads: outputs.Protected) -> None:
+    """Refuse outputs that replace an input or a run's file (ever) or an existing file (without ``force``),
+    before the work (:mod:`attrfit.core.outputs`)."""
     if out_csv.resolve() == out_html.resolve():
         raise AttrfitError(f"the CSV and the HTML output are the same file {out_csv}; give different names")
-    files.check_output(out_csv, force, inputs, "label-issues CSV")
-    files.check_output(out_html, force, inputs, "label-issues gallery", flag="--html")
+    outputs.check_output(out_csv, force, reads, "label-issues CSV")
+    outputs.check_output(out_html, force, reads, "label-issues gallery", flag="--html")
 
 
 def write_outputs(audit: Audit, out_csv: Path, out_html: Path, per_head: int = GALLERY_PER_HEAD) -> None:

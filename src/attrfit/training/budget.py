@@ -41,9 +41,9 @@ class BudgetPlan:
     spent_s: float  # before training: data, cache, LR range test, this measurement
     step_s: float
     val_s: float
-    save_s: float  # writing last.pt, which every epoch does
+    save_s: float  # writing a checkpoint: last.pt every epoch, best.pt whenever val improves (most epochs early)
     steps_per_epoch: int
-    epoch_s: float  # (steps x step_s + val_s + save_s) x MARGIN
+    epoch_s: float  # (steps x step_s + val_s + 2 x save_s) x MARGIN
     reserve_s: float  # final test scoring and report
     epochs: int
 
@@ -118,6 +118,24 @@ def replanned(plan: dict, epoch_s: list[float], epochs: int) -> dict:
         "after_epoch": len(epoch_s), "first_epoch_s": epoch_s[0], "epoch_s": epoch_s, "measured_epochs": plan["epochs"]}}
 
 
+def shortened(done: int, planned: int, epoch_s: float, left_s: float) -> int | None:
+    """The epoch to end at when the ``planned - done`` epochs left, at ``epoch_s`` seconds each, would end
+    past the ``left_s`` seconds left to the budget's deadline; None when they fit.
+
+    At least one epoch more: the one-cycle schedule, shortened, anneals over it, so a run is never
+    scored at the schedule's peak learning rate, where it is at its noisiest.
+
+    Example:
+        >>> shortened(10, 20, 5.0, 60.0), shortened(10, 20, 5.0, 12.0), shortened(10, 20, 5.0, 2.0)
+        (None, 12, 11)
+        >>> shortened(19, 20, 5.0, 2.0)  # the last epoch: nothing shorter anneals
+    """
+    left = planned - done
+    if left <= 1 or left * epoch_s <= left_s:
+        return None
+    return done + max(1, math.floor(left_s / (epoch_s * MARGIN)))  # the margin: not one cut per noisy epoch
+
+
 def _real_epoch_s(epoch_s: list[float]) -> float:
     """The epoch time a re-plan counts with: the faster of the real epochs, with the margin."""
     return min(epoch_s) * MARGIN
@@ -147,7 +165,7 @@ def plan(t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist, run:
     step_s, val_s = time_steps(t, sides)
     save_s = time_checkpoint(t, run)
     n_steps = steps_per_epoch(len(sides.train_images) // dist.world_size, t.cfg.batch_size // dist.world_size)
-    epoch_s = (n_steps * step_s + val_s + save_s) * MARGIN
+    epoch_s = (n_steps * step_s + val_s + 2 * save_s) * MARGIN
     reserve_s = val_s * n_test / max(1, len(sides.val_images)) + (REPORT_S if t.cfg.report else 0.0)
     spent_s = time.perf_counter() - started
     epochs = epochs_within(budget_s, spent_s, epoch_s, reserve_s)

@@ -35,7 +35,7 @@ from attrfit.recipe.config import TrainConfig, to_dict, validate
 from attrfit.recipe.schedule import lr_at, momentum_at
 from attrfit.training import tracking, trainer  # trainer.train_step, looked up per call (tests replace it)
 from attrfit.training.distributed import Dist
-from attrfit.training.trainer import (Sides, StepMeter, Trainer, build_trainer, check_weights, checkpoint_of,
+from attrfit.training.trainer import (Diverged, Sides, StepMeter, Trainer, build_trainer, check_weights, checkpoint_of,
                                       device_sides, epoch_order, gather, init_weights_from, restore,
                                       steps_per_epoch)
 
@@ -135,6 +135,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
     try:
         if dist.is_main and resume is not None:
             held.append(runs.lock_run(Path(resume)))
+            _going_on_after_failure(Path(resume))
         elif dist.is_main and run_dir is not None:
             runs.check_new_run_dir(run_dir)  # before the data is loaded: fail in seconds, not after the cache
         return _fit(cfg, run_dir, resume, progress, dist, held, started)
@@ -150,6 +151,21 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
         for lock in held:
             lock.release()
         dist.close()
+
+
+def _going_on_after_failure(run: Path) -> None:
+    """``--resume`` of a run that failed: refused where it would repeat the failure, else the record goes."""
+    from attrfit.core import runs
+
+    failure = runs.Failure.read(run)
+    if failure is None:
+        return
+    if failure.kind == "diverged":
+        start = f"--init-from {run} (its last good weights)" if failure.checkpoint else "the change"
+        raise AttrfitError(f"{run} failed in epoch {failure.epoch + 1}: {failure.message.splitlines()[0]}. "
+                           "Resuming runs the same steps with the same settings and fails the same way: start a "
+                           f"new run with the change it names, e.g. 'attrfit train CSV --lr LOWER' with {start}")
+    runs.Failure.clear(run)
 
 
 def is_out_of_memory(e: BaseException) -> bool:
@@ -186,6 +202,10 @@ def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list, started: float)
     handler = runs.add_file_log(run) if dist.is_main else None
     try:
         return _train_in(run, cfg, data, sides, ckpt, progress, dist, started)
+    except Exception as e:  # the error line goes to the screen from the command line; train.log keeps it too
+        if handler is not None:
+            handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "attrfit: error: %s", (e,), None))
+        raise
     finally:
         if handler is not None:
             logging.getLogger("attrfit").removeHandler(handler)
@@ -216,22 +236,37 @@ def _plan_budget(run: Path, t: Trainer, sides: Sides, n_test: int, started: floa
     from attrfit.training import budget
 
     p = budget.plan(t, sides, n_test, started, dist, run)
-    t.deadline = started + p.budget_s - p.reserve_s  # the epochs must end by then (see _out_of_budget)
+    t.deadline = started + p.budget_s - p.reserve_s  # the epochs must end by then (see _shorten_to_budget)
     t.total_steps = p.epochs * p.steps_per_epoch
     t.cfg = dataclasses.replace(t.cfg, epochs=p.epochs)
     if dist.is_main:
         runs.write_json(run / "budget.json", p.to_dict())
-    log.info("--budget %s: %d epochs of %.1f s each (measured); %.0f s spent before training, %.0f s kept for "
+    log.info("--budget %s: %d epochs of %.2g s each (measured); %.0f s spent before training, %.0f s kept for "
              "the test scoring and report: planned to end after %.0f s", t.cfg.budget, p.epochs, p.epoch_s,
              p.spent_s, p.reserve_s, p.planned_s)
+    if p.planned_s > p.budget_s:
+        log.warning("--budget %s is less than this run needs at the least (%.0f s already spent, %.2g s for one "
+                    "epoch, %.0f s kept for the test scoring and report): it trains 1 epoch and takes about %.0f s",
+                    t.cfg.budget, p.spent_s, p.epoch_s, p.reserve_s, p.planned_s)
     return t.cfg
+
+
+def _keep_to_budget(run: Path, t: Trainer, prog: Progress, epoch_times: list[float], epoch_s: float,
+                    replan: bool) -> bool:
+    """``--budget``, after an epoch of ``epoch_s`` seconds (training, validation, checkpoints): the first
+    epochs' real times correct a plan timed on a few steps (``replan``), and a run late for its deadline
+    shortens its schedule. Returns whether to re-plan again after the next epoch."""
+    if replan:
+        replan = _replan_budget(run, t, epoch_times, epoch_s)
+    shortened = _shorten_to_budget(run, t, prog, epoch_s)
+    return replan and not shortened
 
 
 def _replan_budget(run: Path, t: Trainer, epoch_s: list[float], last_epoch_s: float) -> bool:
     """``--budget``, after each of the first epochs of a new run (``epoch_s`` so far, to which
-    ``last_epoch_s`` is added): a plan far off the real epoch times is redone (:func:`attrfit.training.
-    budget.replan`), recorded in budget.json and config.json (so a resume keeps it). Returns whether
-    to check again after the next epoch (not after a re-plan, nor after the epochs a cut waits for)."""
+    ``last_epoch_s`` is added: training, validation and checkpoints): a plan far off the real epoch
+    times is redone (:func:`attrfit.training.budget.replan`). Returns whether to check again after
+    the next epoch (not after a re-plan, nor after the epochs a cut waits for)."""
     from attrfit.core import runs
     from attrfit.training import budget
 
@@ -241,34 +276,47 @@ def _replan_budget(run: Path, t: Trainer, epoch_s: list[float], last_epoch_s: fl
     epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs
     if epochs is None:
         return len(epoch_s) < budget.SLOW_EPOCHS_TO_CUT
-    per_epoch = t.total_steps // t.cfg.epochs
     if t.dist.is_main:
-        log.info("--budget: epochs took %s s where %.1f s was measured: %d epochs instead of %d",
-                 ", ".join(f"{s:.1f}" for s in epoch_s), plan["epoch_s"], epochs, t.cfg.epochs)
-    t.total_steps, t.cfg = epochs * per_epoch, dataclasses.replace(t.cfg, epochs=epochs)
-    if t.dist.is_main:
-        runs.write_json(run / "budget.json", budget.replanned(plan, epoch_s, epochs))
-        runs.write_json(run / "config.json", to_dict(t.cfg))
+        log.info("--budget: epochs took %s s where %.2g s was measured: %d epochs instead of %d",
+                 ", ".join(f"{s:.2g}" for s in epoch_s), plan["epoch_s"], epochs, t.cfg.epochs)
+    _set_epochs(run, t, epochs, budget.replanned(plan, epoch_s, epochs) if plan is not None else None)
     return False
 
 
-def _out_of_budget(run: Path, t: Trainer, prog: Progress, epoch_s: float) -> bool:
-    """``--budget``, a new run, after an epoch that took ``epoch_s`` (training, validation, checkpoints): whether
-    another such epoch would end past the budget less its reserve for the test scoring and report. Then the
-    run stops early (the plan's margin is for that not to happen; a machine slowing down mid-run can outrun
-    it), and says so in the log and budget.json; ``--resume`` trains the rest of the schedule."""
+def _shorten_to_budget(run: Path, t: Trainer, prog: Progress, epoch_s: float) -> bool:
+    """``--budget``, a new run, after each epoch (``epoch_s``: training, validation and checkpoints): when
+    the epochs left would end past the budget less its reserve (a machine slower than the plan), the
+    schedule is shortened to the epochs that fit, so the run still ends annealed and in time. Returns
+    whether it was (the first epochs' re-plan then stops: the deadline knows better)."""
+    from attrfit.core import runs
+    from attrfit.training import budget
+
+    if t.deadline is None:
+        return False
+    epochs = budget.shortened(prog.epoch, t.cfg.epochs, epoch_s, t.deadline - time.perf_counter())
+    epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs  # every rank the same schedule
+    if epochs is None:
+        return False
+    plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
+    if t.dist.is_main:
+        log.info("--budget: epochs now take %.2g s, so the %d left would end past the budget: the schedule is "
+                 "shortened to end after epoch %d (it anneals over the epochs left)", epoch_s,
+                 t.cfg.epochs - prog.epoch, epochs)
+    short = {**plan, "epochs": epochs, "shortened": {"after_epoch": prog.epoch, "epoch_s": epoch_s,
+                                                     "planned_epochs": t.cfg.epochs}} if plan is not None else None
+    _set_epochs(run, t, epochs, short)
+    return True
+
+
+def _set_epochs(run: Path, t: Trainer, epochs: int, plan: dict | None) -> None:
+    """A new length for the run's schedule, recorded in budget.json and config.json (so a resume keeps it)."""
     from attrfit.core import runs
 
-    if t.deadline is None or prog.epoch >= t.cfg.epochs:
-        return False
-    stop = time.perf_counter() + epoch_s > t.deadline
-    stop = t.dist.broadcast_object(stop) if t.dist.enabled else stop  # every rank stops at the same epoch
-    if stop and t.dist.is_main:
-        log.info("--budget: stopping after epoch %d of %d: another epoch (%.1f s) would end past the budget; "
-                 "attrfit train --resume %s trains the other %d", prog.epoch, t.cfg.epochs, epoch_s, run,
-                 t.cfg.epochs - prog.epoch)
-        runs.write_json(run / "budget.json", {**runs.read_json(run / "budget.json"), "stopped_after_epoch": prog.epoch})
-    return stop
+    per_epoch = t.total_steps // t.cfg.epochs
+    t.total_steps, t.cfg = epochs * per_epoch, dataclasses.replace(t.cfg, epochs=epochs)
+    if t.dist.is_main:
+        runs.write_json(run / "budget.json", plan)
+        runs.write_json(run / "config.json", to_dict(t.cfg))
 
 
 def _budget_outcome(run: Path, took_s: float) -> None:
@@ -315,8 +363,14 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progr
     with _sigint_stops(t):
         tracker = tracking.open_tracker(t.cfg.log if dist.is_main else (), run, to_dict(t.cfg))
         try:
-            train(run, t, sides, prog, data.split.ref(data.split_path), metrics, tracker, progress and dist.is_main,
-                  replan=bool(t.cfg.budget) and ckpt is None)
+            try:
+                train(run, t, sides, prog, data.split.ref(data.split_path), metrics, tracker,
+                      progress and dist.is_main, replan=bool(t.cfg.budget) and ckpt is None)
+            except Diverged as e:
+                raise _failed(run, t, prog, e) from None
+            except Exception as e:  # not KeyboardInterrupt: a stop is not a failure
+                _failed(run, t, prog, e)
+                raise
             if dist.is_main:
                 finish(run, t, data, prog)
                 tracker.log_end(run)
@@ -326,6 +380,23 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progr
             tracker.close()
     dist.barrier()
     return run
+
+
+def _failed(run: Path, t: Trainer, prog: Progress, e: Exception) -> Exception:
+    """Record why training failed in ``RUN/failed.json`` (rank 0); return the error to raise, which for a
+    divergence says what is kept and that resuming would repeat it."""
+    from attrfit.core import runs
+
+    has_ckpt = (run / "last.pt").is_file()
+    if isinstance(e, Diverged):
+        kept = ("its last good checkpoint (last.pt) is kept, but resuming from it repeats the same steps: start a "
+                f"new run with that change (--init-from {run} starts from its weights)" if has_ckpt else
+                "no checkpoint had been written yet: start a new run with that change")
+        e = Diverged(f"{e} Training stopped; {kept}")
+    if t.dist.is_main:
+        kind = "diverged" if isinstance(e, Diverged) else "error"
+        runs.Failure(kind, str(e) or type(e).__name__, prog.epoch, prog.step, has_ckpt).write(run)
+    return e
 
 
 def _resume(run: Path, t: Trainer, data, ckpt: Checkpoint, metrics) -> Progress:
@@ -376,9 +447,10 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
     Starts where ``prog`` stands (a mid-epoch resume skips the batches already done). On Ctrl-C
     (``t.stop_requested``) the step in flight finishes, last.pt is written and KeyboardInterrupt is raised.
     Every rank steps; only rank 0 validates and writes. A new --budget run (``replan``) plans its epochs
-    again after the first one or two, and stops before an epoch that would end past the budget."""
+    again after the first one or two, and shortens its schedule whenever the epochs left would end past
+    the budget."""
     bs = t.cfg.batch_size // t.dist.world_size  # per process
-    epoch_times: list[float] = []  # --budget: the first epochs' seconds, training and validation
+    epoch_times: list[float] = []  # --budget: the first epochs' seconds, training, validation and checkpoints
     while prog.epoch < t.cfg.epochs:
         start = time.perf_counter()
         order = t.dist.shard(epoch_order(len(sides.train_images), t.cfg.seed, prog.epoch)).to(sides.train_images.device)
@@ -413,8 +485,6 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
         if improved:
             prog.best_value, prog.best_epoch = value, prog.epoch
         log_epoch(t, prog, row, val, improved)
-        if replan:  # --budget: real epochs correct a plan timed on a few steps
-            replan = _replan_budget(run, t, epoch_times, time.perf_counter() - start)
         # checkpoints: best.pt when val improved, last.pt after every epoch
         check_weights(t, prog.step)
         if t.dist.is_main:
@@ -424,8 +494,7 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
                 checkpoint_of(t, prog, split, val.to_json()).save(run / "best.pt")
         save_last(run, t, prog, split)
         t.dist.barrier()
-        if _out_of_budget(run, t, prog, time.perf_counter() - start):
-            break
+        replan = _keep_to_budget(run, t, prog, epoch_times, time.perf_counter() - start, replan)
     if t.stop_requested:  # Ctrl-C: keep the steps done, and say how to go on
         save_last(run, t, prog, split)
         raise KeyboardInterrupt(f"stopped; continue with: attrfit train --resume {run}")

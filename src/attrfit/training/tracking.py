@@ -16,6 +16,10 @@ switched off, and training goes on.
   best.pt as artifacts. The store is ``$MLFLOW_TRACKING_URI``, else ``./mlruns`` (a local
   file store, which MLflow 3 accepts only with ``MLFLOW_ALLOW_FILE_STORE=true``: attrfit
   sets it for that default store). Experiment ``$MLFLOW_EXPERIMENT_NAME``, else ``attrfit``.
+  A tracking server is asked once, before the first epoch, with a short timeout
+  (:data:`PROBE_TIMEOUT_S`): one that refuses or does not answer costs seconds, not MLflow's
+  default minutes of retries. MLflow's own retries and timeouts are bounded too
+  (:data:`MLFLOW_BOUNDS`, unless the environment sets them), for a server that goes away mid-run.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from attrfit.evaluation.results import MeanMetrics, Results
 log = logging.getLogger(__name__)
 
 TRACKERS = ("tensorboard", "mlflow")
+PROBE_TIMEOUT_S = 3.0  # how long a tracking server has to answer before the run goes on without it
+# MLflow retries a failed request 7 times with exponential backoff, each waiting up to 120 s, by default
+MLFLOW_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 INSTALL = "pip install 'attrfit[track]'"
 ARTIFACTS = ("report.html", "results.json", "metrics.csv", "config.json", "best.pt")
 
@@ -124,6 +132,10 @@ class MlflowTracker:
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (Path.cwd() / "mlruns").as_uri()
         if uri.startswith("file:") or "://" not in uri:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses file stores otherwise
+        if uri.startswith(("http://", "https://")):
+            for k, v in MLFLOW_BOUNDS.items():
+                os.environ.setdefault(k, v)
+            probe_server(uri)
         self.client = MlflowClient(tracking_uri=uri)
         state = run / "tracking.json"
         known = runs.read_json(state) if state.is_file() else {}
@@ -176,6 +188,27 @@ class MlflowTracker:
     def close(self) -> None:
         if not self.finished:  # stopped or failed before the end; 'attrfit train --resume' reopens it
             self.client.set_terminated(self.run_id, "KILLED")
+
+
+def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise ``ConnectionError`` when the server at ``uri`` refuses or does not answer within ``timeout``
+    seconds; any HTTP answer (an error status included: a proxy, a login) counts as reachable.
+
+    >>> probe_server("http://127.0.0.1:9")  # doctest: +SKIP
+    Traceback (most recent call last):
+    ConnectionError: no answer from http://127.0.0.1:9 within 3 s (Connection refused)
+    """
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(f"no answer from {uri} within {timeout:.0f} s ({getattr(reason, 'strerror', None) or reason})") from None
 
 
 def metric_key(key: str) -> str:

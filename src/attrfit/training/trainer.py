@@ -413,12 +413,16 @@ def backward_and_step(t: Trainer, total: Tensor) -> None:
         t.optimizer.step()
 
 
+class Diverged(AttrfitError):
+    """The loss or the weights became non-finite: the same steps from the same checkpoint repeat it."""
+
+
 def check_finite(t: Trainer, loss_sum: Tensor, per_head_sum: Tensor, step: int) -> None:
     if bool(torch.isfinite(loss_sum)):
         return
     bad = [h for h, v in zip(t.schema.heads, per_head_sum.tolist()) if not math.isfinite(v)]
-    raise AttrfitError(f"the loss became {float(loss_sum)} by step {step} (head(s) {', '.join(bad) or '?'}"
-                       f"{divergence_advice(t)}")
+    raise Diverged(f"the loss became {float(loss_sum)} by step {step} (head(s) {', '.join(bad) or '?'}"
+                   f"{divergence_advice(t)}")
 
 
 def check_weights(t: Trainer, step: int) -> None:
@@ -428,7 +432,7 @@ def check_weights(t: Trainer, step: int) -> None:
     if bool(finite.all()):
         return
     first = [n for n, ok in zip(state, finite.tolist()) if not ok][0]
-    raise AttrfitError(f"the weights became non-finite by step {step} (first: {first}{divergence_advice(t)}")
+    raise Diverged(f"the weights became non-finite by step {step} (first: {first}{divergence_advice(t)}")
 
 
 def divergence_advice(t: Trainer) -> str:
@@ -440,7 +444,7 @@ def divergence_advice(t: Trainer) -> str:
     lr = t.optimizer.param_groups[0]["lr"]
     low_precision = t.precision != "fp32"
     tiny = lr < max(1e-4, 0.01 * t.max_lr)
-    text = f"; lr {lr:.3g}); training stopped and the last good checkpoint is kept. "
+    text = f"; lr {lr:.3g}). "
     if tiny:
         text += "An LR this small does not cause divergence: "
         return text + ("this looks like a numerical fault of " + t.precision + " on this machine; rerun with "
