@@ -13,7 +13,7 @@ walking across it, one box each per frame, written as JPEG frames (quality 90) a
   given as boxes/s (frames/s x boxes per frame): what no box pipeline on this decoder can beat;
 - the model alone: :meth:`Predictor.predict_pixels` on the boxes' crops, cut beforehand;
 - the whole of ``attrfit predict --boxes``: :meth:`Predictor.plan_boxes` then its rows streamed into
-  CSV files (per box and per track) by :class:`attrfit.serving.predict.RowWriter`, from the folder and from
+  CSV files (per box and per track) by :class:`attrfit.serving.prediction_files.RowWriter`, from the folder and from
   the video. The model is the default ``cpu-small`` at ``--size`` (128x64 by default, the PETA setting),
   freshly initialised (its weights do not change the work), at the precision ``attrfit predict`` picks.
 
@@ -55,7 +55,8 @@ from attrfit.model.net import build_model
 from attrfit.model.precision import guard_bf16, resolve_precision
 from attrfit.recipe.config import TrainConfig
 from attrfit.serving.boxes import BoxRow, box_columns, track_columns
-from attrfit.serving.predict import Predictor, RowWriter
+from attrfit.serving.predict import Predictor
+from attrfit.serving.prediction_files import RowWriter
 
 FRAME_H, FRAME_W = 360, 640
 JITTER = 0.03  # the detector's box edges, as a share of the box's size (normal, per edge)

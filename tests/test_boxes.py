@@ -25,7 +25,8 @@ import attrfit
 from attrfit.core.errors import AttrfitError
 from attrfit.data.cache import PAD_VALUE, decode_image, resize_image
 from attrfit.data.crop import Box, crop_pixels, crop_resize
-from attrfit.serving.boxes import BoxOptions, BoxRow, TrackRow, plan_boxes
+from attrfit.serving.boxes import BoxRow, TrackRow, plan_boxes
+from attrfit.serving.box_crops import BoxOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -561,24 +561,27 @@ def test_train_log_on_a_full_disk_steps_aside_without_tracebacks(tmp_path, capsy
 # Every option of every command that names something to write: (command, option). A new output option
 # must be added here, and so gets the checks below.
 FILE_OUTPUTS = {("split", "--out"), ("report", "--out"), ("compare", "--html"), ("predict", "--out"),
-                ("export", "--out"), ("audit-labels", "--out"), ("audit-labels", "--html")}
+                ("predict", "--tracks"), ("export", "--out"), ("audit-labels", "--out"), ("audit-labels", "--html")}
 FOLDER_OUTPUTS = {("lr-find", "--out"), ("demo-data", "out_dir"), ("demo", "--out"), ("train", "--run-dir"),
                   ("dataset", "--out")}
-NOT_OUTPUTS = {("train", "--resume"), ("train", "--config"), ("lr-find", "--config"), ("audit-labels", "--config"),
-               ("predict", "--images"), ("evaluate", "--csv")}
+# Options that take a value and say "write" in their help, but are not where the command writes.
+NOT_OUTPUTS = {("train", "--checkpoint-every"), ("demo", "--checkpoint-every"), ("dataset", "--partition")}
 
 
 def _path_options() -> set[tuple[str, str]]:
-    """(command, option) for every option whose value is a path the command may write (by its name)."""
+    """(command, option) for every option that may name where a command writes: by its name (out, html, ..._dir)
+    or by its help sentence ("file to write", "folder for ...")."""
     from attrfit.cli.app import build_parser
 
     found = set()
     for name, p in build_parser().commands.items():
         for a in p._actions:
             label = a.option_strings[0] if a.option_strings else a.dest
-            if re.search(r"(^|_)(out|html|dir)$", a.dest or "") and not a.dest.endswith("cache_dir"):
+            by_name = re.search(r"(^|_)(out|html|dir)$", a.dest or "") and not a.dest.endswith("cache_dir")
+            by_help = a.nargs != 0 and re.search(r"\bwrite|\bfolder for\b", a.help or "", re.I)
+            if by_name or by_help:
                 found.add((name, label))
-    return found
+    return found - NOT_OUTPUTS
 
 
 def test_every_output_option_is_under_the_policy():
@@ -590,9 +593,15 @@ def second_run(tmp_path, trained_tiny) -> Path:
     return Path(shutil.copytree(trained_tiny[0], tmp_path / "other_run"))
 
 
-def _argv(command: str, run: Path, csv: Path) -> list:
+def _argv(command: str, run: Path, csv: Path, option: str) -> list:
     """A command line of ``command`` that would write its output, reading ``run`` (and its CSV)."""
     image = csv.parent / "img" / "1.png"
+    if option == "--tracks":  # the run's first image as frame 1 of a video, one box on it
+        frames = csv.parent.parent / "frames"
+        frames.mkdir(exist_ok=True)
+        shutil.copy(image, frames / "000001.png")
+        (csv.parent.parent / "boxes.txt").write_text("1,1,0,0,8,8,1,-1,-1,-1\n")
+        return ["predict", run, "--boxes", csv.parent.parent / "boxes.txt", "--frames", frames, "--quiet"]
     return {"split": ["split", csv], "report": ["report", run, "--quiet"], "compare": ["compare", run, run / "last.pt"],
             "predict": ["predict", run, image, "--quiet"], "export": ["export", run, "--format", "torchscript"],
             "audit-labels": ["audit-labels", csv, "--size", "16x16", "--quiet"]}[command]
@@ -619,7 +628,7 @@ def test_no_output_replaces_an_input_a_run_file_or_without_force_any_file(capsys
             target.parent.mkdir(exist_ok=True)
             target.write_text("{}")
         before = target.read_bytes()
-        code, _, err = cli(capsys, *_argv(command, run, csv), option, target, *force)
+        code, _, err = cli(capsys, *_argv(command, run, csv, option), option, target, *force)
         assert_one_error(code, err, needle)
         assert target.read_bytes() == before, (command, option, target)
 

@@ -15,7 +15,8 @@ from attrfit.serving import predict
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import score_checkpoint
 from attrfit.evaluation.metrics import head_metrics
-from attrfit.serving.predict import Predictor, find_images, predict_files
+from attrfit.serving.predict import Predictor
+from attrfit.serving.prediction_files import find_images, predict_files
 from attrfit.data.split import load_split
 from attrfit.data.table import read_table
 

@@ -14,9 +14,10 @@ from attrfit.core import files, outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.data.table import IMAGE_COLUMN
 from attrfit.model import checkpoint
-from attrfit.serving.boxes import WEIGHTS, BoxRow, box_columns, track_columns
-from attrfit.serving.predict import (OUTPUT_FORMATS, Predictor, RowWriter, find_images, predict_files,
-                                     prediction_columns, write_rows)
+from attrfit.serving.boxes import BoxRow, box_columns, track_columns
+from attrfit.serving.box_crops import WEIGHTS
+from attrfit.serving.predict import OUTPUT_FORMATS, Predictor, prediction_columns
+from attrfit.serving.prediction_files import RowWriter, find_images, predict_files, write_rows
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,8 @@ from attrfit.core.errors import AttrfitError
 
 _counter = itertools.count()  # temp names unique per process and call: threads may write beside each other
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")  # read as images
+
 # How torch's zip writer reports a failed write (it swallows the OSError): a full disk, a quota, an I/O error.
 TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "file write failed", "unexpected pos", "open file failed")
 

@@ -36,7 +36,6 @@ RUN_FILES = ("config.json", "schema.json", "split_ref.json", "split.json", "envi
              "failed.json", "report.html", "report_val.html", ".lock")
 RUN_FOLDERS = ("lr_find", "report_files", "report_val_files", "tensorboard")
 CONFIG_KEYS = {"data", "model", "optim"}  # a config.json with these is an attrfit run's
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -95,7 +94,7 @@ class Protected:
     def holds(self, path: Path) -> bool:
         if any(files.same_file(path, p) for p in self.files):
             return True
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.suffix.lower() not in files.IMAGE_EXTENSIONS:
             return False
         real = Path(os.path.realpath(path))
         return any(real.is_relative_to(os.path.realpath(f)) for f in self.image_folders)

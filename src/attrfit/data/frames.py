@@ -29,10 +29,10 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from attrfit.core.files import IMAGE_EXTENSIONS
 from attrfit.core.errors import AttrfitError
 from attrfit.data.cache import BadImage, open_rgb, to_rgb
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTRA = "pip install 'attrfit[video]'"
 _NUMBER = re.compile(r"(\d+)$")
 
