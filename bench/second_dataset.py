@@ -84,10 +84,10 @@ class Prepared:
 
 # ---------------------------------------------------------------- reading the snapshot
 
-def git(git_dir: Path, *args: str, data: bytes | None = None) -> bytes:
+def git(git_dir: Path, *args: str) -> bytes:
     """``git --git-dir GIT_DIR ARGS``'s stdout; a failure is one AttrfitError line."""
     try:
-        proc = subprocess.run(["git", "--git-dir", str(git_dir), *args], input=data, capture_output=True, check=False)
+        proc = subprocess.run(["git", "--git-dir", str(git_dir), *args], capture_output=True, check=False)
     except OSError as e:
         raise AttrfitError(f"cannot run git: {e}") from None
     if proc.returncode != 0:
@@ -146,7 +146,7 @@ def kept_classes(values: list[str], min_share: float) -> list[str]:
     """Classes holding at least ``min_share`` of ``values``, most frequent first (ties by name).
 
     Example:
-        >>> kept_classes(["a"] * 98 + ["b"] * 2 + ["c"], 0.02)
+        >>> kept_classes(["a"] * 97 + ["b"] * 2 + ["c"], 0.02)  # the floor: 2 of 100
         ['a', 'b']
     """
     counts = Counter(v for v in values if v)
@@ -260,15 +260,11 @@ def head_stats(prep: Prepared) -> dict[str, dict]:
 
 def make_split(csv_path: Path, force: bool) -> Path:
     """``attrfit split CSV --group-column image_group`` (seed 0): the split every later command uses."""
-    split = csv_path.with_suffix(".split.json")
-    cmd = [sys.executable, "-m", "attrfit", "split", str(csv_path), "--group-column", GROUP]
-    if force:
-        cmd.append("--force")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise AttrfitError(f"attrfit split failed: {(proc.stderr or proc.stdout).strip()}")
-    print(proc.stdout.strip())
-    return split
+    from attrfit.cli.app import main as attrfit
+
+    if attrfit(["split", str(csv_path), "--group-column", GROUP, *(["--force"] if force else [])]) != 0:
+        raise AttrfitError(f"attrfit split {csv_path} failed (its error is above)")
+    return csv_path.with_suffix(".split.json")
 
 
 # ---------------------------------------------------------------- command line

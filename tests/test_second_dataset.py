@@ -2,8 +2,9 @@
 
 The rules (rare classes become missing labels, unlabelled rows dropped, byte-identical photos
 grouped) are checked on hand-made tables; the whole conversion on a tiny generated git
-snapshot with the real layout (data/images/<id>.jpg + data/products.parquet), where pyarrow is
-installed (the ``fashion`` extra).
+snapshot with the real layout (data/images/<id>.jpg + data/products.parquet). The snapshot's
+table is JSON there, read by a stand-in for ``read_table``, so the conversion is tested without
+pyarrow; the Parquet reading itself is tested where pyarrow (the ``fashion`` extra) is installed.
 """
 
 from __future__ import annotations
@@ -72,9 +73,14 @@ def jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture
+def json_table(monkeypatch):
+    """The snapshot's product table is JSON in these tests: read it without pyarrow."""
+    monkeypatch.setattr(sd, "read_table", lambda data: json.loads(data))
+
+
 def make_snapshot(tmp_path: Path, n: int = 40) -> tuple[Path, str]:
-    """A bare git directory holding data/images/<id>.jpg and data/products.parquet (ids 100..)."""
-    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    """A git directory holding data/images/<id>.jpg and data/products.parquet (ids 100..; JSON inside)."""
     work = tmp_path / "work"
     (work / "data" / "images").mkdir(parents=True)
     ids = list(range(100, 100 + n))
@@ -82,8 +88,8 @@ def make_snapshot(tmp_path: Path, n: int = 40) -> tuple[Path, str]:
         (work / "data" / "images" / f"{i}.jpg").write_bytes(jpeg(101 if i == 103 else i))  # 103 reuses 101's photo
     desc = [" - ".join([*ARTICLES[i % 3], COLOURS[i % 2], "Sports" if i % 5 == 0 else "Casual"]) for i in ids]
     desc[-1] = "Home - Home Furnishing - Cushion Covers - Teal - Home"  # rare everywhere: dropped
-    pq.write_table(pa.table({"product_id": [str(i) for i in ids], "description": desc}),
-                   work / "data" / "products.parquet")
+    (work / "data" / "products.parquet").write_text(json.dumps({"product_id": [str(i) for i in ids],
+                                                                 "description": desc}))
     git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -97,7 +103,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_conversion_writes_images_csv_split_and_is_repeatable(tmp_path):
+def test_conversion_writes_images_csv_split_and_is_repeatable(tmp_path, json_table):
     git_dir, commit = make_snapshot(tmp_path)
     out = tmp_path / "out"
     args = [str(git_dir), "--out", str(out), "--commit", commit, "--min-share", "0.05"]
@@ -127,9 +133,25 @@ def test_conversion_writes_images_csv_split_and_is_repeatable(tmp_path):
     assert json.loads(after["dataset.json"])["images_written"] == 0  # the photos were already there
 
 
-def test_a_snapshot_without_the_commit_is_refused_in_one_line(tmp_path):
+def test_a_snapshot_without_the_commit_is_refused_in_one_line(tmp_path, json_table):
     git_dir, _ = make_snapshot(tmp_path, n=4)
     with pytest.raises(AttrfitError, match="has no commit 0000000"):
         sd.main([str(git_dir), "--out", str(tmp_path / "out"), "--commit", "0" * 40])
     with pytest.raises(AttrfitError, match="not a git directory"):
         sd.main([str(tmp_path), "--out", str(tmp_path / "out2")])
+
+
+def test_the_product_table_is_read_from_parquet(tmp_path):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"product_id": ["7", "3"], "description": ["a - b - c - d - e", "f - g - h - i - j"],
+                             "price": [1.5, 2.0]}), buf)
+    t = sd.read_table(buf.getvalue())
+    assert t["product_id"] == ["7", "3"] and t["description"][1] == "f - g - h - i - j"
+
+
+def test_without_pyarrow_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(AttrfitError, match=r"\[fashion\]"):
+        sd.read_table(b"")
