@@ -22,7 +22,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
 
 bench-quick: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest tests/test_bench_quick.py
+	$(VENV)/bin/python -m pytest tests/bench/test_bench_quick.py
 
 # Put each bug of bench/mutations.toml into src/ in turn and check its tests fail (minutes; not in `make test`).
 mutate: $(VENV)/.installed

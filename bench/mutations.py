@@ -12,7 +12,7 @@ tests under a timeout, and puts the original bytes back, always: on success, fai
 Ctrl-C or SIGTERM. A backup in the temp folder lets the next start repair what a SIGKILL left.
 
 Prints one line per mutation (caught / MISSED / ERROR) and the score; exits 0 only when every
-mutation was caught. Not part of the test suite (tests/test_pinned_mutations.py checks that
+mutation was caught. Not part of the test suite (tests/bench/test_pinned_mutations.py checks that
 the list still applies to the source and that this harness restores files).
 """
 

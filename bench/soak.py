@@ -10,7 +10,7 @@ the run folder must hold only whole files (every visible checkpoint passes its c
 metrics.csv has consecutive epochs); at the end the final weights (model, EMA, optimizer
 of last.pt; best.pt) must equal the reference's bit for bit, and metrics.csv and
 results.json must match except for timings. Prints one summary line; exits 1 on any
-mismatch. ``--quick`` (3 kills, a shorter run) is what tests/test_reliability.py runs.
+mismatch. ``--quick`` (3 kills, a shorter run) is what tests/guarantees/test_reliability.py runs.
 
 A kill lands in one of three ways (20% / 50% / 30% of the kills, in a seeded order):
 

@@ -1,4 +1,4 @@
-"""Tiny copies of the field's annotation files, in their real schemas, for tests/test_datasets.py.
+"""Tiny copies of the field's annotation files, in their real schemas, for tests/data/formats/test_formats.py.
 
 Field names, shapes, dtypes and MATLAB struct/cell layouts are those of the public files (see
 docs/datasets.md for the sources): PETA.mat's ``peta`` struct (``partion_attribute``, sic),

@@ -36,7 +36,7 @@ def test_find_lr_returns_the_suggestions(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def api_run(tmp_path_factory) -> tuple:
-    from conftest import write_tiny
+    from helpers import write_tiny
 
     root = tmp_path_factory.mktemp("api")
     csv_path = write_tiny(root / "data")

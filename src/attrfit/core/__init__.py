@@ -1,4 +1,5 @@
-"""Core types every stage uses: errors, atomic file writes, options (help + range check per field), run folders, progress bars.
+"""What every package uses: errors, atomic file writes and the output policy, options (help + range check per
+field), argument checks, number formatting, run folders and their listing, progress bars, memory.
 
 Imports nothing else of attrfit.
 """

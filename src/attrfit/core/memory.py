@@ -3,10 +3,9 @@
 glibc's malloc hands every block above a threshold to the kernel (``mmap``) and gives freed
 memory at the top of the heap back (``trim``). A training step frees and re-allocates the
 same multi-MiB tensors every time (augmented batches, activations), so by default each step
-maps fresh pages and takes a page fault on every 4 KiB of them: on 2 AMD EPYC cores the
-augmentation of a 128-image PETA batch took 7-13 ms that way and 4.2-4.7 ms with freed memory
-kept, and training epochs ran 5.6% faster (BENCHMARKS.md §1, "Freed memory kept"). PyTorch's CPU tuning guides get the same by
-swapping in jemalloc or tcmalloc; ``mallopt`` needs no extra library.
+maps fresh pages and takes a page fault on every 4 KiB of them; kept, they are reused (the
+gain is measured in BENCHMARKS.md, training throughput). PyTorch's CPU tuning guides get the
+same by swapping in jemalloc or tcmalloc; ``mallopt`` needs no extra library.
 
 The price is that memory freed after the peak stays with the process until it ends (its
 resident size stays at its peak), which is what a training or prediction process wants.

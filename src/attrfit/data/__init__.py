@@ -1,2 +1,4 @@
-"""Stage 1, the data: CSV table and schema -> saved, verified split -> decoded image cache -> the three composed (``dataset``); batched augmentations; the synthetic demo data.
+"""The data path: the CSV table and its schema -> the saved, verified split -> the decoded image cache, composed in
+``load``; the crop rule training and box prediction share; batched augmentations; the demo data; the public
+datasets' readers (``formats``); a tracker's boxes and the frames they refer to.
 """

@@ -14,7 +14,7 @@ Order of operations: horizontal flip, translate (with reflected borders; the two
 just before cutout), so the patch carries no information and does not shift the image's
 colour statistics the way black would. Flip and translate move uint8 pixels; brightness,
 contrast, the normalisation and the conversion to float are one pass, and everything after
-it runs in the dtype asked for (bf16 halves the bytes of every full-size pass; BENCHMARKS.md §1).
+it runs in the dtype asked for (bf16 halves the bytes of every full-size pass; BENCHMARKS.md, training throughput).
 
 ``mix_batch`` (mixup, cutmix) then mixes a whole augmented batch with a permutation of
 itself; the trainer mixes the loss with the same ``lam`` and permutation.
@@ -130,7 +130,7 @@ def _colour(x: Tensor, brightness: float, contrast: float, gen: torch.Generator,
 
     x * bc + b mean (1 - c), then (that - mean_k) / std_k per channel k: one ``addcmul`` with
     N x C x 1 x 1 factors, converting x (uint8 or float) to ``dtype`` as it writes. Draws b,
-    then c (each when on), as the five separate passes over float images did (BENCHMARKS.md §1).
+    then c (each when on), as five separate passes over float images would.
     """
     if x.dtype != torch.uint8:
         x = x.to(torch.float32)  # float32 arithmetic, whatever came in

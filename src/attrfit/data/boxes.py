@@ -1,4 +1,4 @@
-"""Stage 3b: a detector's or tracker's boxes, read and checked before any frame is decoded.
+"""A detector's or tracker's boxes, read and checked before any frame is decoded.
 
 Two formats, told apart by the first line:
 

@@ -1,4 +1,4 @@
-"""Stage 3: decode every image once into one uint8 tensor N x 3 x H x W.
+"""The image cache: decode every image once into one uint8 tensor N x 3 x H x W.
 
 The cache is a single ``.pt`` file keyed by what produced it: each image's path, file
 size, mtime, ctime and inode, the target size and the resize mode. A second run with the

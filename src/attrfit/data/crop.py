@@ -1,4 +1,4 @@
-"""Stage 3's geometry: one rule turns a region of an image into the model's H x W input.
+"""The crop rule: one rule turns a region of an image into the model's H x W input.
 
 Training resizes whole images with it (:func:`attrfit.data.cache.resize_image` calls
 :func:`crop_resize` with the whole image as the region) and prediction on a detector's boxes

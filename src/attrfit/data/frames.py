@@ -1,4 +1,4 @@
-"""Stage 3c: the frames a list of boxes refers to, decoded once each, in order.
+"""The frames a list of boxes refers to, decoded once each, in order.
 
 A source is one of:
 

@@ -1,4 +1,4 @@
-"""Stage 2: the held-out split, made once from a seed, saved to disk and verified on every use.
+"""The held-out split, made once from a seed, saved to disk and verified on every use.
 
 A split file is JSON: the seed, the fractions, the group column, a fingerprint of the
 table it was made from, and ``sides`` = {"train": [...], "val": [...], "test": [...]}

@@ -1,4 +1,4 @@
-"""Stage 4, honest numbers: per-head metrics, scoring a checkpoint on a side, the HTML report, comparing runs.
+"""Honest numbers: per-head metrics, scoring a checkpoint on a side, the HTML report, comparing runs.
 
 Never imports ``attrfit.training``: scoring a run needs no training machinery.
 """

@@ -1,2 +1,3 @@
-"""Stage 2, the model: the multi-head ResNet (``net``), which layers run in which precision on this machine (``precision``), and checkpoint files (``checkpoint``).
+"""The model: the multi-head ResNet (``net``), which layers run in which precision on this machine
+(``precision``), and checkpoint files (``checkpoint``).
 """

@@ -141,7 +141,7 @@ class Progress:
     best_value: float = -math.inf
     best_epoch: int = -1
     sums: dict = field(default_factory=dict)  # running per-epoch sums (loss, correct, counts)
-    wall_time: float = 0.0  # seconds spent training, over all sessions
+    wall_time: float = 0.0  # seconds spent training, summed over the run and its resumes
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -8,7 +8,7 @@ oneDNN bf16 convolutions return garbage for some small shapes (a 3x3 stride-2 co
 late in the trunk where feature maps are tiny, so they cost little in fp32. On AMD EPYCs
 (AVX512-BF16) the weight gradient of a bf16 3x3 stride-2 conv on a 1-pixel-wide input reads
 memory it never wrote: right on a fresh process's zeroed pages, garbage on a training run's
-freed memory (BENCHMARKS.md §7), so the check dirties freed memory before each call.
+freed memory (BENCHMARKS.md, bf16 soundness), so the check dirties freed memory before each call.
 
 So bf16 is never trusted blindly: :func:`guard_bf16` runs each convolution of the actual
 model at the shapes it will see (input size, batch sizes, memory format) in bf16 and in
@@ -195,8 +195,8 @@ def dirty_freed_memory(block_bytes: int = POISON_BYTES, blocks: int = 8) -> None
     """Leave the allocator's free memory full of NaN, so a kernel that reads memory it never wrote fails now.
 
     A fresh process's memory is zeros, where such a read can pass unseen; a training run's
-    memory, freed by earlier steps, holds anything (BENCHMARKS.md §7: on an AMD EPYC, bf16 weight
-    gradients of a 3x3 stride-2 conv on a 1-pixel-wide input read it). Two rounds: glibc may
+    memory, freed by earlier steps, holds anything (on an AMD EPYC, bf16 weight gradients of a 3x3
+    stride-2 conv on a 1-pixel-wide input read it: BENCHMARKS.md, bf16 soundness). Two rounds: glibc may
     serve the first from fresh pages and only keep blocks of this size for reuse after it.
     """
     for _ in range(2):

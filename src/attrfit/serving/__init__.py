@@ -1,4 +1,4 @@
-"""Stage 5, using a trained model: prediction on images and export to ONNX / TorchScript.
+"""Using a trained model: prediction on images and on a tracker's boxes, and export to ONNX / TorchScript.
 
 Never imports ``attrfit.training``.
 """

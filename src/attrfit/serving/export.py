@@ -1,4 +1,4 @@
-"""Stage 10b: export a trained model for serving without attrfit, as ONNX or TorchScript.
+"""Export a trained model for serving without attrfit, as ONNX or TorchScript.
 
 The exported model takes RGB pixels N x 3 x H x W at the checkpoint's size with values 0..255
 (uint8 or float; an ONNX file declares one, ``input_dtype``), normalises them inside, and returns

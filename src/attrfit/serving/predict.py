@@ -1,4 +1,4 @@
-"""Stage 10a: predict attributes of new images with a trained checkpoint.
+"""Predict attributes of new images with a trained checkpoint.
 
 Images go through exactly the preprocessing of the training cache (:func:`attrfit.data.cache.decode_image`:
 EXIF rotation, RGB conversion, resize to the checkpoint's size and mode) and the model runs at the

@@ -33,8 +33,7 @@ log = logging.getLogger(__name__)
 
 TIMED_STEPS = 5  # after one untimed warm-up step
 REPORT_S = 10.0  # reserve for writing the report at the end (figures, thumbnails), seconds
-MARGIN = 1.08  # logging, drift and noise on top of the measured epoch (1.03 and 1.05 left patch-stem
-# runs at 101-102% of their budget: later epochs ran 4-8% slower than the timed steps; BENCHMARKS.md §1)
+MARGIN = 1.08  # on top of the measured epoch: later epochs run a few % slower than the timed steps (BENCHMARKS.md)
 REPLAN_OFF_BY = 1.25  # after the first epoch, plan again when the measured plan is off by this factor or more
 SLOW_EPOCHS_TO_CUT = 2  # epochs that must both be slow before a plan is cut (see replan)
 
@@ -91,15 +90,16 @@ def time_steps(t: Trainer, sides: Sides, steps: int = TIMED_STEPS) -> tuple[floa
 
 
 def replan(plan: dict, epoch_s: list[float]) -> int | None:
-    """The epochs again, from the first epochs' real times (training and validation); None where the plan holds.
+    """The epochs again, from the first epochs' real times (training, validation, checkpoints); None where the
+    plan holds.
 
     A few timed steps can mislead: another process loading the machine for those seconds (a
     2-core CPU shared with anything slows 10x), or kernels not yet warm. Whole epochs are the
     better measurement of a plan far off; a plan off by :data:`REPLAN_OFF_BY` or more either way
     is redone from the faster of them, with the same budget, time spent before training and
-    reserve. A plan a little off is kept. One epoch is not a reliable measure either (a first
-    epoch ran 6% faster than the rest of a 15-minute run, another 40% slower; BENCHMARKS.md §10),
-    so a plan that one slow epoch would cut waits for the second (:data:`SLOW_EPOCHS_TO_CUT`):
+    reserve. A plan a little off is kept. One epoch is not a reliable measure either (a busy
+    machine can slow one epoch by half), so a plan that one slow epoch would cut waits for the
+    second (:data:`SLOW_EPOCHS_TO_CUT`):
     the machine's noise then costs nothing, and a machine really slower cuts the plan an epoch later.
     Plans of 3 epochs or fewer are cut at once (there is no later epoch to wait for).
 

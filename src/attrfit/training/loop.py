@@ -64,7 +64,7 @@ def epoch_row(t: Trainer, prog: Progress, val: Results, seconds: float) -> dict:
     row.update(val.columns("val"))  # val_<metric>_<head>..., then val_mean_<metric>
     row["train_mean_accuracy"] = float(np.mean([row[f"train_accuracy_{h}"] for h in t.schema.heads]))
     row["seconds"] = seconds
-    row["wall_s"] = prog.wall_time  # cumulative training time over all sessions (validation excluded)
+    row["wall_s"] = prog.wall_time  # training time summed over the run and its resumes (validation excluded)
     row["images_per_s"] = s["images"] / max(seconds, 1e-9)
     return row
 
