@@ -12,7 +12,7 @@ from attrfit.training.lr_find import RULES, check_sweep_args, describe
 
 def register(sub) -> None:
     p = sub.add_parser("lr-find", help="LR range test: suggest the max learning rate (train side only)")
-    p.add_argument("csv", help="labels CSV")
+    p.add_argument("csv", help="labels CSV: an image_path column and one column per attribute")
     p.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of options, as for train; flags override it")
     p.add_argument("--min-lr", type=float, default=1e-6, metavar="LR", help="first LR of the sweep (default 1e-6)")
     p.add_argument("--max-lr", type=float, default=10.0, metavar="LR", help="last LR of the sweep (default 10)")
