@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q $(TORCH)
-	$(VENV)/bin/python -m pip install -q -e '.[test,export,track,audit,datasets]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,export,track,audit,datasets,video]'
 	touch $@
 
 .PHONY: setup demo test bench-quick mutate clean

@@ -17,7 +17,8 @@ import csv
 import json
 from pathlib import Path
 
-from attrfit.data.demo import HEAD_COLUMNS, add_label_noise, sample_labels
+from attrfit.data.demo import add_label_noise, sample_labels
+from attrfit.data.demo_scene import HEAD_COLUMNS
 from attrfit.data.split import load_split
 
 

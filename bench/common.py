@@ -110,10 +110,10 @@ def sync(device: torch.device) -> None:
 # ---------------------------------------------------------------- attrfit's training step, timed
 
 class AttrfitSteps:
-    """attrfit's trainer stepping through the cached train images as ``attrfit.training.loop.train`` does.
+    """attrfit's trainer stepping through the cached train images as ``attrfit.training.loop.train_epochs`` does.
 
     Batches are gathered from the uint8 train tensor in :func:`attrfit.training.loop.epoch_order`
-    (on a GPU from the copy kept there, :func:`attrfit.training.trainer.device_sides`), trained
+    (on a GPU from the copy kept there, :func:`attrfit.training.sides.device_sides`), trained
     with :func:`attrfit.training.loop.train_step` at the one-cycle LR of the step, and the loss
     is checked for NaN every step on the CPU (a sync, as the training loop does there).
     Consecutive :meth:`timed` calls continue the same batch order and schedule.
@@ -121,7 +121,8 @@ class AttrfitSteps:
 
     def __init__(self, cfg, schema, sides, total_steps: int) -> None:
         from attrfit.training.distributed import Dist
-        from attrfit.training.trainer import build_trainer, device_sides
+        from attrfit.training.trainer import build_trainer
+        from attrfit.training.sides import device_sides
 
         self.t = build_trainer(cfg, schema, sides, float(cfg.optim.lr), Dist())
         self.t.total_steps = total_steps  # the one-cycle schedule spans all the steps timed
@@ -140,7 +141,8 @@ class AttrfitSteps:
 
     def step(self) -> None:
         from attrfit.recipe.schedule import lr_at, momentum_at
-        from attrfit.training.trainer import check_finite, gather, train_step
+        from attrfit.training.trainer import check_finite, train_step
+        from attrfit.training.sides import gather
 
         t, cfg, idx = self.t, self.t.cfg, next(self._batches)
         x, y = gather(self.sides.train_images, self.sides.train_labels, idx, t.device)

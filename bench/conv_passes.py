@@ -85,7 +85,7 @@ def parse(log: str, steps: int) -> list[list]:
     for (prop, shape, kernel), ms in times.items():
         per_step = sum(ms) / steps
         rows.append([prop, layer(shape), kernel, round(per_step, 3),
-                     round(flops(shape) * len(ms) / steps / per_step / 1e6)])
+                     round(flops(shape) * len(ms) / steps / per_step / 1e6, 2)])  # a tiny layer is never 0
     return sorted(rows, key=lambda r: (PASSES.index(r[0]) if r[0] in PASSES else 9, -r[3]))
 
 
@@ -96,7 +96,7 @@ def totals(rows: list[list]) -> list[list]:
         mine = [r for r in rows if r[0] == prop]
         ms = sum(r[3] for r in mine)
         gflop = sum(r[3] * r[4] / 1e3 for r in mine)
-        out.append([prop, round(ms, 2), round(gflop / ms * 1e3) if ms else 0])
+        out.append([prop, round(ms, 2), round(gflop / ms * 1e3, 2) if ms else 0])
     return out
 
 

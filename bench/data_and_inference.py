@@ -33,7 +33,7 @@ import torch
 
 import common
 from attrfit.data.cache import decode_image, load_or_build, parse_size
-from attrfit.data.dataset import DataConfig, load_data
+from attrfit.data.load import DataConfig, load_data
 from attrfit.data.table import read_table
 
 GOAL_BUILD_S = 20.0  # PETA cache build

@@ -34,7 +34,7 @@ import torch
 import common
 from attrfit.core import runs
 from attrfit.recipe.config import TrainConfig, apply
-from attrfit.data.dataset import DataConfig
+from attrfit.data.load import DataConfig
 from attrfit.training.loop import fit
 
 REFERENCE_MA = {"identity-disjoint": 71.43, "random image split": 83.96}  # ResNet50, ImageNet-pretrained, 256x192

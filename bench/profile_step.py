@@ -86,8 +86,8 @@ def load(args):
     """The config (defaults + ``--set``), the schema and the sides, as bench/throughput.py loads them."""
     import throughput
     from attrfit.recipe.config import TrainConfig, apply
-    from attrfit.data.dataset import DataConfig
-    from attrfit.training.loop import make_sides
+    from attrfit.data.load import DataConfig
+    from attrfit.training.sides import make_sides
 
     if args.quick:
         csv, work = common.make_people(common.RESULTS / "work" / "people"), common.RESULTS / "work" / "people"

@@ -38,9 +38,9 @@ def parse_args():
 
 
 def build(args, overrides: dict) -> common.AttrfitSteps:
-    from attrfit.data.dataset import DataConfig
+    from attrfit.data.load import DataConfig
     from attrfit.recipe.config import TrainConfig, apply
-    from attrfit.training.loop import make_sides
+    from attrfit.training.sides import make_sides
 
     quick_dir = common.RESULTS / "work" / "people"
     csv = common.make_people(quick_dir) if args.quick else (args.csv or common.peta_csv("heads"))

@@ -4,7 +4,7 @@
     python bench/throughput.py --csv my.csv --size 64x64 --group-column ''
     python bench/throughput.py --quick         # generated images, a few steps (a smoke run)
 
-A, attrfit: images decoded once into the uint8 cache tensor (:func:`attrfit.data.dataset.load_data`),
+A, attrfit: images decoded once into the uint8 cache tensor (:func:`attrfit.data.load.load_data`),
 batches gathered from it and trained with :func:`attrfit.training.loop.train_step` as ``attrfit train``
 does: batched flip + translate on the tensor, channels_last, bf16 autocast where the CPU has
 native bf16, one-cycle LR, a finiteness check of the loss every step.
@@ -44,9 +44,9 @@ from torch.utils.data import DataLoader, Dataset
 import common
 from attrfit.data.cache import parse_size
 from attrfit.recipe.config import TrainConfig, apply
-from attrfit.data.dataset import DataConfig, load_data
+from attrfit.data.load import DataConfig, load_data
 from attrfit.model.net import build_model, count_flops
-from attrfit.training.loop import make_sides
+from attrfit.training.sides import make_sides
 
 GOAL_RATIO = 5.0  # the target: attrfit >= 5x the hand-written pipeline
 GOAL_PEAK = 0.5  # train step >= 50% of the bf16 matmul peak

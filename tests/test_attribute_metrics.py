@@ -11,7 +11,7 @@ from attrfit.recipe.config import TrainConfig, apply
 from attrfit.evaluation.results import Results
 from attrfit.evaluation.scoring import attribute_metrics, binary_table, format_table
 from attrfit.evaluation.metrics import instance_metrics, instance_ratios, mean_accuracy_ma
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 from attrfit.training.loop import fit
 from conftest import write_rows
 

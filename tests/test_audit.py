@@ -15,9 +15,9 @@ from attrfit.training import audit
 
 from attrfit import cli as cli
 from attrfit.recipe.config import TrainConfig, apply
-from attrfit.data.dataset import load_data
+from attrfit.data.load import load_data
 from attrfit.core.errors import AttrfitError
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -125,3 +125,21 @@ def test_dataset_scale_quick(tmp_path):
         assert positive(run["cache_mib"])
     for step in steps:
         assert positive(r["growth"][step]["ratio_largest_to_smallest"]), step
+
+
+def test_boxes_quick(tmp_path):
+    pytest.importorskip("av", reason="PyAV (the [video] extra) is not installed: pip install 'attrfit[video]'")
+    r = run_quick("boxes.py", tmp_path / "b.json")["results"]
+    speed = r["speed"]
+    assert speed["boxes"] == speed["frames"] * speed["boxes_per_frame"] > 0
+    assert set(speed["median_boxes_per_s"]) == {"decode frames (JPEG)", "decode video", "decode + crop, frames",
+                                                "decode + crop, video", "model alone", "boxes from frames",
+                                                "boxes from video"}
+    assert all(positive(v) for v in speed["median_boxes_per_s"].values())
+    for kind in ("independent", "same look"):
+        a = r["accuracy"][kind]
+        assert len(a["heads"]) == 8 and a["boxes"] == a["tracks"] * 3
+        for m in [*a["heads"].values(), a["mean"]]:
+            assert all(0 <= m[k] <= 1 for k in ("box_accuracy", "track_accuracy", "majority_accuracy"))
+        lo, hi = a["gain_ci95"]
+        assert -1 <= lo <= hi <= 1 and a["gain"] == pytest.approx(a["mean"]["track_accuracy"] - a["mean"]["box_accuracy"])

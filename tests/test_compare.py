@@ -11,14 +11,15 @@ import pytest
 from conftest import write_tiny
 
 from attrfit import cli
-from attrfit.evaluation.compare import (Loaded, bootstrap_p, compare_rows, compare_runs, format_comparison, head_scores, holm,
-                             resample_indices)
+from attrfit.evaluation.bootstrap import bootstrap_p, head_scores, holm, resample_indices
+from attrfit.evaluation.compare import Loaded, compare_rows, compare_runs
+from attrfit.evaluation.compare_page import format_comparison
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.metrics import head_metrics
 from attrfit.core import runs as runs_mod
-from attrfit.core.runs import list_runs
-from attrfit.data.table import Schema
+from attrfit.core.listing import list_runs
+from attrfit.data.schema import Schema
 from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -129,7 +129,7 @@ def test_every_function_of_the_training_loop_fits_on_a_screen():
     tree = ast.parse((SRC / "training" / "loop.py").read_text())
     lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert max(lengths.values()) <= 60, lengths
-    train = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "train")
+    train = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "train_epochs")
     calls = {ast.unparse(c.func) for c in ast.walk(train) if isinstance(c, ast.Call)}
     # the steps, validation and both checkpoints are in the one loop, not behind callbacks
     assert {"trainer.train_step", "validate_epoch", "save_last"} <= calls

@@ -22,7 +22,7 @@ pytest.importorskip("h5py", reason="the 'datasets' extra (scipy, h5py) is not in
 import dataset_files as files  # noqa: E402
 from conftest import assert_one_error, cli  # noqa: E402
 
-from attrfit.data.dataset import DataConfig, read_checked  # noqa: E402
+from attrfit.data.load import DataConfig, read_checked  # noqa: E402
 from attrfit.data.formats import peta as peta_format  # noqa: E402
 from attrfit.data.formats.convert import Request, convert  # noqa: E402
 from attrfit.data.formats.matfile import load_mat  # noqa: E402

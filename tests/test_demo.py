@@ -11,18 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attrfit.data.demo import (
-    CSV_COLUMNS,
-    HEAD_COLUMNS,
-    MAX_LABEL_NOISE,
-    REFERENCE_COUNTS,
-    _place,
-    _sample_scene,
-    add_label_noise,
-    make_demo,
-    render_person,
-    sample_labels,
-)
+from attrfit.data.demo import CSV_COLUMNS, MAX_LABEL_NOISE, add_label_noise, make_demo, sample_labels
+from attrfit.data.demo_painter import place, render_person
+from attrfit.data.demo_scene import HEAD_COLUMNS, REFERENCE_COUNTS, sample_scene
 from attrfit.core.errors import AttrfitError
 
 CLASSES = {head: list(REFERENCE_COUNTS[head]) for head in HEAD_COLUMNS}
@@ -43,8 +34,8 @@ def _render(seed: int, size: tuple[int, int] = (64, 64), **overrides: str) -> np
 
 
 def _body(seed: int, size: tuple[int, int] = (64, 64), **overrides: str):
-    scene = _sample_scene(np.random.default_rng([seed, 99]))  # the same draws render_person makes first
-    return _place(scene, {**BASE, **overrides}, *size)
+    scene = sample_scene(np.random.default_rng([seed, 99]))  # the same draws render_person makes first
+    return place(scene, {**BASE, **overrides}, *size)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -16,18 +16,19 @@ from conftest import PLAIN_RECIPE
 import torch
 from torch.overrides import TorchFunctionMode
 
+import attrfit.training.sides as sides_mod
 import attrfit.training.trainer as tr
-from attrfit.data.dataset import load_data
+from attrfit.data.load import load_data
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.training.distributed import Dist
-from attrfit.training.loop import make_sides
+from attrfit.training.sides import make_sides
 from attrfit.data.split import SplitRef
 from attrfit.model.checkpoint import Checkpoint
 from attrfit.recipe.schedule import lr_at, momentum_at
-from attrfit.training.trainer import (LossSpec, Progress, Sides, StepMeter, build_trainer, checkpoint_of, device_sides,
-                                      epoch_order, steps_per_epoch,
-                                      gather, host_sync_every, keep_on_device, loss_spec, move_sides,
-                                      multi_head_loss, restore, sides_nbytes, train_step)
+from attrfit.training.trainer import Progress, StepMeter, build_trainer, epoch_order, steps_per_epoch, host_sync_every, train_step
+from attrfit.training.losses import LossSpec, loss_spec, multi_head_loss
+from attrfit.training.sides import Sides, device_sides, gather, keep_on_device, move_sides, sides_nbytes
+from attrfit.training.checkpoints import checkpoint_of, restore
 
 GIB = 1 << 30
 
@@ -84,9 +85,9 @@ def test_gather_indexes_where_the_data_lives_and_returns_the_rows_asked_for():
 
 def test_only_a_cpu_batch_bound_for_a_gpu_is_pinned():
     cpu, cuda, cuda0 = torch.device("cpu"), torch.device("cuda"), torch.device("cuda", 0)
-    assert tr.copies_through_pinned_memory(cpu, cuda) and tr.copies_through_pinned_memory(cpu, cuda0)
-    assert not tr.copies_through_pinned_memory(cuda0, cuda)  # gathered on the GPU (cuda:0 is not == cuda)
-    assert not tr.copies_through_pinned_memory(cpu, cpu)
+    assert sides_mod.copies_through_pinned_memory(cpu, cuda) and sides_mod.copies_through_pinned_memory(cpu, cuda0)
+    assert not sides_mod.copies_through_pinned_memory(cuda0, cuda)  # gathered on the GPU (cuda:0 is not == cuda)
+    assert not sides_mod.copies_through_pinned_memory(cpu, cpu)
 
 
 # ---------------------------------------------------------------- host reads
@@ -126,7 +127,7 @@ class HostReads(TorchFunctionMode):
 
 
 def one_epoch(t, sides: Sides, prog: Progress, show: bool) -> None:
-    """The step part of the training loop (loop.train) for epoch 0: gather, step, count."""
+    """The step part of the training loop (loop.train_epochs) for epoch 0: gather, step, count."""
     bs = t.cfg.batch_size
     order = epoch_order(len(sides.train_images), t.cfg.seed, 0)
     n_steps = steps_per_epoch(len(order), bs)

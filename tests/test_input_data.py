@@ -18,10 +18,12 @@ import pytest
 import torch
 from conftest import assert_one_error, cli, write_tiny
 
-from attrfit.data.dataset import Data, DataConfig, check_trainable, read_checked
+from attrfit.data.load import Data, DataConfig, check_trainable, read_checked
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import Split, load_split, make_split, save_split
-from attrfit.data.table import Schema, class_order, read_table
+from attrfit.data.table import read_table
+from attrfit.data.schema import Schema
+from attrfit.data.labels import class_order
 
 TINY = ["--size", "16x16", "--width", "8", "--stages", "2", "--batch-size", "16", "--lr", "0.05",
         "--epochs", "1", "--precision", "fp32", "--no-report", "--quiet"]

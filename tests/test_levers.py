@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import attrfit.training.final as final
 import attrfit.training.loop as loop
 from attrfit.core import runs
 from attrfit.data.augment import AugmentConfig, Mix, augment_batch, mix_batch, sample_beta, zoom_grid
@@ -23,7 +24,7 @@ from attrfit.model import checkpoint
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.serving.predict import Predictor
 from attrfit.training.loop import fit
-from attrfit.training.trainer import LossSpec, mixed_loss, multi_head_loss
+from attrfit.training.losses import LossSpec, mixed_loss, multi_head_loss
 from conftest import Crash, crash_at_step, PLAIN_RECIPE, assert_one_error, cli, write_tiny
 
 
@@ -313,7 +314,8 @@ def tta_run(tmp_path_factory):
         return results, probs
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(loop, "evaluate_images", spy)
+        mp.setattr(loop, "evaluate_images", spy)  # validation
+        mp.setattr(final, "evaluate_images", spy)  # the test side, once
         run = fit(tiny_cfg(csv, tta=True, **{"data.cache_dir": str(root / "cache")}), run_dir=root / "run",
                   progress=False)
     return run, seen
@@ -332,7 +334,9 @@ def test_tta_averages_each_val_and_test_image_with_its_mirror(tta_run):
 def test_a_run_without_tta_validates_plainly(tiny, tmp_path, monkeypatch):
     flags = []
     real = loop.evaluate_images
-    monkeypatch.setattr(loop, "evaluate_images", lambda *a, **k: (flags.append(k.get("tta")), real(*a, **k))[1])
+    spy = lambda *a, **k: (flags.append(k.get("tta")), real(*a, **k))[1]  # noqa: E731
+    monkeypatch.setattr(loop, "evaluate_images", spy)
+    monkeypatch.setattr(final, "evaluate_images", spy)
     fit(tiny_cfg(tiny, epochs=1), run_dir=tmp_path / "run", progress=False)
     assert flags == [False, False]
 

@@ -13,9 +13,9 @@ from attrfit.core import runs
 from attrfit.data.augment import Mix
 from attrfit.model import checkpoint
 from attrfit.recipe.config import TrainConfig, apply, from_dict
-from attrfit.training import trainer
+from attrfit.training import losses
 from attrfit.training.loop import fit
-from attrfit.training.trainer import LossSpec, logit_offsets, mixed_loss, multi_head_loss
+from attrfit.training.losses import LossSpec, logit_offsets, mixed_loss, multi_head_loss
 from conftest import PLAIN_RECIPE, assert_one_error, cli, write_tiny
 
 
@@ -81,13 +81,13 @@ def test_a_run_trains_on_the_offset_logits_and_keeps_plain_ones_in_its_weights(t
     """The offsets of the train side reach the loss; the model itself has none (prediction uses its plain logits)."""
     csv = write_tiny(tmp_path)
     seen = []
-    real = trainer.multi_head_loss
+    real = losses.multi_head_loss
 
     def spy(logits, targets, spec):
         seen.append(spec.logit_offsets)
         return real(logits, targets, spec)
 
-    monkeypatch.setattr(trainer, "multi_head_loss", spy)
+    monkeypatch.setattr(losses, "multi_head_loss", spy)
     cfg = apply(TrainConfig(), {**PLAIN_RECIPE, "data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2,
                                 "epochs": 1, "batch_size": 16, "report": False, "precision": "fp32",
                                 "logit_adjust": 0.5})

@@ -5,12 +5,14 @@ import pytest
 import torch
 
 import attrfit.training.lr_find as lf
+import attrfit.training.lr_rules as rules
 from attrfit.model import checkpoint
 from attrfit.cli.app import main
 from attrfit.recipe.config import TrainConfig, apply
-from attrfit.data.dataset import load_data
+from attrfit.data.load import load_data
 from attrfit.training.distributed import Dist
-from attrfit.training.loop import fit, make_sides
+from attrfit.training.loop import fit
+from attrfit.training.sides import make_sides
 from attrfit.training.trainer import build_trainer, train_step
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -65,19 +67,19 @@ def noisy_curve(seed: int = 0) -> np.ndarray:
     return y
 
 
-@pytest.mark.parametrize("rule", list(lf.RULES))
+@pytest.mark.parametrize("rule", list(rules.RULES))
 def test_each_rule_finds_the_known_answer_on_a_clean_curve(rule):
-    got = np.log10(lf.RULES[rule](LRS, clean_curve()))
+    got = np.log10(rules.RULES[rule](LRS, clean_curve()))
     assert got == pytest.approx(KNOWN[rule], abs=0.051)  # within one grid step
-    assert set(lf.RULES) == set(KNOWN)
+    assert set(rules.RULES) == set(KNOWN)
 
 
-@pytest.mark.parametrize("rule", list(lf.RULES))
+@pytest.mark.parametrize("rule", list(rules.RULES))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_rules_shrug_off_noise_and_an_early_spike(rule, seed):
-    beta = lf.smoothing_beta(len(LRS))
-    reference = np.log10(lf.RULES[rule](LRS, lf.smooth(clean_curve(), beta)))
-    got = np.log10(lf.RULES[rule](LRS, lf.smooth(noisy_curve(seed), beta)))
+    beta = rules.smoothing_beta(len(LRS))
+    reference = np.log10(rules.RULES[rule](LRS, rules.smooth(clean_curve(), beta)))
+    got = np.log10(rules.RULES[rule](LRS, rules.smooth(noisy_curve(seed), beta)))
     assert got == pytest.approx(reference, abs=0.2)
     # the smoothing moves the answer right by its lag (~0.3 decade here), never left
     assert KNOWN[rule] - 0.06 <= reference <= KNOWN[rule] + 0.45
@@ -85,28 +87,28 @@ def test_rules_shrug_off_noise_and_an_early_spike(rule, seed):
 
 def test_the_spike_would_fool_a_naive_rule():
     """The noisy curve is a real test: the steepest raw slope of its smoothed version sits at the spike."""
-    s = lf.smooth(noisy_curve(), lf.smoothing_beta(len(LRS)))
+    s = rules.smooth(noisy_curve(), rules.smoothing_beta(len(LRS)))
     naive = X[int(np.argmin(np.gradient(s, X)))]
     assert abs(naive - KNOWN["steepest"]) > 1.0
 
 
 def test_smooth_is_a_bias_corrected_ema():
-    assert np.allclose(lf.smooth([3.0] * 20, beta=0.9), 3.0)  # no pull towards 0 at the start
+    assert np.allclose(rules.smooth([3.0] * 20, beta=0.9), 3.0)  # no pull towards 0 at the start
     x = [1.0, 5.0, 2.0]
     b = 0.7
     a1 = (1 - b) * 1.0
     a2 = b * a1 + (1 - b) * 5.0
     a3 = b * a2 + (1 - b) * 2.0
-    assert lf.smooth(x, b) == pytest.approx([a1 / (1 - b), a2 / (1 - b**2), a3 / (1 - b**3)])
+    assert rules.smooth(x, b) == pytest.approx([a1 / (1 - b), a2 / (1 - b**2), a3 / (1 - b**3)])
 
 
 def test_blowup_needs_the_loss_back_above_its_start_and_says_when_it_never_is():
     y = clean_curve()
     bump = y.copy()
     bump[(X > -0.9) & (X < -0.6)] += 0.8  # a bump past the floor that stays below 2.0: not a blow-up
-    assert lf.blowup_tenth(LRS, bump) == lf.blowup_tenth(LRS, y)
+    assert rules.blowup_tenth(LRS, bump) == rules.blowup_tenth(LRS, y)
     tame = np.minimum(y, 1.0)[: 130]  # never back above 2.0 before the sweep ends
-    assert lf.blowup_tenth(LRS[:130], tame) == pytest.approx(LRS[129] / 10)  # a lower bound
+    assert rules.blowup_tenth(LRS[:130], tame) == pytest.approx(LRS[129] / 10)  # a lower bound
     curves = [{"lrs": list(LRS[:130]), "smoothed": list(tame)}]
     s = {**lf.summarize(curves, "valley"), "repeats": curves, "settings": {"max_lr": float(LRS[129])}}
     assert any("never blew up" in w for w in lf._warnings(s))
@@ -115,17 +117,17 @@ def test_blowup_needs_the_loss_back_above_its_start_and_says_when_it_never_is():
 def test_rules_ignore_points_after_a_non_finite_loss():
     y = clean_curve()
     y[100:] = np.nan
-    assert lf.minimum_tenth(LRS, y) == pytest.approx(lf.minimum_tenth(LRS[:100], clean_curve()[:100]))
+    assert rules.minimum_tenth(LRS, y) == pytest.approx(rules.minimum_tenth(LRS[:100], clean_curve()[:100]))
 
 
 def test_summary_takes_the_median_and_says_when_repeats_disagree():
     curves = [{"lrs": list(LRS * f), "smoothed": list(clean_curve())} for f in (1.0, 2.0, 10.0)]
     s = lf.summarize(curves, "valley")
-    one = lf.valley(LRS, clean_curve())
+    one = rules.valley(LRS, clean_curve())
     assert s["chosen"] == pytest.approx(2 * one)  # the middle one
     assert s["spread_decades"] == pytest.approx(1.0)
     assert s["spread_wide"]
-    assert set(s["suggestions"]) == set(lf.RULES)
+    assert set(s["suggestions"]) == set(rules.RULES)
     s["repeats"], s["settings"] = curves, {"max_lr": 10.0}
     assert "'valley' suggestions span 1.00 decades" in lf._warnings(s)[0]
     assert not lf.summarize(curves[:1], "valley")["spread_wide"]
@@ -199,12 +201,12 @@ def test_stops_once_the_smoothed_loss_exceeds_a_multiple_of_its_best(tiny, monke
     losses = [2.0] * 10 + [1.0] * 10 + [2.0 * 1.5**k for k in range(20)]
     scripted(monkeypatch, losses)
     r = lf.range_test(t, sides, 1e-4, 1.0, 40, order_seed=0, diverge=4.0)
-    beta = lf.smoothing_beta(40)
-    first_over = next(k for k in range(40) if lf.smooth(losses[: k + 1], beta)[-1]
-                      > 4.0 * lf.smooth(losses[: k + 1], beta).min())
+    beta = rules.smoothing_beta(40)
+    first_over = next(k for k in range(40) if rules.smooth(losses[: k + 1], beta)[-1]
+                      > 4.0 * rules.smooth(losses[: k + 1], beta).min())
     assert len(r["lrs"]) == first_over + 1 < 40  # the step that crossed is recorded, nothing after
     assert r["stop_reason"].startswith("smoothed loss")
-    assert r["lrs"] == pytest.approx(list(lf.exponential_lrs(1e-4, 1.0, 40)[: first_over + 1]))
+    assert r["lrs"] == pytest.approx(list(rules.exponential_lrs(1e-4, 1.0, 40)[: first_over + 1]))
 
 
 def test_stops_before_a_non_finite_loss_and_runs_to_the_end_otherwise(tiny, monkeypatch):

@@ -13,7 +13,7 @@ from PIL import Image
 from attrfit.evaluation import mistakes, report
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.evaluation.scoring import Scored, score_checkpoint
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from attrfit.evaluation import report
+from attrfit.evaluation import figures
 from attrfit.cli.app import build_parser, main
 from attrfit.recipe.config import TrainConfig, apply, leaf_fields, load_file
 from attrfit.core.errors import AttrfitError
@@ -258,7 +259,7 @@ def test_sparse_head_is_na_in_table_results_report_and_evaluate(capsys, tiny, tm
 def test_no_labelled_val_rows_at_all_is_an_error():
     import torch
 
-    from attrfit.training.loop import _check_val_labels
+    from attrfit.training.sides import _check_val_labels
 
     with pytest.raises(AttrfitError, match="no head has a labelled row on the val side"):
         _check_val_labels(torch.full((5, 2), -1), ("a", "b"))
@@ -274,11 +275,11 @@ def _png_size(data: bytes) -> tuple[int, int]:
 def test_pool_classes_keeps_the_most_frequent_and_pools_the_rest():
     rng = np.random.default_rng(0)
     cm = rng.integers(0, 5, (300, 300))
-    small, names = report.pool_classes(cm, tuple(f"c{i}" for i in range(300)))
+    small, names = figures.pool_classes(cm, tuple(f"c{i}" for i in range(300)))
     assert small.shape == (21, 21) and small.sum() == cm.sum() and names[-1] == "other (280 classes)"
     support = cm.sum(1)
     assert small[:20].sum(1).tolist() == sorted(support, reverse=True)[:20]
-    same, names3 = report.pool_classes(np.eye(3, dtype=int), ("a", "b", "c"))
+    same, names3 = figures.pool_classes(np.eye(3, dtype=int), ("a", "b", "c"))
     assert names3 == ["a", "b", "c"] and (same == np.eye(3)).all()
 
 
@@ -286,13 +287,13 @@ def test_figures_stay_bounded_with_hundreds_of_classes_and_heads():
     k = 500
     cm = np.random.default_rng(0).integers(0, 3, (k, k))
     classes = tuple(f"a very long class name number {i:04d} that goes on" for i in range(k))
-    w, h = _png_size(report.png_bytes(report.confusion_figure(cm, classes, "ident", "test")))
+    w, h = _png_size(figures.png_bytes(figures.confusion_figure(cm, classes, "ident", "test")))
     assert w < 2000 and h < 2000
     heads = tuple(f"head{i}" for i in range(120))
     metrics = [{"epoch": str(e), **{f"train_loss_{x}": "1.0" for x in heads}} for e in (1, 2)]
-    w, h = _png_size(report.png_bytes(report.accuracy_figure(metrics, heads, [2] * len(heads), 1)))
+    w, h = _png_size(figures.png_bytes(figures.accuracy_figure(metrics, heads, [2] * len(heads), 1)))
     assert w < 2000 and h < 2500
-    w, h = _png_size(report.png_bytes(report.loss_figure(metrics, heads)))
+    w, h = _png_size(figures.png_bytes(figures.loss_figure(metrics, heads)))
     assert w < 2000 and h < 1000
 
 
@@ -325,7 +326,7 @@ def test_label_summary_names_at_most_twenty_classes_per_head():
     import torch
 
     from attrfit.cli.commands import label_summary
-    from attrfit.data.table import Schema
+    from attrfit.data.schema import Schema
 
     schema = Schema(heads=("ident",), classes={"ident": tuple(f"p{i}" for i in range(300))})
     data = type("D", (), {"labels": torch.arange(300)[:, None], "sides": {"train": torch.arange(300)},

@@ -255,9 +255,9 @@ def test_cache_dir_naming_a_file(capsys, tiny, a_file, monkeypatch):
 
 
 def test_lr_find_out_in_an_impossible_place(capsys, tiny, a_file, monkeypatch):
-    import attrfit.data.dataset
+    import attrfit.data.load
 
-    monkeypatch.setattr(attrfit.data.dataset, "load_data", lambda *a, **k: pytest.fail("checked after loading"))
+    monkeypatch.setattr(attrfit.data.load, "load_data", lambda *a, **k: pytest.fail("checked after loading"))
     code, _, err = cli(capsys, "lr-find", tiny, "--size", "16x16", "--out", a_file / "lr", "--quiet")
     assert_one_error(code, err, "a_file is a file, not a folder")
     code, _, err = cli(capsys, "lr-find", tiny, "--size", "16x16", "--out", "/proc/lr", "--quiet")
@@ -384,11 +384,12 @@ def test_a_run_in_use_is_refused_naming_the_pid(capsys, run):
 
 
 def test_a_new_run_holds_its_lock_while_training(tiny, tmp_path, monkeypatch):
+    import attrfit.training.final as final
     import attrfit.training.loop as tr
     from attrfit.recipe.config import TrainConfig, apply
 
     seen = []
-    real = tr.finish
+    real = final.score_test_side
 
     def finish(run, *a, **k):
         with pytest.raises(AttrfitError, match="in use by another attrfit process"):
@@ -396,7 +397,7 @@ def test_a_new_run_holds_its_lock_while_training(tiny, tmp_path, monkeypatch):
         seen.append(run)
         return real(run, *a, **k)
 
-    monkeypatch.setattr(tr, "finish", finish)
+    monkeypatch.setattr(final, "score_test_side", finish)
     cfg = apply(TrainConfig(), {"data.csv": str(tiny), "size": "16x16", "width": 8, "stages": 2, "epochs": 1,
                                 "batch_size": 16, "lr": 0.05, "report": False, "precision": "fp32"})
     run = tr.fit(cfg, run_dir=tmp_path / "r", progress=False)

@@ -26,6 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
+import attrfit.training.final
 import attrfit.training.trainer
 import attrfit.training.loop as tr
 from attrfit.model import checkpoint
@@ -211,7 +212,8 @@ def spy_on(mp: pytest.MonkeyPatch, spied: Spied) -> None:
 
     mp.setattr(attrfit.training.trainer, "make_optimizer", make_optimizer)
     mp.setattr(attrfit.training.trainer, "train_step", train_step)
-    mp.setattr(tr, "evaluate_images", evaluate_images)
+    mp.setattr(tr, "evaluate_images", evaluate_images)  # validation
+    mp.setattr(attrfit.training.final, "evaluate_images", evaluate_images)  # the test side, once
 
 
 class Crash(Exception):

@@ -25,9 +25,10 @@ from attrfit.evaluation.results import Results
 from attrfit.evaluation.scoring import evaluate_images, format_table, predict_probs
 from attrfit.evaluation.metrics import collapsed, head_metrics
 from attrfit.data.split import fingerprint, make_split, verify_split
-from attrfit.data.table import Schema, read_table
+from attrfit.data.table import read_table
+from attrfit.data.schema import Schema
 from attrfit.training.loop import warn_collapse
-from attrfit.training.trainer import LossSpec, class_weights, multi_head_loss
+from attrfit.training.losses import LossSpec, class_weights, multi_head_loss
 
 SIDES = ("train", "val", "test")
 
@@ -199,7 +200,7 @@ def test_the_fingerprint_covers_the_group_column(tmp_path):
 # ---------------------------------------------------------------- the data each side gets, decoded here
 
 def test_each_side_holds_its_own_images_and_labels_pixel_for_pixel(tmp_path):
-    from attrfit.data.dataset import DataConfig, load_data
+    from attrfit.data.load import DataConfig, load_data
 
     path = write_tiny(tmp_path / "d", n=60, size=16, groups=20)
     data = load_data(DataConfig(csv=str(path), size="16x16", group_column="pid", cache_dir=str(tmp_path / "c")),
@@ -219,7 +220,7 @@ def test_each_side_holds_its_own_images_and_labels_pixel_for_pixel(tmp_path):
 
 def test_an_image_rewritten_in_place_is_decoded_again(tmp_path):
     """Same path, same byte size (BMP), new pixels: only the mtime tells the cache."""
-    from attrfit.data.dataset import DataConfig, load_data
+    from attrfit.data.load import DataConfig, load_data
 
     path = write_tiny(tmp_path / "d", n=40, size=16, fmt="bmp")
     cfg = DataConfig(csv=str(path), size="16x16", cache_dir=str(tmp_path / "c"))

@@ -24,10 +24,11 @@ import pytest
 import torch
 from PIL import Image
 
+import attrfit.training.losses
 import attrfit.training.trainer
 from attrfit.model import checkpoint
 
-from attrfit.core import runs
+from attrfit.core import listing, runs
 from conftest import assert_one_error, cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -127,14 +128,14 @@ def diverge(capsys, csv_path, run, monkeypatch):
     """
     import attrfit.training.loop
 
-    real, calls = attrfit.training.trainer.multi_head_loss, []
+    real, calls = attrfit.training.losses.multi_head_loss, []
 
     def loss_going_nan(*args, **kwargs):
         calls.append(1)
         total, per_head = real(*args, **kwargs)
         return (total * float("nan"), per_head * float("nan")) if len(calls) >= 4 else (total, per_head)
 
-    monkeypatch.setattr(attrfit.training.trainer, "multi_head_loss", loss_going_nan)
+    monkeypatch.setattr(attrfit.training.losses, "multi_head_loss", loss_going_nan)
     # --mixup 0: mixup computes the loss twice a step, and the count below is of steps
     return cli(capsys, "train", csv_path, *TINY, "--epochs", 2, "--lr", 100, "--schedule", "constant",
                "--checkpoint-every", 1, "--mixup", 0, "--run-dir", run)
@@ -153,7 +154,7 @@ def test_divergence_before_any_checkpoint_says_so_records_it_and_refuses_a_resum
     repeat the same steps, is refused with what to do instead."""
     import attrfit.training.trainer
 
-    real = attrfit.training.trainer.multi_head_loss
+    real = attrfit.training.losses.multi_head_loss
     calls = []
 
     def loss_going_nan(*args, **kwargs):
@@ -161,7 +162,7 @@ def test_divergence_before_any_checkpoint_says_so_records_it_and_refuses_a_resum
         total, per_head = real(*args, **kwargs)
         return (total * float("nan"), per_head * float("nan")) if len(calls) >= 2 else (total, per_head)
 
-    monkeypatch.setattr(attrfit.training.trainer, "multi_head_loss", loss_going_nan)
+    monkeypatch.setattr(attrfit.training.losses, "multi_head_loss", loss_going_nan)
     run = tmp_path / "r"
     code, _, err = cli(capsys, "train", tiny, *TINY, "--epochs", 2, "--mixup", 0, "--run-dir", run)
     line = assert_one_error(code, err, "loss became nan", "no checkpoint had been written yet", "new run")
@@ -169,7 +170,7 @@ def test_divergence_before_any_checkpoint_says_so_records_it_and_refuses_a_resum
     assert "loss became nan" in (run / "train.log").read_text()
     failure = runs.Failure.read(run)
     assert failure.kind == "diverged" and failure.epoch == 0 and not failure.checkpoint
-    (summary,) = runs.list_runs(run)
+    (summary,) = listing.list_runs(run)
     assert summary.state == "failed" and "loss became nan" in summary.detail and "new run" in summary.detail
     code, _, err = cli(capsys, "train", "--resume", run)
     assert_one_error(code, err, "fails the same way", "new run")
@@ -180,9 +181,9 @@ def test_a_resume_after_a_failure_that_was_not_divergence_goes_on_and_clears_it(
     assert cli(capsys, "train", tiny, *TINY, "--epochs", 1, "--run-dir", run)[0] == 0
     (run / "results.json").unlink()
     runs.Failure("error", "cannot write best.pt: the disk is full", 1, 3, True).write(run)
-    assert runs.list_runs(run)[0].state == "failed"
+    assert listing.list_runs(run)[0].state == "failed"
     assert cli(capsys, "train", "--resume", run)[0] == 0
-    assert runs.Failure.read(run) is None and runs.list_runs(run)[0].state == "finished"
+    assert runs.Failure.read(run) is None and listing.list_runs(run)[0].state == "finished"
 
 
 def test_divergence_keeps_the_last_good_checkpoint(capsys, tiny, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from PIL import Image
 from attrfit import cli
 
 from attrfit.evaluation import report
+from attrfit.evaluation import bootstrap, figures, findings, report_page
 from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.metrics import confusion_matrix
@@ -101,7 +102,7 @@ def test_intervals_contain_the_estimate_and_narrow_with_n():
     widths = []
     for n in (100, 1000, 10000):
         probs, target = noisy_predictor(n, 0.8)
-        r = report.head_row("h", probs, target, ("a", "b", "c"), majority=0, n_boot=500)
+        r = findings.head_row("h", probs, target, ("a", "b", "c"), majority=0, n_boot=500)
         for value, (lo, hi) in ((r.accuracy, r.accuracy_ci), (r.balanced_accuracy, r.balanced_accuracy_ci),
                                 (r.gain, r.gain_ci)):
             assert lo <= value <= hi
@@ -113,33 +114,33 @@ def test_intervals_contain_the_estimate_and_narrow_with_n():
 
 def test_gain_interval_skips_missing_and_is_zero_for_the_majority_rule():
     target = np.array([0, 0, 0, 1, -1, -1] * 40)
-    assert report.gain_ci(np.zeros(target.size, int), target, majority_class=0) == (0.0, 0.0)
-    lo, hi = report.gain_ci(target.clip(0), target, majority_class=0)  # perfect on labelled rows
+    assert bootstrap.gain_ci(np.zeros(target.size, int), target, majority_class=0) == (0.0, 0.0)
+    lo, hi = bootstrap.gain_ci(target.clip(0), target, majority_class=0)  # perfect on labelled rows
     assert 0 < lo <= 0.25 <= hi
 
 
 # ---------------------------------------------------------------- warnings
 
 def rows_for(probs, target, classes=("a", "b", "c")):
-    return [report.head_row("age", probs, target, classes, majority=0, n_boot=300)]
+    return [findings.head_row("age", probs, target, classes, majority=0, n_boot=300)]
 
 
 def test_collapse_warning_fires_on_a_constant_predictor_only():
     _, target = noisy_predictor(600, 0.9)
     constant = np.eye(3)[np.zeros(600, int)]
-    warnings = report.warnings_for(rows_for(constant, target), "test")
+    warnings = findings.warnings_for(rows_for(constant, target), "test")
     assert len(warnings) == 1  # collapse, not repeated as 'near chance' and 'no gain'
     assert warnings[0].startswith("age: predicts 'a' for 100% of test images")
     assert "majority class" in warnings[0]
     good, target = noisy_predictor(600, 0.9)
-    assert report.warnings_for(rows_for(good, target), "test") == []
+    assert findings.warnings_for(rows_for(good, target), "test") == []
 
 
 def test_chance_and_gain_warnings_fire_on_a_guessing_head():
     rng = np.random.default_rng(3)
     _, target = noisy_predictor(900, 0.9)
     guess = np.eye(3)[rng.integers(0, 3, 900)]
-    warnings = report.warnings_for(rows_for(guess, target), "test")
+    warnings = findings.warnings_for(rows_for(guess, target), "test")
     assert any("cannot be told apart from chance (0.333 for 3 classes)" in w for w in warnings)
     assert any("is below always answering 'a'" in w for w in warnings)
 
@@ -150,22 +151,22 @@ def age(accuracy: float, n: int) -> dict[str, HeadMetrics]:
 
 def test_val_much_better_than_test_warns_beyond_noise_only():
     test = age(0.70, 500)
-    assert len(report.val_test_warnings(age(0.80, 500), test)) == 1
-    assert report.val_test_warnings(age(0.72, 500), test) == []
-    assert report.val_test_warnings(age(0.80, 20), age(0.70, 20)) == []
+    assert len(findings.val_test_warnings(age(0.80, 500), test)) == 1
+    assert findings.val_test_warnings(age(0.72, 500), test) == []
+    assert findings.val_test_warnings(age(0.80, 20), age(0.70, 20)) == []
 
 
 def test_overfitting_warning():
-    assert "overfitting" in report.overfit_warnings({"age": 0.99}, {"age": 0.70}, 5)[0]
-    assert report.overfit_warnings({"age": 0.75}, {"age": 0.72}, 5) == []
+    assert "overfitting" in findings.overfit_warnings({"age": 0.99}, {"age": 0.70}, 5)[0]
+    assert findings.overfit_warnings({"age": 0.75}, {"age": 0.72}, 5) == []
 
 
 def test_warnings_are_grouped_by_head_and_duplicates_come_first():
     _, target = noisy_predictor(300, 0.9)
     rng = np.random.default_rng(0)
     guess = np.eye(3)[rng.integers(0, 3, 300)]
-    rows = [report.head_row(h, guess, target, ("a", "b", "c"), 0, 200) for h in ("x", "y")]
-    warnings = report.warnings_for(rows, "test", duplicates=[["train", "1.png", "test", "2.png"]])
+    rows = [findings.head_row(h, guess, target, ("a", "b", "c"), 0, 200) for h in ("x", "y")]
+    warnings = findings.warnings_for(rows, "test", duplicates=[["train", "1.png", "test", "2.png"]])
     assert warnings[0].startswith("split: 1 image(s) have byte-identical copies")
     heads = [w.split(":")[0] for w in warnings[1:]]
     assert heads == sorted(heads) and set(heads) == {"x", "y"}
@@ -176,11 +177,11 @@ def test_warnings_are_grouped_by_head_and_duplicates_come_first():
 def test_class_names_are_escaped_in_html_and_safe_in_figures():
     classes = ("<30", "Daily/Office/Work Bag", "$5 & up")
     probs, target = noisy_predictor(200, 0.7)
-    rows = [report.head_row("a<b", probs, target, classes, majority=0, n_boot=100)]
-    table = report.metrics_table(rows, MeanMetrics(accuracy=0.7, balanced_accuracy=0.6, majority_accuracy=0.5,
+    rows = [findings.head_row("a<b", probs, target, classes, majority=0, n_boot=100)]
+    table = report_page.metrics_table(rows, MeanMetrics(accuracy=0.7, balanced_accuracy=0.6, majority_accuracy=0.5,
                                                    macro_f1=0.6))
     assert "&lt;30" in table and "<30" not in table and "a&lt;b" in table
-    page = report.warnings_html(["a<b: predicts '<30' for 99% of test images"], ("a<b",))
+    page = report_page.warnings_html(["a<b: predicts '<30' for 99% of test images"], ("a<b",))
     assert "<b>a&lt;b</b>: predicts &#x27;&lt;30&#x27;" in page
     cm = confusion_matrix(probs.argmax(1), target, 3)
-    assert report.png_bytes(report.confusion_figure(cm, classes, "a<b", "test")).startswith(PNG_MAGIC)
+    assert figures.png_bytes(figures.confusion_figure(cm, classes, "a<b", "test")).startswith(PNG_MAGIC)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from attrfit.core.errors import AttrfitError
-from attrfit.data.table import Schema, read_table
+from attrfit.data.table import read_table
+from attrfit.data.schema import Schema
 
 
 def write(p, text, encoding="utf-8"):

@@ -13,7 +13,8 @@ from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import evaluate_checkpoint
 from attrfit.training.loop import fit
-from attrfit.training.trainer import LossSpec, epoch_order, multi_head_loss
+from attrfit.training.trainer import epoch_order
+from attrfit.training.losses import LossSpec, multi_head_loss
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -124,7 +125,7 @@ def test_mid_epoch_checkpoint_resume(tiny, tmp_path, monkeypatch):
 
 
 def test_no_test_image_in_any_training_batch(tiny, tmp_path, monkeypatch):
-    from attrfit.data.dataset import load_data
+    from attrfit.data.load import load_data
 
     cfg = tiny_cfg(tiny, epochs=2)
     seen = []
@@ -177,9 +178,9 @@ def test_evaluate_refuses_a_resplit_with_another_seed(tiny, tmp_path):
 def test_the_trunk_sees_the_batch_normalised_once_in_its_compute_dtype(tiny, precision):
     """The step makes the model's input in the augmentation's pass (model(x, normalised=True)): with every
     augmentation off, what reaches the trunk is exactly the pixels normalised by the model's own mean and std."""
-    from attrfit.data.dataset import load_data
+    from attrfit.data.load import load_data
     from attrfit.training.distributed import Dist
-    from attrfit.training.loop import make_sides
+    from attrfit.training.sides import make_sides
     from attrfit.training.trainer import build_trainer, train_step
 
     off = {"flip": False, "translate": 0, "brightness": 0.0, "contrast": 0.0, "mixup": 0.0, "cutmix": 0.0}

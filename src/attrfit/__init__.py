@@ -94,8 +94,8 @@ def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | Non
         0.85
     """
     from attrfit.core import arguments
-    from attrfit.data.dataset import load_data
-    from attrfit.training.loop import make_sides
+    from attrfit.data.load import load_data
+    from attrfit.training.sides import make_sides
     from attrfit.training.lr_find import check_sweep_args, find_lr as sweep
 
     out = arguments.optional_path(out, "out")

@@ -13,8 +13,8 @@ import os
 import sys
 
 from attrfit.core.version import __version__
+from attrfit.cli import audit, compare, dataset, export, lr_find, predict, report, runs
 from attrfit.cli import commands as core
-from attrfit.cli import audit, compare, dataset, export, lr_find, predict, report
 from attrfit.core.errors import AttrfitError
 from attrfit.core.memory import keep_freed_memory
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def commands() -> list:
     """Every subcommand's register function, in ``--help`` order (the data path's order)."""
-    return [dataset.register, *core.REGISTRY, lr_find.register, report.register, compare.register_compare, compare.register_runs,
+    return [dataset.register, *core.REGISTRY, lr_find.register, report.register, compare.register, runs.register,
             predict.register, export.register, audit.register]
 
 

@@ -68,7 +68,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def data_config_from_args(args):
-    from attrfit.data.dataset import DataConfig
+    from attrfit.data.load import DataConfig
 
     return DataConfig(
         csv=args.csv,

@@ -96,7 +96,7 @@ def register_prepare(sub) -> None:
 
 
 def run_prepare(args) -> int:
-    from attrfit.data.dataset import load_data
+    from attrfit.data.load import load_data
 
     t0 = time.perf_counter()
     data = load_data(data_config_from_args(args))

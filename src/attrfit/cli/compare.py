@@ -1,20 +1,20 @@
-"""``attrfit compare`` and ``attrfit runs``."""
+"""``attrfit compare``: runs on the same test images, paired differences and verdicts."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import sys
 from pathlib import Path
 
 from attrfit.cli.args import print_json
 from attrfit.core import outputs
-from attrfit.evaluation.compare import N_BOOT, compare_runs, format_comparison, write_html
+from attrfit.evaluation.bootstrap import N_BOOT
+from attrfit.evaluation.compare import compare_runs
+from attrfit.evaluation.compare_page import format_comparison, write_html
 
 log = logging.getLogger(__name__)
 
 
-def register_compare(sub) -> None:
+def register(sub) -> None:
     p = sub.add_parser("compare", help="compare runs on the same test images: paired differences and verdicts")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (the first is the baseline A)")
     p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page (figures embedded)")
@@ -37,22 +37,4 @@ def run_compare(args) -> int:
         print_json(c.to_dict())
     else:
         print(format_comparison(c))
-    return 0
-
-
-def register_runs(sub) -> None:
-    p = sub.add_parser("runs", help="list run folders: when, data, settings, state, val and test scores")
-    p.add_argument("folder", nargs="?", default="runs", help="folder holding run folders (default ./runs)")
-    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
-    p.set_defaults(func=run_runs)
-
-
-def run_runs(args) -> int:
-    from attrfit.core.runs import format_runs, list_runs
-
-    found = list_runs(args.folder)
-    if args.json:
-        print_json([dataclasses.asdict(r) for r in found])
-    else:
-        sys.stdout.write(format_runs(found) + "\n")
     return 0

@@ -7,7 +7,8 @@ from pathlib import Path
 import attrfit
 from attrfit.core import files, outputs
 from attrfit.cli.args import add_config_flags, config_from_args
-from attrfit.training.lr_find import RULES, check_sweep_args, describe
+from attrfit.training.lr_find import check_sweep_args, describe
+from attrfit.training.lr_rules import RULES
 
 
 def register(sub) -> None:

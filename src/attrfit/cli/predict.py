@@ -1,4 +1,5 @@
-"""``attrfit predict``: predictions for files, folders or a CSV."""
+"""``attrfit predict``: predictions for files, folders or a CSV; or, with ``--boxes``, for a detector's boxes on
+the frames of a video (per box and per track: :mod:`attrfit.serving.boxes`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from attrfit.core import files, outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.data.table import IMAGE_COLUMN
 from attrfit.model import checkpoint
-from attrfit.serving.predict import OUTPUT_FORMATS, Predictor, find_images, predict_files, prediction_columns, write_rows
+from attrfit.serving.boxes import WEIGHTS, BoxRow, box_columns, track_columns
+from attrfit.serving.predict import (OUTPUT_FORMATS, Predictor, RowWriter, find_images, predict_files,
+                                     prediction_columns, write_rows)
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ log = logging.getLogger(__name__)
 def register(sub) -> None:
     p = sub.add_parser("predict", help="predict attributes of image files, folders or a CSV of image paths")
     add_run_arg(p)
-    p.add_argument("inputs", metavar="INPUT", nargs="+",
+    p.add_argument("inputs", metavar="INPUT", nargs="*",
                    help="image files, folders (searched recursively) or CSVs with an image_path column")
     p.add_argument("--out", metavar="FILE", help="file to write (default: stdout)")
     p.add_argument("--force", action="store_true", help="replace an existing --out FILE (never an input or a run file)")
@@ -35,13 +38,37 @@ def register(sub) -> None:
                    help="torch.compile the model with frozen weights first: seconds to start, then 1.1-1.3x the "
                         "images/s of the model on a CPU (worth it for many thousands of images; needs a C++ compiler)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_box_args(p)
     p.set_defaults(func=run_predict)
 
 
+def add_box_args(p) -> None:
+    g = p.add_argument_group("boxes on video frames (instead of INPUT)")
+    g.add_argument("--boxes", metavar="BOXES",
+                   help="a tracker's boxes: MOTChallenge text (frame,id,x,y,w,h[,conf,...]) or a CSV "
+                        "(image_path,x,y,w,h[,track_id][,conf]); --out gets one row per box")
+    g.add_argument("--frames", metavar="SRC",
+                   help="the frames the boxes are on: a folder of numbered images (000001.jpg ...) or a video file "
+                        "(frame 1 is the first; needs the [video] extra); for a CSV of boxes, the folder its image "
+                        "paths are relative to (default: the CSV's folder)")
+    g.add_argument("--tracks", metavar="FILE",
+                   help="also write one row per track (its boxes' probabilities averaged) to FILE; given without "
+                        "--out, only the tracks are written")
+    g.add_argument("--track-weight", choices=WEIGHTS, default="area",
+                   help="how a box counts in its track's average: its area inside the frame (default), the "
+                        "detector's conf, or equal")
+    g.add_argument("--no-context", dest="context", action="store_false",
+                   help="pad mode: fill the margins that widen a box to the model's aspect ratio with grey, as "
+                        "training's letterbox does, instead of the frame around the box")
+
+
 def run_predict(args) -> int:
-    fmt = args.format or ("json" if args.out and Path(args.out).suffix.lower() == ".json" else "csv")
+    fmt = _format(args.format, args.out)
     if args.batch_size < 1:
         raise AttrfitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.boxes:
+        return run_boxes(args)
+    _no_box_flags(args)
     items = find_images(args.inputs, args.images)
     source = checkpoint.resolve(args.run)
     if args.out:  # checked before any image is predicted
@@ -57,6 +84,57 @@ def run_predict(args) -> int:
         raise AttrfitError(f"none of the {n} images could be read (reasons above){where}")
     log.info("predicted %d of %d images%s%s", n - failed, n, f"; {failed} could not be read" if failed else "", where)
     return 0
+
+
+def run_boxes(args) -> int:
+    """``predict RUN --boxes BOXES --frames SRC [--out FILE] [--tracks FILE]``: rows stream to both files."""
+    if args.inputs:
+        raise AttrfitError(f"give either INPUT images or --boxes, not both (got {' '.join(args.inputs)})")
+    if args.images:
+        raise AttrfitError("--images is for a CSV of images; with --boxes, --frames names the folder of the frames")
+    source = checkpoint.resolve(args.run)
+    predictor = Predictor.from_checkpoint(source, device=args.device, compile=args.compile)
+    job = predictor.plan_boxes(args.frames, args.boxes, weight=args.track_weight, context=args.context,
+                               batch_size=args.batch_size, tta=args.tta, all_probs=args.all_probs)
+    box_out = args.out if args.out or not args.tracks else None
+    reads = outputs.Protected.of_runs([source], extra=[Path(args.boxes), *job.source.paths(job.table.frames)])
+    for flag, path in (("--out", args.out), ("--tracks", args.tracks)):
+        if path:
+            outputs.check_output(path, args.force, reads, what="predictions", flag=flag)
+    if args.out and args.tracks and Path(args.out).resolve() == Path(args.tracks).resolve():
+        raise AttrfitError(f"--out and --tracks name the same file {args.out}; give two names")
+    with contextlib.ExitStack() as stack:
+        boxes = RowWriter(stack.enter_context(_output(box_out)), _format(args.format, box_out),
+                          box_columns(job.table, predictor, args.all_probs)) if args.out or not args.tracks else None
+        tracks = RowWriter(stack.enter_context(_output(args.tracks)), _format(args.format, args.tracks),
+                           track_columns(predictor, args.all_probs)) if args.tracks else None
+        for item in job.stream(progress=not args.quiet):
+            writer = boxes if isinstance(item, BoxRow) else tracks
+            if writer:
+                writer.write(item.row)
+        for w in (boxes, tracks):
+            if w:
+                w.close()
+        s = job.stats
+        if s.failed == s.boxes:  # raised inside: the outputs are not put in place
+            raise AttrfitError(f"none of the {s.boxes} boxes could be predicted (reasons above); nothing written")
+    where = " -> " + ", ".join(p for p in (args.out, args.tracks) if p) if args.out or args.tracks else ""
+    log.info("predicted %d of %d boxes on %d frames, %d tracks%s", s.boxes - s.failed, s.boxes,
+             len(job.table.frames), len(job.table.tracks), where)
+    return 0
+
+
+def _no_box_flags(args) -> None:
+    if not args.inputs:
+        raise AttrfitError("give images to predict (files, folders or a CSV), or --boxes BOXES --frames SRC")
+    given = [f for f, v in (("--frames", args.frames), ("--tracks", args.tracks)) if v]
+    given += ["--track-weight"] * (args.track_weight != "area") + ["--no-context"] * (not args.context)
+    if given:
+        raise AttrfitError(f"{', '.join(given)} only apply with --boxes")
+
+
+def _format(fmt: str | None, out: str | None) -> str:
+    return fmt or ("json" if out and Path(out).suffix.lower() == ".json" else "csv")
 
 
 @contextlib.contextmanager

@@ -56,3 +56,10 @@ def keep_freed_memory() -> str:
         log.debug("mallopt refused the thresholds; freed memory goes back to the system as before")
         return "refused"
     return "kept"
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is torch running out of memory (a GPU's OutOfMemoryError, or the CPU allocator's RuntimeError)."""
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)

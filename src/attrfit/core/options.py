@@ -9,7 +9,7 @@ A check is a callable ``value -> None | requirement``: None when the value is al
 else what the value must be ("in [0, 1)", "one of sgd, adamw"), which :func:`check_value`
 turns into one error line naming the flag and the config key. ``None`` values (an unset
 optional field) are never checked. This module imports nothing of attrfit but its error
-type, so every config dataclass can use it.
+type and number formatter, so every config dataclass can use it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import math
 import re
 
 from attrfit.core.errors import AttrfitError
+from attrfit.core.formatting import number
 
 
 def option(default=dataclasses.MISSING, help: str = "", metavar: str | None = None, check=None, *,
@@ -43,10 +44,6 @@ def option(default=dataclasses.MISSING, help: str = "", metavar: str | None = No
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _num(x: float) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
 class Range:
     """Numbers in an interval (finite; ends closed unless ``lo_open``/``hi_open``); ``why`` is appended.
 
@@ -60,10 +57,10 @@ class Range:
 
     def describe(self) -> str:
         if self.hi is None:
-            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+            return f"{'>' if self.lo_open else '>='} {number(self.lo, '{:g}')}"
         if self.lo is None:
-            return f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
-        return f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+            return f"{'<' if self.hi_open else '<='} {number(self.hi, '{:g}')}"
+        return f"in {'(' if self.lo_open else '['}{number(self.lo, '{:g}')}, {number(self.hi, '{:g}')}{')' if self.hi_open else ']'}"
 
     def __call__(self, v) -> str | None:
         need = self.describe() + (f" ({self.why})" if self.why else "")

@@ -29,12 +29,12 @@ from PIL import Image, ImageOps
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
 from attrfit.core.progress import progress_bar
+from attrfit.data.crop import PAD_VALUE, crop_resize
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 RESIZE_MODES = ("stretch", "pad")
-PAD_VALUE = 127  # grey fill for letterboxing ("pad" mode) and transparent pixels
 
 
 @dataclass
@@ -69,15 +69,21 @@ def parse_size(text: str) -> tuple[int, int]:
 def decode_image(path: Path, size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
     """Decode one image file to an H x W x 3 uint8 array, or raise BadImage with the reason."""
     h, w = size
+    return np.array(resize_image(open_rgb(path, (w * 2, h * 2)), (h, w), resize))  # writable copy
+
+
+def open_rgb(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode one image file to an RGB image, EXIF rotation applied, or raise BadImage with the reason.
+
+    ``draft`` (W, H) lets a big JPEG decode at a reduced scale, never below that size: much faster.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.format == "JPEG":
-                    im.draft("RGB", (w * 2, h * 2))  # decode big JPEGs at reduced scale: much faster
-                im = ImageOps.exif_transpose(im)
-                rgb = to_rgb(im)
-                return np.array(resize_image(rgb, (h, w), resize))  # writable copy
+                if draft and im.format == "JPEG":
+                    im.draft("RGB", draft)
+                return to_rgb(ImageOps.exif_transpose(im))  # a loaded copy: the file can close
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         reason = "empty file" if path.is_file() and path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
         raise BadImage(reason) from None
@@ -97,16 +103,12 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def resize_image(im: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
-    """An RGB image to (H, W): "stretch" ignores the aspect ratio, "pad" letterboxes on grey."""
-    h, w = size
-    if mode == "stretch":
-        return im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    scale = min(w / im.width, h / im.height)
-    nw, nh = max(1, round(im.width * scale)), max(1, round(im.height * scale))
-    small = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    canvas = Image.new("RGB", (w, h), (PAD_VALUE,) * 3)
-    canvas.paste(small, ((w - nw) // 2, (h - nh) // 2))
-    return canvas
+    """An RGB image to (H, W): "stretch" ignores the aspect ratio, "pad" letterboxes on grey.
+
+    The rule is :func:`attrfit.data.crop.crop_resize` with the whole image as the region, the one
+    that cuts a detector's boxes from video frames too.
+    """
+    return crop_resize(im, None, size, mode)
 
 
 def cache_key(abs_paths: list[Path], size: tuple[int, int], resize: str) -> str:

@@ -24,7 +24,8 @@ import numpy as np
 
 from attrfit.core import files
 from attrfit.core.errors import AttrfitError
-from attrfit.data.table import Schema, Table
+from attrfit.data.table import Table
+from attrfit.data.schema import Schema
 
 log = logging.getLogger(__name__)
 

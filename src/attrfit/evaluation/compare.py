@@ -16,7 +16,7 @@ differences on either side of 0). Per-head verdicts are Holm-corrected over the 
 chance one time in two; each summary row (the means, and the binary-attribute metrics) is
 one test of its own, uncorrected. The 95% intervals shown are per row, not simultaneous.
 
-``attrfit runs [FOLDER]`` lists run folders (see :func:`attrfit.core.runs.list_runs`).
+The terminal table and the HTML page are :mod:`attrfit.evaluation.compare_page`'s.
 """
 
 from __future__ import annotations
@@ -25,93 +25,21 @@ import dataclasses
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from attrfit.core import files
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import SplitRef
-from attrfit.model import checkpoint
+from attrfit.evaluation.bootstrap import ALPHA, N_BOOT, bootstrap_p, head_scores, holm, resample_indices, verdict
 from attrfit.evaluation.results import Results
+from attrfit.model import checkpoint
 
 log = logging.getLogger(__name__)
 
-N_BOOT = 2000  # resolves p-values down to ~1/1000, enough for Holm over a dozen heads at 5%
-ALPHA = 0.05
 METRICS = ("accuracy", "balanced_accuracy")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-# ---------------------------------------------------------------- paired bootstrap (pure numpy)
-
-def resample_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
-    """n_boot x n row indices drawn with replacement; row 0 of the result is NOT the identity."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-
-
-def head_scores(target: np.ndarray, correct: np.ndarray, num_classes: int, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy and balanced accuracy of one head on each resample (rows of ``idx``, B x N).
-
-    ``target`` (N, -1 = missing) and ``correct`` (N bool) are one run's labels and hits.
-    Each resample's per-class (hits, support) come from one bincount of cell codes
-    ``2 * class + hit``, offset per resample (missing rows go to a dropped last cell).
-
-    Example:
-        >>> s = head_scores(np.array([0, 0, 1, -1]), np.array([1, 0, 1, 1], bool), 2, np.arange(4)[None])
-        >>> float(s["accuracy"][0]), float(s["balanced_accuracy"][0])
-        (0.6666666666666666, 0.75)
-    """
-    cells = 2 * num_classes + 1
-    codes = np.where(target >= 0, 2 * np.maximum(target, 0) + correct.astype(np.int64), 2 * num_classes)
-    b = len(idx)
-    counts = np.bincount((codes[idx] + cells * np.arange(b)[:, None]).ravel(), minlength=b * cells)
-    counts = counts.reshape(b, cells)[:, : 2 * num_classes].reshape(b, num_classes, 2)
-    hits, support = counts[..., 1], counts.sum(2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = hits.sum(1) / support.sum(1)
-        present = support > 0
-        recall = np.where(present, hits / np.maximum(support, 1), 0.0)
-        balanced = recall.sum(1) / present.sum(1)
-    return {"accuracy": accuracy, "balanced_accuracy": balanced}
-
-
-def bootstrap_p(diffs: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of 'no difference': twice the smaller tail share at 0 (+1 smoothed).
-
-    >>> bootstrap_p(np.zeros(99)), round(bootstrap_p(np.ones(99)), 3)
-    (1.0, 0.02)
-    """
-    d = diffs[np.isfinite(diffs)]
-    if d.size == 0:
-        return float("nan")
-    below, above = (1 + np.sum(d <= 0)) / (d.size + 1), (1 + np.sum(d >= 0)) / (d.size + 1)
-    return float(min(1.0, 2 * min(below, above)))
-
-
-def holm(p: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (family-wise error control); NaN stays NaN.
-
-    >>> holm([0.01, 0.04, 0.03])
-    [0.03, 0.06, 0.06]
-    """
-    finite = [i for i, v in enumerate(p) if math.isfinite(v)]
-    order = sorted(finite, key=lambda i: p[i])
-    out = [float("nan")] * len(p)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        out[i] = round(running, 12)
-    return out
-
-
-def verdict(diff: float, p: float, alpha: float = ALPHA) -> str:
-    if not (math.isfinite(diff) and math.isfinite(p)) or p >= alpha:
-        return "no detectable difference"
-    return "better" if diff > 0 else "worse"
 
 
 # ---------------------------------------------------------------- what is compared
@@ -210,14 +138,13 @@ def check_same_test_images(runs: list[Path]) -> str:
 def load_run(target: Path, progress: bool) -> Loaded:
     """A run folder (its best.pt) or a checkpoint file, scored on the test side, with its run's records."""
     from attrfit.core import runs
-    from attrfit.evaluation.report import read_results
     from attrfit.evaluation.scoring import score_checkpoint
 
     path = checkpoint.resolve(target)
     run = path.parent
     scored = score_checkpoint(str(path), side="test", progress=progress)
     env = run / "environment.json"
-    results = read_results(run / "results.json") if path.name == "best.pt" else None  # results.json is best.pt's
+    results = Results.read(run / "results.json") if path.name == "best.pt" else None  # results.json is best.pt's
     return Loaded(run, scored, runs.MetricsLog(run / "metrics.csv").rows(), results,
                   runs.read_json(env) if env.is_file() else None)
 
@@ -246,13 +173,6 @@ def run_info(label: str, x: Loaded) -> RunInfo:
     return RunInfo(label, str(x.run), Path(x.scored.results.checkpoint).name, prog.epoch,
                    prog.best_epoch, len(x.metrics) or prog.epoch, cfg.get("epochs"), wall, rate, ckpt.max_lr,
                    ckpt.precision)
-
-
-def weights_text(r: RunInfo) -> str:
-    """Which weights were scored: 'best epoch 3 of 12', or 'last.pt, epoch 12 of 12'."""
-    if r.checkpoint == "best.pt":
-        return f"best epoch {r.best_epoch} of {r.epochs_done}"
-    return f"{r.checkpoint}, epoch {r.epoch} of {r.epochs_done}"
 
 
 def config_diff(loaded: list[Loaded]) -> list[tuple[str, list]]:
@@ -375,7 +295,7 @@ def _instance_from_means(means: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**means, "f1": f1}
 
 
-# ---------------------------------------------------------------- text
+# ---------------------------------------------------------------- the method, in words
 
 def method_text(c: Comparison) -> str:
     return (f"Differences are each run minus run A on the same {c.n_images} test images; intervals are 95% paired "
@@ -384,140 +304,3 @@ def method_text(c: Comparison) -> str:
             f"use Holm-adjusted p-values over the {len(c.heads)} heads (per metric and pair of runs); each summary "
             "row (MEAN, instance-based) is one test of its own. 'no detectable difference' means these images "
             "cannot tell the runs apart, not that the runs are equal.")
-
-
-def _num(x, fmt="{:.3f}") -> str:
-    from attrfit.evaluation.report import num
-
-    return num(x, fmt)
-
-
-def _diff_text(d: Diff) -> str:
-    from attrfit.evaluation.report import signed
-
-    return f"{signed(d.value):>6}  {signed(d.ci[0]):>6} to {signed(d.ci[1]):<6}  {d.verdict}"
-
-
-def format_comparison(c: Comparison) -> str:
-    """The terminal table: runs, settings that differ, then one block per metric."""
-    lines = [f"compared on the same {c.n_images} test images (split assignment {c.assignment[:12]}); "
-             f"each run minus run A, paired bootstrap 95% CI ({c.n_boot} resamples)", ""]
-    for r in c.runs:
-        rate = f"{_num(r.images_per_s, '{:.0f}')} img/s"
-        lines.append(f"  {r.label}  {r.path}   {weights_text(r)}   "
-                     f"wall {_num(r.wall_s, '{:.1f}')} s   {rate}")
-    lines.append("")
-    if c.config_diff:
-        lines.append("settings that differ:")
-        for key, values in c.config_diff:
-            lines.append(f"  {key:<28} " + "   ".join(f"{r.label} {v}" for r, v in zip(c.runs, values)))
-    else:
-        lines.append("settings: identical (the runs differ only by chance, e.g. thread timing or machine)")
-    width = max([len(r.name) for r in c.rows] + [6])
-    for metric in dict.fromkeys(r.metric for r in c.rows):
-        lines += ["", _block_header(metric.replace("_", " "), c, width)]
-        for row in (r for r in c.rows if r.metric == metric):
-            vals = " ".join(f"{_num(v):>6}" for v in row.values)
-            diffs = "   ".join(_diff_text(d) for d in row.diffs[1:])
-            lines.append(f"  {row.name:<{width}} {vals}   {diffs}")
-    lines += ["", wrap(method_text(c), 100)]
-    return "\n".join(lines)
-
-
-def _block_header(title: str, c: Comparison, width: int) -> str:
-    runs = " ".join(f"{r.label:>6}" for r in c.runs)
-    diffs = "   ".join(f"{r.label + '-A':>6}  {'95% CI':^16}  verdict" for r in c.runs[1:])
-    return f"{title}\n  {'':<{width}} {runs}   {diffs}"
-
-
-def wrap(text: str, width: int) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width))
-
-
-# ---------------------------------------------------------------- figure and HTML
-
-def curves_figure(c: Comparison) -> Figure:
-    """Val mean accuracy and balanced accuracy of every run, by epoch and by training wall time."""
-    from attrfit.evaluation.report import _series, mpl_text
-
-    fig = Figure(figsize=(11, 6.4), layout="constrained")
-    axes = fig.subplots(2, 2, sharey="row")
-    for (i, key), (j, x_key) in ((a, b) for a in enumerate(("val_mean_accuracy", "val_mean_balanced_accuracy"))
-                                 for b in enumerate(("epoch", "wall_s"))):
-        ax = axes[i][j]
-        for run, rows in zip(c.runs, c.curves):
-            ax.plot(_series(rows, x_key), _series(rows, key), "-o", ms=3, label=mpl_text(f"{run.label}: {run.path}"))
-        if i == 0 and c.curves and c.curves[0]:
-            ax.plot(_series(c.curves[0], x_key), _series(c.curves[0], "val_mean_majority_accuracy"), "--",
-                    color="0.5", label="majority baseline (A)")
-        ax.set(xlabel="epoch" if x_key == "epoch" else "training wall time (s)",
-               ylabel=key.replace("val_mean_", "val mean ").replace("_", " "))
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    return fig
-
-
-def render_html(c: Comparison) -> str:
-    """A self-contained page (figure embedded as a data: URI), styled like the report."""
-    from attrfit.evaluation.report import CSS, Safe, esc, figure_html, html_table, png_bytes, signed
-
-    runs = html_table(["run", "folder", "weights", "epochs", "wall time (s)", "images/s", "max LR", "precision"],
-                      [[r.label, r.path, weights_text(r), f"{r.epochs_done} of {r.epochs}", _num(r.wall_s, "{:.1f}"),
-                        _num(r.images_per_s, "{:.0f}"), _num(r.max_lr, "{:.4g}"), r.precision] for r in c.runs])
-    diff = (html_table(["setting"] + [r.label for r in c.runs], [[k, *map(str, v)] for k, v in c.config_diff])
-            if c.config_diff else Safe("<p>The runs have identical settings.</p>"))
-    blocks = []
-    for metric in dict.fromkeys(r.metric for r in c.rows):
-        header = ["head"] + [r.label for r in c.runs]
-        for r in c.runs[1:]:
-            header += [f"{r.label} - A (95% CI)", "verdict"]
-        body = []
-        for row in (r for r in c.rows if r.metric == metric):
-            cells = [Safe(f"<b>{esc(row.name)}</b>") if row.summary else row.name] + [_num(v) for v in row.values]
-            for d in row.diffs[1:]:
-                cells += [Safe(f'{esc(signed(d.value))} <span class="ci">{esc(signed(d.ci[0]))} – '
-                               f'{esc(signed(d.ci[1]))}</span>'),
-                          Safe(f'<span class="{_verdict_class(d.verdict)}">{esc(d.verdict)}</span>')]
-            body.append(cells)
-        blocks.append(f"<h2>{esc(metric.replace('_', ' '))}</h2>" + html_table(header, body, "metrics"))
-    fig = figure_html("curves.png", "Val mean accuracy (with run A's majority baseline) and val mean balanced "
-                      "accuracy per epoch, and against training wall time.", png_bytes(curves_figure(c)))
-    title = esc(f"attrfit compare: {', '.join(r.label + ' ' + Path(r.path).name for r in c.runs)}")
-    return PAGE.format(css=CSS + EXTRA_CSS, title=title, runs=runs, diff=diff, blocks="\n".join(blocks), fig=fig,
-                       sub=esc(f"{c.n_images} test images, the same for every run (split assignment "
-                               f"{c.assignment[:12]}); made {time.strftime('%Y-%m-%d %H:%M')}."),
-                       method=esc(method_text(c)))
-
-
-def _verdict_class(v: str) -> str:
-    return {"better": "better", "worse": "worse"}.get(v, "same")
-
-
-EXTRA_CSS = """
-.better { color: #1a7f37; font-weight: 600; } .worse { color: #b42318; font-weight: 600; } .same { color: #555; }
-"""
-
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title><style>{css}</style></head>
-<body>
-<h1>{title}</h1>
-<p class="sub">{sub}</p>
-<h2>Runs</h2>
-{runs}
-<h2>Settings that differ</h2>
-{diff}
-{blocks}
-<p class="note">{method}</p>
-<h2>Validation curves</h2>
-{fig}
-</body></html>
-"""
-
-
-def write_html(c: Comparison, out: str | Path) -> Path:
-    """Write the page atomically (see :mod:`attrfit.core.files`)."""
-    return files.write_text(Path(out), render_html(c), what="comparison page", hint="give --html a writable path")

@@ -17,6 +17,7 @@ from dataclasses import fields
 import numpy as np
 
 from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.bootstrap import ALPHA, N_BOOT
 from attrfit.evaluation.results import HeadMetrics, MeanMetrics
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -135,8 +136,8 @@ def bootstrap_ci(
     target: np.ndarray,
     num_classes: int,
     metric: str = "accuracy",
-    n_boot: int = 1000,
-    alpha: float = 0.05,
+    n_boot: int = N_BOOT,
+    alpha: float = ALPHA,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap (1 - alpha) interval of ``metric`` over labelled rows.

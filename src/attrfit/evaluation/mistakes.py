@@ -15,12 +15,13 @@ at most :data:`MAX_THUMBNAILS` thumbnails in all (:func:`per_head_budget`), each
 from __future__ import annotations
 
 import base64
-import html
 import io
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from attrfit.evaluation.pages import escape
 
 PER_HEAD = 8  # thumbnails per head when there are few heads
 MAX_THUMBNAILS = 240  # in the whole page: PETA's 35 heads get 6 each
@@ -110,15 +111,11 @@ def thumbnail_uri(image, max_side: int = THUMB_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(thumbnail(image, max_side)).decode("ascii")
 
 
-def esc(text) -> str:
-    return html.escape(str(text))
-
-
 def card_html(image, lines: list[str], title: str = "") -> str:
     """One gallery card: the thumbnail (or a grey box when there is no image) above plain-text lines."""
-    img = (f'<img src="{thumbnail_uri(image)}" alt="{esc(title)}" title="{esc(title)}">' if image is not None
+    img = (f'<img src="{thumbnail_uri(image)}" alt="{escape(title)}" title="{escape(title)}">' if image is not None
            else '<div class="noimg">no image</div>')
-    text = "".join(f"<div>{esc(t)}</div>" for t in lines)
+    text = "".join(f"<div>{escape(t)}</div>" for t in lines)
     return f'<div class="card">{img}{text}</div>'
 
 
@@ -130,7 +127,7 @@ def mistake_card(m: Mistake, classes: tuple[str, ...], path: str, image) -> str:
 def confused_table(pairs: list[Confusion], classes: tuple[str, ...]) -> str:
     if not pairs:
         return '<p class="note">no errors</p>'
-    body = "".join(f"<tr><td>{esc(classes[c.true])}</td><td>{esc(classes[c.pred])}</td><td>{c.count}</td>"
+    body = "".join(f"<tr><td>{escape(classes[c.true])}</td><td>{escape(classes[c.pred])}</td><td>{c.count}</td>"
                    f"<td>{100 * c.share:.0f}%</td></tr>" for c in pairs)
     return ('<table class="confused"><thead><tr><th>true</th><th>predicted as</th><th>count</th>'
             f'<th>of the true class</th></tr></thead><tbody>{body}</tbody></table>')
@@ -145,7 +142,7 @@ def head_section(head: str, classes: tuple[str, ...], probs: np.ndarray, target:
                     for m in errors)
     n_wrong = int(((target >= 0) & (probs.argmax(1) != target)).sum())
     gallery = f'<div class="gallery">{cards}</div>' if cards else ""
-    return (f'<div class="mistakes"><h3>{esc(head)}: {n_wrong} of {int((target >= 0).sum())} wrong</h3>'
+    return (f'<div class="mistakes"><h3>{escape(head)}: {n_wrong} of {int((target >= 0).sum())} wrong</h3>'
             f"{confused_table(pairs, classes)}{gallery}</div>")
 
 

@@ -175,3 +175,14 @@ class Results:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise AttrfitError(f"{where}: not the per-head results attrfit writes ({type(e).__name__}: {e}); "
                                "make them again with 'attrfit evaluate'") from None
+
+    @classmethod
+    def read(cls, path) -> Results | None:
+        """``RUN/results.json`` (or another file :meth:`to_json` wrote), typed; None where there is none yet
+        (a run that never finished)."""
+        from pathlib import Path
+
+        from attrfit.core.runs import read_json
+
+        path = Path(path)
+        return cls.from_json(read_json(path), str(path)) if path.is_file() else None

@@ -23,7 +23,7 @@ from attrfit.evaluation.results import InstanceMetrics, Results
 from attrfit.model.checkpoint import Checkpoint
 from attrfit.model.precision import autocast, guard_bf16, inference_batches, resolve_device, resolve_precision
 from attrfit.data.split import SIDES
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 
 
 @torch.no_grad()
@@ -207,7 +207,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = No
 
     from attrfit.core import runs
     from attrfit.recipe.config import from_dict
-    from attrfit.data.dataset import load_data, saved_run_config
+    from attrfit.data.load import load_data, saved_run_config
     from attrfit.core.errors import AttrfitError
     from attrfit.data.split import same_split
     from attrfit.model.checkpoint import model_from_checkpoint

@@ -31,7 +31,7 @@ from attrfit.core.version import __version__
 from attrfit.core import arguments, files
 from attrfit.core.errors import AttrfitError
 from attrfit.data.split import SplitRef
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 from attrfit.model.net import ModelConfig, build_model, saved_fields
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attrfit.data.augment import AugmentConfig
-from attrfit.data.dataset import DataConfig
+from attrfit.data.load import DataConfig
 from attrfit.core.errors import AttrfitError
 from attrfit.model.net import ModelConfig, saved_fields
 from attrfit.core.options import Duration, EachValue, OneOf, OrWord, Pattern, Range, check_value, flag_of, option

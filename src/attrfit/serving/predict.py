@@ -38,22 +38,35 @@ from torch import Tensor, nn
 from attrfit.model import checkpoint
 
 from attrfit.data.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
+from attrfit.data.frames import IMAGE_EXTENSIONS
 from attrfit.core import arguments
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.scoring import inference_precision, predict_probs, run_tta
 from attrfit.model.precision import check_compiler, guard_bf16, resolve_device
 from attrfit.core.progress import progress_bar
-from attrfit.data.table import IMAGE_COLUMN, Schema
+from attrfit.data.table import IMAGE_COLUMN
+from attrfit.data.schema import Schema
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CHUNK = 256  # images decoded ahead of the model; at most two chunks of pixels are held at once
 OUTPUT_FORMATS = ("csv", "json")
 PROB_DECIMALS = 6  # probabilities in the written output
 PREDICT_BATCH = 64  # default batch size of prediction
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+Decide = Callable[[str, np.ndarray], np.ndarray]  # (head, N x K probabilities) -> N class indices
+
+
+def most_probable(head: str, probs: np.ndarray) -> np.ndarray:
+    """The decision rule: probabilities (N x K) of ``head`` -> the class index of each row, here the most
+    probable class. Every label attrfit writes (per image, per box, per track) goes through a :class:`Predictor`'s
+    ``decide``, which is this unless a rule is plugged in.
+
+    >>> most_probable("color", np.array([[0.2, 0.8], [0.6, 0.4]])).tolist()
+    [1, 0]
+    """
+    return probs.argmax(1)
 
 
 # ---------------------------------------------------------------- results
@@ -72,6 +85,7 @@ class Predictions:
 
     classes: dict[str, tuple[str, ...]]
     probs: dict[str, np.ndarray]
+    decide: Decide = field(default=most_probable, repr=False, compare=False)  # probabilities -> labels
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -82,8 +96,8 @@ class Predictions:
 
     @property
     def index(self) -> dict[str, np.ndarray]:
-        """Predicted class index per head (int64, N)."""
-        return {h: p.argmax(1) for h, p in self.probs.items()}
+        """Predicted class index per head (int64, N), by the decision rule :attr:`decide`."""
+        return {h: np.asarray(self.decide(h, p), dtype=np.int64) for h, p in self.probs.items()}
 
     @property
     def labels(self) -> dict[str, list[str]]:
@@ -93,11 +107,13 @@ class Predictions:
     @property
     def confidence(self) -> dict[str, np.ndarray]:
         """Probability of the predicted class per head (float32, N)."""
-        return {h: p.max(1) for h, p in self.probs.items()}
+        return {h: np.take_along_axis(self.probs[h], idx[:, None], 1)[:, 0] for h, idx in self.index.items()}
 
     def rows(self, all_probs: bool = False) -> list[dict]:
         """One flat dict per image with the columns of :func:`prediction_columns`."""
-        labels, conf = self.labels, self.confidence
+        index = self.index  # the decision rule runs once per head
+        labels = {h: [self.classes[h][k] for k in idx] for h, idx in index.items()}
+        conf = {h: np.take_along_axis(self.probs[h], idx[:, None], 1)[:, 0] for h, idx in index.items()}
         rows = []
         for i in range(len(self)):
             row = {}
@@ -110,10 +126,11 @@ class Predictions:
         return rows
 
     @staticmethod
-    def concat(parts: Sequence[Predictions], classes: dict[str, tuple[str, ...]]) -> Predictions:
+    def concat(parts: Sequence[Predictions], classes: dict[str, tuple[str, ...]],
+               decide: Decide = most_probable) -> Predictions:
         probs = {h: np.concatenate([p.probs[h] for p in parts]) if parts else np.zeros((0, len(c)), np.float32)
                  for h, c in classes.items()}
-        return Predictions(classes, probs)
+        return Predictions(classes, probs, decide)
 
 
 def prediction_columns(schema: Schema, all_probs: bool = False) -> list[str]:
@@ -151,6 +168,7 @@ class Predictor:
     checkpoint: str = ""
     tta: bool = False  # average with the mirror image unless a call says otherwise: the run's --tta
     compiled: bool = False  # model is a frozen torch.compile: batches are padded to one size (no recompiles)
+    decide: Decide = most_probable  # the decision rule: every label this predictor gives goes through it
 
     @classmethod
     def from_checkpoint(cls, checkpoint_or_run: str | os.PathLike, device: str = "cpu",
@@ -231,7 +249,7 @@ class Predictor:
                 if d.error:
                     raise AttrfitError(f"image {start + i} ({_describe(items[start + i])}) cannot be read: {d.error}")
             parts.append(self.predict_pixels(stack_pixels([d.pixels for d in decoded]), batch_size, tta))
-        return Predictions.concat(parts, self.schema.classes)
+        return Predictions.concat(parts, self.schema.classes, self.decide)
 
     def predict_pixels(self, x: Tensor, batch_size: int = PREDICT_BATCH, tta: bool | None = None) -> Predictions:
         """Predictions for already prepared images: uint8 N x 3 x H x W at :attr:`size`."""
@@ -241,7 +259,54 @@ class Predictor:
         if self.compiled and n % batch_size:  # every batch one shape: a new one would compile again
             x = torch.cat([x, x.new_zeros((batch_size - n % batch_size, *x.shape[1:]))])
         probs = predict_probs(self.model, x, self.device, self.precision, batch_size, self.tta if tta is None else tta)
-        return Predictions(self.schema.classes, {h: p[:n] for h, p in zip(self.schema.heads, probs)})
+        return self.predictions({h: p[:n] for h, p in zip(self.schema.heads, probs)})
+
+    def predictions(self, probs: dict[str, np.ndarray]) -> Predictions:
+        """Given probabilities (per head N x K, e.g. a track's average) under this predictor's decision rule."""
+        return Predictions(self.schema.classes, probs, self.decide)
+
+    def columns(self, all_probs: bool = False) -> list[str]:
+        """The prediction columns of :meth:`Predictions.rows` (:func:`prediction_columns`)."""
+        return prediction_columns(self.schema, all_probs)
+
+    def plan_boxes(self, frames, boxes, *, weight: str = "area", context: bool = True,
+                   batch_size: int = PREDICT_BATCH, tta: bool | None = None, all_probs: bool = False):
+        """A checked :class:`attrfit.serving.boxes.BoxJob` (see :meth:`predict_boxes`); its ``stream()`` yields
+        the rows one by one, which is how the command line keeps memory flat."""
+        from attrfit.serving.boxes import WEIGHTS, BoxOptions, plan_boxes
+
+        arguments.choice(weight, WEIGHTS, "weight")
+        arguments.whole(batch_size, "batch_size")
+        for value, what in ((context, "context"), (all_probs, "all_probs")):
+            arguments.flag(value, what)
+        arguments.flag(tta, "tta", optional=True)
+        options = BoxOptions(weight, context, batch_size, tta, all_probs, chunk_size(batch_size))
+        return plan_boxes(self, frames, boxes, options)
+
+    def predict_boxes(self, frames, boxes, *, weight: str = "area", context: bool = True,
+                      batch_size: int = PREDICT_BATCH, tta: bool | None = None, all_probs: bool = False,
+                      progress: bool = False):
+        """Attributes of the people in a video: per box and per track, from a detector's or tracker's boxes.
+
+        ``frames``: a folder of numbered frames, a video file (needs the ``video`` extra), a list of images
+        (frame i + 1 is item i) or a dict {frame: image}; for a CSV of boxes, the folder its image paths are
+        relative to (None: the CSV's folder). ``boxes``: a MOTChallenge text file (``frame,id,x,y,w,h[,conf]``),
+        a CSV (``image_path,x,y,w,h[,track_id][,conf]``) or MOT-layout rows. ``weight``: how a box counts in
+        its track's average (``area`` inside the frame, ``confidence``, ``equal``); ``context``: in pad mode,
+        the margins around a box show the frame (else grey). Returns a :class:`attrfit.serving.boxes.BoxResults`
+        with the rows ``attrfit predict --boxes`` writes. Bad input raises :class:`AttrfitError` naming file and line.
+
+        Example:
+            >>> res = attrfit.load("runs/x").predict_boxes("video.mp4", "tracks.txt")  # doctest: +SKIP
+            >>> res.track(3)["gender"], res.track(3)["first_frame"], res.track(3)["boxes"]  # doctest: +SKIP
+            ('female', 12, 140)
+        """
+        from attrfit.serving.boxes import collect
+
+        arguments.flag(progress, "progress")
+        job = self.plan_boxes(frames, boxes, weight=weight, context=context, batch_size=batch_size, tta=tta,
+                              all_probs=all_probs)
+        return collect(job, progress)
 
 
 def compile_frozen(model: nn.Module, device: torch.device) -> nn.Module:
@@ -374,23 +439,44 @@ def predict_files(predictor: Predictor, items: Sequence[tuple[str, Path]], batch
 
 def write_rows(rows: Iterable[dict], stream: TextIO, fmt: str, columns: list[str]) -> tuple[int, int]:
     """Write rows as they come: CSV, or a JSON array with one object per line. Returns (rows, failed rows)."""
-    n = failed = 0
-    writer = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
-    if writer:
-        writer.writerow(columns)
-    else:
-        stream.write("[")
+    writer = RowWriter(stream, fmt, columns)
     for row in rows:
-        values = [_rounded(row[c]) for c in columns]
-        if writer:
-            writer.writerow(["" if v is None else v for v in values])
+        writer.write(row)
+    writer.close()
+    return writer.n, writer.failed
+
+
+class RowWriter:
+    """One table written row by row (CSV, or a JSON array with one object per line); counts rows and those
+    with an ``error``. Several can stream side by side (per-box and per-track rows).
+
+    Example:
+        >>> w = RowWriter(sys.stdout, "csv", ["a", "error"]); w.write({"a": 0.5, "error": ""}); w.close()  # doctest: +SKIP
+        a,error
+        0.5,
+    """
+
+    def __init__(self, stream: TextIO, fmt: str, columns: list[str]):
+        self.stream, self.columns = stream, columns
+        self.n = self.failed = 0
+        self.csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+        if self.csv:
+            self.csv.writerow(columns)
         else:
-            stream.write(("\n" if n == 0 else ",\n") + json.dumps(dict(zip(columns, values))))
-        n += 1
-        failed += bool(row["error"])
-    if not writer:
-        stream.write("\n]\n")
-    return n, failed
+            stream.write("[")
+
+    def write(self, row: dict) -> None:
+        values = [_rounded(row[c]) for c in self.columns]
+        if self.csv:
+            self.csv.writerow(["" if v is None else v for v in values])
+        else:
+            self.stream.write(("\n" if self.n == 0 else ",\n") + json.dumps(dict(zip(self.columns, values))))
+        self.n += 1
+        self.failed += bool(row.get("error"))
+
+    def close(self) -> None:
+        if not self.csv:
+            self.stream.write("\n]\n")
 
 
 def _rounded(v):

@@ -37,8 +37,9 @@ from torch import Tensor
 from attrfit.core import files, outputs
 
 from attrfit.evaluation import mistakes
+from attrfit.evaluation.pages import escape, page
 from attrfit.core.errors import AttrfitError
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ def train_fold(cfg, schema: Schema, images: Tensor, labels: Tensor, train_idx: n
     from attrfit.evaluation.scoring import predict_probs
     from attrfit.recipe.schedule import lr_at, momentum_at
     from attrfit.training.loop import eval_model
-    from attrfit.training.trainer import (Progress, Sides, StepMeter, build_trainer, epoch_order, steps_per_epoch,
-                                          train_step)
+    from attrfit.training.trainer import Progress, StepMeter, build_trainer, epoch_order, steps_per_epoch, train_step
+    from attrfit.training.sides import Sides
 
     tr, held = torch.from_numpy(train_idx), torch.from_numpy(held_idx)
     # the held-out images stand in as "val" only to size the bf16 check's inference batches: never scored
@@ -226,7 +227,7 @@ def check_config(cfg) -> None:
 
 
 def audit_data(data, cfg, folds: int = 4, progress: bool = False) -> Audit:
-    """Cross-fit on the train and val rows of loaded ``data`` (an :class:`attrfit.data.dataset.Data`) and find suspects."""
+    """Cross-fit on the train and val rows of loaded ``data`` (an :class:`attrfit.data.load.Data`) and find suspects."""
     check_config(cfg)
     rows, sides = audited_rows(data)
     if len(rows) == 0:
@@ -247,7 +248,7 @@ def audit_labels(cfg, folds: int = 4, progress: bool = False) -> Audit:
     >>> audit.suspects["gender"][0].suggested  # doctest: +SKIP
     'female'
     """
-    from attrfit.data.dataset import load_data
+    from attrfit.data.load import load_data
 
     check_config(cfg)
     require_cleanlab()  # before the work, not after k trainings
@@ -301,33 +302,18 @@ def gallery_html(audit: Audit, per_head: int = GALLERY_PER_HEAD) -> str:
         cards = "".join(suspect_card(audit, s) for s in found[:per_head])
         shown = f"; the {min(per_head, len(found))} most suspect" if found else ""
         acc = oof_accuracy(audit, audit.schema.heads.index(h))
-        parts.append(f'<div class="mistakes"><h3>{mistakes.esc(h)}: {len(found)} suspects of {labelled} '
+        parts.append(f'<div class="mistakes"><h3>{escape(h)}: {len(found)} suspects of {labelled} '
                      f'labelled rows (out-of-fold accuracy {acc:.3f}){shown}</h3>'
                      f'<div class="gallery">{cards}</div></div>')
     folds = int(audit.folds.max()) + 1
-    return AUDIT_PAGE.format(
-        css=AUDIT_CSS + mistakes.CSS, title=mistakes.esc(f"attrfit label audit: {audit.csv.name}"),
-        intro=mistakes.esc(f"{n} rows of the train and val sides of {audit.csv} (the test side is not read), "
-                           f"{folds}-fold cross-fitted. Suspects per head by cleanlab's confident learning, "
-                           "most suspect first; p(given) is the out-of-sample probability of the given label. "
-                           "Where a head's out-of-fold accuracy is low, many suspects are the model's own "
-                           "mistakes rather than wrong labels. "
-                           "The full list is in the CSV. Nothing in the labels CSV was changed."),
-        heads="\n".join(parts))
-
-
-AUDIT_CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
-       max-width: 1250px; margin: 0 auto; padding: 1.2em 2em 4em; }
-.note { color: #555; max-width: 60em; }
-"""
-
-AUDIT_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}</style></head>
-<body><h1>{title}</h1><p class="note">{intro}</p>
-{heads}
-</body></html>
-"""
+    intro = escape(f"{n} rows of the train and val sides of {audit.csv} (the test side is not read), "
+                   f"{folds}-fold cross-fitted. Suspects per head by cleanlab's confident learning, "
+                   "most suspect first; p(given) is the out-of-sample probability of the given label. "
+                   "Where a head's out-of-fold accuracy is low, many suspects are the model's own "
+                   "mistakes rather than wrong labels. The full list is in the CSV. Nothing in the labels CSV "
+                   "was changed.")
+    body = f'<p class="note">{intro}</p>\n' + "\n".join(parts)
+    return page("audit-labels", f"attrfit label audit: {audit.csv.name}", body, mistakes.CSS)
 
 
 def check_outputs(out_csv: Path, out_html: Path, force: bool, reads: outputs.Protected) -> None:

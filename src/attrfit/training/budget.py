@@ -2,7 +2,7 @@
 
 People think in wall time ("what can I get by lunch?"). At the start of a new run the
 trainer's first steps and one validation pass are timed (everything a step changes is put
-back afterwards: :func:`attrfit.training.lr_find.leaves_no_trace`), and the run gets the
+back afterwards: :func:`attrfit.training.sandbox.leaves_no_trace`), and the run gets the
 whole epochs that fit what is left of the budget once the time already spent (reading
 the data, building the cache, an LR range test) and a reserve for the final test scoring
 and report are taken off. The plan is written to ``RUN/budget.json`` and its epochs into
@@ -11,6 +11,8 @@ and report are taken off. The plan is written to ``RUN/budget.json`` and its epo
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -20,10 +22,14 @@ import torch
 
 from attrfit.core.options import parse_duration
 from attrfit.evaluation.scoring import evaluate_images
-from attrfit.model.checkpoint import save
+from attrfit.model.checkpoint import Progress, save
+from attrfit.recipe.config import TrainConfig, to_dict
 from attrfit.training.distributed import Dist
-from attrfit.training.lr_find import leaves_no_trace, train_batches
-from attrfit.training.trainer import Sides, Trainer, steps_per_epoch, train_step
+from attrfit.training.sandbox import leaves_no_trace, train_batches
+from attrfit.training.trainer import Trainer, steps_per_epoch, train_step
+from attrfit.training.sides import Sides
+
+log = logging.getLogger(__name__)
 
 TIMED_STEPS = 5  # after one untimed warm-up step
 REPORT_S = 10.0  # reserve for writing the report at the end (figures, thumbnails), seconds
@@ -176,3 +182,97 @@ def plan(t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist, run:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- in the run: plan, keep to it, say how it went
+
+def start(run: Path, t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist) -> TrainConfig:
+    """``--budget``: measure, set the epochs (and so the schedule's length), record the plan; return the config."""
+    from attrfit.core import runs
+    p = plan(t, sides, n_test, started, dist, run)
+    t.deadline = started + p.budget_s - p.reserve_s  # the epochs must end by then (see _shorten)
+    t.total_steps = p.epochs * p.steps_per_epoch
+    t.cfg = dataclasses.replace(t.cfg, epochs=p.epochs)
+    if dist.is_main:
+        runs.write_json(run / "budget.json", p.to_dict())
+    log.info("--budget %s: %d epochs of %.2g s each (measured); %.0f s spent before training, %.0f s kept for "
+             "the test scoring and report: planned to end after %.0f s", t.cfg.budget, p.epochs, p.epoch_s,
+             p.spent_s, p.reserve_s, p.planned_s)
+    if p.planned_s > p.budget_s:
+        log.warning("--budget %s is less than this run needs at the least (%.0f s already spent, %.2g s for one "
+                    "epoch, %.0f s kept for the test scoring and report): it trains 1 epoch and takes about %.0f s",
+                    t.cfg.budget, p.spent_s, p.epoch_s, p.reserve_s, p.planned_s)
+    return t.cfg
+
+
+def keep_to(run: Path, t: Trainer, prog: Progress, epoch_times: list[float], epoch_s: float,
+                    replan: bool) -> bool:
+    """``--budget``, after an epoch of ``epoch_s`` seconds (training, validation, checkpoints): the first
+    epochs' real times correct a plan timed on a few steps (``replan``), and a run late for its deadline
+    shortens its schedule. Returns whether to re-plan again after the next epoch."""
+    if replan:
+        replan = _replan(run, t, epoch_times, epoch_s)
+    shortened = _shorten(run, t, prog, epoch_s)
+    return replan and not shortened
+
+
+def _replan(run: Path, t: Trainer, epoch_s: list[float], last_epoch_s: float) -> bool:
+    """``--budget``, after each of the first epochs of a new run (``epoch_s`` so far, to which
+    ``last_epoch_s`` is added: training, validation and checkpoints): a plan far off the real epoch
+    times is redone (:func:`attrfit.training.budget.replan`). Returns whether to check again after
+    the next epoch (not after a re-plan, nor after the epochs a cut waits for)."""
+    from attrfit.core import runs
+    epoch_s.append(last_epoch_s)
+    plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
+    epochs = replan(plan, epoch_s) if plan is not None else None
+    epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs
+    if epochs is None:
+        return len(epoch_s) < SLOW_EPOCHS_TO_CUT
+    if t.dist.is_main:
+        log.info("--budget: epochs took %s s where %.2g s was measured: %d epochs instead of %d",
+                 ", ".join(f"{s:.2g}" for s in epoch_s), plan["epoch_s"], epochs, t.cfg.epochs)
+    _set_epochs(run, t, epochs, replanned(plan, epoch_s, epochs) if plan is not None else None)
+    return False
+
+
+def _shorten(run: Path, t: Trainer, prog: Progress, epoch_s: float) -> bool:
+    """``--budget``, a new run, after each epoch (``epoch_s``: training, validation and checkpoints): when
+    the epochs left would end past the budget less its reserve (a machine slower than the plan), the
+    schedule is shortened to the epochs that fit, so the run still ends annealed and in time. Returns
+    whether it was (the first epochs' re-plan then stops: the deadline knows better)."""
+    from attrfit.core import runs
+    if t.deadline is None:
+        return False
+    epochs = shortened(prog.epoch, t.cfg.epochs, epoch_s, t.deadline - time.perf_counter())
+    epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs  # every rank the same schedule
+    if epochs is None:
+        return False
+    plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
+    if t.dist.is_main:
+        log.info("--budget: epochs now take %.2g s, so the %d left would end past the budget: the schedule is "
+                 "shortened to end after epoch %d (it anneals over the epochs left)", epoch_s,
+                 t.cfg.epochs - prog.epoch, epochs)
+    short = {**plan, "epochs": epochs, "shortened": {"after_epoch": prog.epoch, "epoch_s": epoch_s,
+                                                     "planned_epochs": t.cfg.epochs}} if plan is not None else None
+    _set_epochs(run, t, epochs, short)
+    return True
+
+
+def _set_epochs(run: Path, t: Trainer, epochs: int, plan: dict | None) -> None:
+    """A new length for the run's schedule, recorded in budget.json and config.json (so a resume keeps it)."""
+    from attrfit.core import runs
+
+    per_epoch = t.total_steps // t.cfg.epochs
+    t.total_steps, t.cfg = epochs * per_epoch, dataclasses.replace(t.cfg, epochs=epochs)
+    if t.dist.is_main:
+        runs.write_json(run / "budget.json", plan)
+        runs.write_json(run / "config.json", to_dict(t.cfg))
+
+
+def outcome(run: Path, took_s: float) -> None:
+    """How close the run landed to its budget: logged, and added to ``RUN/budget.json``."""
+    from attrfit.core import runs
+
+    p = runs.read_json(run / "budget.json")
+    runs.write_json(run / "budget.json", {**p, "took_s": took_s})
+    log.info("--budget: the run took %.0f s of %.0f s (%.0f%%)", took_s, p["budget_s"], 100 * took_s / p["budget_s"])

@@ -1,10 +1,10 @@
 """The training run, top to bottom: data, trainer, epochs (train, validate, checkpoint), test once.
 
 Training only ever sees the train side: the loop is handed a tensor holding the train
-images alone (:class:`~attrfit.training.trainer.Sides`), and the test side is touched once,
+images alone (:class:`~attrfit.training.sides.Sides`), and the test side is touched once,
 at the end, to score the best checkpoint. A run resumes exactly from ``last.pt``.
 
-The loop itself is :func:`train`, readable top to bottom; :func:`fit` and the helpers
+The loop itself is :func:`train_epochs`, readable top to bottom; :func:`fit` and the helpers
 around it only set up (config, data, run folder, trainer, resume) and tear down.
 """
 
@@ -20,51 +20,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from attrfit.core.errors import AttrfitError
+from attrfit.core.memory import is_out_of_memory
 from attrfit.data.split import SplitRef, same_split, save_split
-from attrfit.data.table import Schema
+from attrfit.data.schema import Schema
 from attrfit.evaluation.metrics import is_collapsed
 from attrfit.evaluation.results import HeadMetrics, MeanMetrics, Results
 from attrfit.evaluation.scoring import evaluate_images
 from attrfit.model import checkpoint
-from attrfit.model.checkpoint import Checkpoint, Progress, model_from_checkpoint
-from attrfit.model.precision import guard_bf16, inference_batches, set_fp32_layers
+from attrfit.model.checkpoint import Checkpoint, Progress
 from attrfit.recipe.config import TrainConfig, to_dict, validate
 from attrfit.recipe.schedule import lr_at, momentum_at
-from attrfit.training import tracking, trainer  # trainer.train_step, looked up per call (tests replace it)
+from attrfit.training import budget, final, tracking, trainer  # trainer.train_step, looked up per call (tests replace it)
 from attrfit.training.distributed import Dist
-from attrfit.training.trainer import (Diverged, Sides, StepMeter, Trainer, build_trainer, check_weights, checkpoint_of,
-                                      device_sides, epoch_order, gather, init_weights_from, restore,
+from attrfit.training.checkpoints import checkpoint_of, init_weights_from, restore
+from attrfit.training.sides import Sides, device_sides, gather, make_sides
+from attrfit.training.trainer import (Diverged, StepMeter, Trainer, build_trainer, check_weights, epoch_order,
                                       steps_per_epoch)
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- the whole run
-
-def make_sides(data) -> Sides:
-    from attrfit.data.dataset import check_trainable
-
-    check_trainable(data)
-    tr, va = data.sides["train"], data.sides["val"]
-    _check_val_labels(data.labels[va], data.schema.heads)
-    if len(data.sides["test"]) == 0:
-        log.warning("the test side of the split is empty: the run trains, but its final test scores will be n/a; "
-                    "make the split with a larger --test-fraction for a held-out score")
-    return Sides(data.images[tr].contiguous(), data.labels[tr], data.images[va], data.labels[va])
-
-
-def _check_val_labels(val_labels: Tensor, heads: tuple[str, ...]) -> None:
-    """The best epoch is picked on val labels: none at all is an error; a head without any only counts less."""
-    labelled = (val_labels >= 0).sum(0).tolist()
-    if not any(labelled):
-        raise AttrfitError("no head has a labelled row on the val side, so no epoch could be picked as the best; "
-                           "make a split with a larger --val-fraction or fill in labels")
-    empty = [h for h, n in zip(heads, labelled) if not n]
-    if empty:
-        log.warning("no labelled val rows for %s: left out of the val means that pick the best epoch", ", ".join(empty))
 
 
 def monitored(cfg: TrainConfig, results: Results) -> float:
@@ -123,7 +102,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path 
     started = time.perf_counter()  # --budget counts from here
     keep_freed_memory()  # each step reuses the last one's tensors' pages (core/memory.py)
     if resume is not None:
-        from attrfit.data.dataset import saved_run_config
+        from attrfit.data.load import saved_run_config
 
         cfg = from_dict(runs.read_json(Path(resume) / "config.json"))
         cfg = dataclasses.replace(cfg, data=saved_run_config(cfg.data, resume))
@@ -168,13 +147,9 @@ def _going_on_after_failure(run: Path) -> None:
     runs.Failure.clear(run)
 
 
-def is_out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
-
-
 def _fit(cfg, run_dir, resume, progress, dist: Dist, held: list, started: float) -> Path:
     from attrfit.core import runs
-    from attrfit.data.dataset import load_data
+    from attrfit.data.load import load_data
 
     ckpt = None
     if resume is not None:
@@ -230,108 +205,10 @@ def _max_lr(cfg: TrainConfig, ckpt, run: Path, data, sides, dist: Dist, progress
     return float(cfg.optim.lr)
 
 
-def _plan_budget(run: Path, t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist) -> TrainConfig:
-    """``--budget``: measure, set the epochs (and so the schedule's length), record the plan; return the config."""
-    from attrfit.core import runs
-    from attrfit.training import budget
-
-    p = budget.plan(t, sides, n_test, started, dist, run)
-    t.deadline = started + p.budget_s - p.reserve_s  # the epochs must end by then (see _shorten_to_budget)
-    t.total_steps = p.epochs * p.steps_per_epoch
-    t.cfg = dataclasses.replace(t.cfg, epochs=p.epochs)
-    if dist.is_main:
-        runs.write_json(run / "budget.json", p.to_dict())
-    log.info("--budget %s: %d epochs of %.2g s each (measured); %.0f s spent before training, %.0f s kept for "
-             "the test scoring and report: planned to end after %.0f s", t.cfg.budget, p.epochs, p.epoch_s,
-             p.spent_s, p.reserve_s, p.planned_s)
-    if p.planned_s > p.budget_s:
-        log.warning("--budget %s is less than this run needs at the least (%.0f s already spent, %.2g s for one "
-                    "epoch, %.0f s kept for the test scoring and report): it trains 1 epoch and takes about %.0f s",
-                    t.cfg.budget, p.spent_s, p.epoch_s, p.reserve_s, p.planned_s)
-    return t.cfg
-
-
-def _keep_to_budget(run: Path, t: Trainer, prog: Progress, epoch_times: list[float], epoch_s: float,
-                    replan: bool) -> bool:
-    """``--budget``, after an epoch of ``epoch_s`` seconds (training, validation, checkpoints): the first
-    epochs' real times correct a plan timed on a few steps (``replan``), and a run late for its deadline
-    shortens its schedule. Returns whether to re-plan again after the next epoch."""
-    if replan:
-        replan = _replan_budget(run, t, epoch_times, epoch_s)
-    shortened = _shorten_to_budget(run, t, prog, epoch_s)
-    return replan and not shortened
-
-
-def _replan_budget(run: Path, t: Trainer, epoch_s: list[float], last_epoch_s: float) -> bool:
-    """``--budget``, after each of the first epochs of a new run (``epoch_s`` so far, to which
-    ``last_epoch_s`` is added: training, validation and checkpoints): a plan far off the real epoch
-    times is redone (:func:`attrfit.training.budget.replan`). Returns whether to check again after
-    the next epoch (not after a re-plan, nor after the epochs a cut waits for)."""
-    from attrfit.core import runs
-    from attrfit.training import budget
-
-    epoch_s.append(last_epoch_s)
-    plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
-    epochs = budget.replan(plan, epoch_s) if plan is not None else None
-    epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs
-    if epochs is None:
-        return len(epoch_s) < budget.SLOW_EPOCHS_TO_CUT
-    if t.dist.is_main:
-        log.info("--budget: epochs took %s s where %.2g s was measured: %d epochs instead of %d",
-                 ", ".join(f"{s:.2g}" for s in epoch_s), plan["epoch_s"], epochs, t.cfg.epochs)
-    _set_epochs(run, t, epochs, budget.replanned(plan, epoch_s, epochs) if plan is not None else None)
-    return False
-
-
-def _shorten_to_budget(run: Path, t: Trainer, prog: Progress, epoch_s: float) -> bool:
-    """``--budget``, a new run, after each epoch (``epoch_s``: training, validation and checkpoints): when
-    the epochs left would end past the budget less its reserve (a machine slower than the plan), the
-    schedule is shortened to the epochs that fit, so the run still ends annealed and in time. Returns
-    whether it was (the first epochs' re-plan then stops: the deadline knows better)."""
-    from attrfit.core import runs
-    from attrfit.training import budget
-
-    if t.deadline is None:
-        return False
-    epochs = budget.shortened(prog.epoch, t.cfg.epochs, epoch_s, t.deadline - time.perf_counter())
-    epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs  # every rank the same schedule
-    if epochs is None:
-        return False
-    plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
-    if t.dist.is_main:
-        log.info("--budget: epochs now take %.2g s, so the %d left would end past the budget: the schedule is "
-                 "shortened to end after epoch %d (it anneals over the epochs left)", epoch_s,
-                 t.cfg.epochs - prog.epoch, epochs)
-    short = {**plan, "epochs": epochs, "shortened": {"after_epoch": prog.epoch, "epoch_s": epoch_s,
-                                                     "planned_epochs": t.cfg.epochs}} if plan is not None else None
-    _set_epochs(run, t, epochs, short)
-    return True
-
-
-def _set_epochs(run: Path, t: Trainer, epochs: int, plan: dict | None) -> None:
-    """A new length for the run's schedule, recorded in budget.json and config.json (so a resume keeps it)."""
-    from attrfit.core import runs
-
-    per_epoch = t.total_steps // t.cfg.epochs
-    t.total_steps, t.cfg = epochs * per_epoch, dataclasses.replace(t.cfg, epochs=epochs)
-    if t.dist.is_main:
-        runs.write_json(run / "budget.json", plan)
-        runs.write_json(run / "config.json", to_dict(t.cfg))
-
-
-def _budget_outcome(run: Path, took_s: float) -> None:
-    """How close the run landed to its budget: logged, and added to ``RUN/budget.json``."""
-    from attrfit.core import runs
-
-    p = runs.read_json(run / "budget.json")
-    runs.write_json(run / "budget.json", {**p, "took_s": took_s})
-    log.info("--budget: the run took %.0f s of %.0f s (%.0f%%)", took_s, p["budget_s"], 100 * took_s / p["budget_s"])
-
-
 def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
     from attrfit.core import runs
     from attrfit.core.memory import keep_freed_memory
-    from attrfit.data.dataset import RUN_SPLIT
+    from attrfit.data.load import RUN_SPLIT
 
     if not dist.is_main:
         return
@@ -349,7 +226,7 @@ def _start_run(run: Path, t: Trainer, data, dist: Dist) -> None:
 
 def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progress: bool, dist: Dist,
               started: float) -> Path:
-    """Set up the trainer (new, or resumed from ``ckpt``), run :func:`train`, then score best.pt on test once."""
+    """Set up the trainer (new, or resumed from ``ckpt``), run :func:`train_epochs`, then score best.pt on test once."""
     from attrfit.core import runs
 
     max_lr = _max_lr(cfg, ckpt, run, data, sides, dist, progress)
@@ -364,7 +241,7 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progr
         tracker = tracking.open_tracker(t.cfg.log if dist.is_main else (), run, to_dict(t.cfg))
         try:
             try:
-                train(run, t, sides, prog, data.split.ref(data.split_path), metrics, tracker,
+                train_epochs(run, t, sides, prog, data.split.ref(data.split_path), metrics, tracker,
                       progress and dist.is_main, replan=bool(t.cfg.budget) and ckpt is None)
             except Diverged as e:
                 raise _failed(run, t, prog, e) from None
@@ -372,10 +249,10 @@ def _train_in(run: Path, cfg, data, sides: Sides, ckpt: Checkpoint | None, progr
                 _failed(run, t, prog, e)
                 raise
             if dist.is_main:
-                finish(run, t, data, prog)
+                final.score_test_side(run, t, data, prog)
                 tracker.log_end(run)
                 if t.cfg.budget and ckpt is None:
-                    _budget_outcome(run, time.perf_counter() - started)
+                    budget.outcome(run, time.perf_counter() - started)
         finally:
             tracker.close()
     dist.barrier()
@@ -416,14 +293,14 @@ def _begin(run: Path, t: Trainer, data, sides: Sides, metrics, started: float) -
     if t.cfg.init_from:
         init_weights_from(t, t.cfg.init_from)
     if t.cfg.budget:
-        _plan_budget(run, t, sides, len(data.sides["test"]), started, t.dist)
+        budget.start(run, t, sides, len(data.sides["test"]), started, t.dist)
     _start_run(run, t, data, t.dist)
     return Progress()
 
 
 @contextlib.contextmanager
 def _sigint_stops(t: Trainer):
-    """While inside, Ctrl-C sets ``t.stop_requested``: :func:`train` finishes the step, checkpoints, then exits."""
+    """While inside, Ctrl-C sets ``t.stop_requested``: :func:`train_epochs` finishes the step, checkpoints, then exits."""
     if not _main_thread():  # signal handlers can only be installed from the main thread
         yield
         return
@@ -440,7 +317,7 @@ def _main_thread() -> bool:
 
 # ---------------------------------------------------------------- the loop
 
-def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, metrics, tracker: tracking.Tracker,
+def train_epochs(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, metrics, tracker: tracking.Tracker,
           show: bool, replan: bool = False) -> None:
     """The training loop: each epoch trains its steps, validates, logs, and writes best.pt and last.pt.
 
@@ -494,7 +371,7 @@ def train(run: Path, t: Trainer, sides: Sides, prog: Progress, split: SplitRef, 
                 checkpoint_of(t, prog, split, val.to_json()).save(run / "best.pt")
         save_last(run, t, prog, split)
         t.dist.barrier()
-        replan = _keep_to_budget(run, t, prog, epoch_times, time.perf_counter() - start, replan)
+        replan = budget.keep_to(run, t, prog, epoch_times, time.perf_counter() - start, replan)
     if t.stop_requested:  # Ctrl-C: keep the steps done, and say how to go on
         save_last(run, t, prog, split)
         raise KeyboardInterrupt(f"stopped; continue with: attrfit train --resume {run}")
@@ -521,44 +398,3 @@ def _empty_results(schema: Schema) -> Results:
     return Results({h: HeadMetrics.empty() for h in schema.heads}, MeanMetrics(nan, nan, nan, nan))
 
 
-def finish(run: Path, t: Trainer, data, prog: Progress) -> Results:
-    """Score the best checkpoint once on the test side; write results.json (and the report)."""
-    from attrfit.core import runs
-    from attrfit.evaluation.scoring import Scored
-
-    best = Checkpoint.load(run / "best.pt")
-    model = model_from_checkpoint(best).to(t.device)
-    if t.cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    test = data.sides["test"]
-    extra = guard_bf16(model, t.precision, t.device, tuple(data.images.shape[2:]), None,
-                       inference_batches(len(test), t.cfg.eval_batch_size))  # the test side's batch sizes
-    set_fp32_layers(model, sorted({*extra.fp32_layers, *(t.check.fp32_layers if t.check else [])}))
-    results, probs = evaluate_images(model, data.images[test], data.labels[test], data.labels[data.sides["train"]],
-                                     data.schema, t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
-    out = dataclasses.replace(results, side="test", checkpoint="best.pt", best_epoch=prog.best_epoch,
-                              monitor=t.cfg.monitor, wall_time_s=prog.wall_time, images_per_s=_mean_rate(run))
-    runs.write_json(run / "results.json", out.to_json())
-    if t.cfg.report:
-        from attrfit.evaluation.report import write_report
-
-        try:
-            scored = Scored(dataclasses.replace(results, side="test", checkpoint=str(run / "best.pt"),
-                                                epoch=best.progress.epoch), probs, data.labels[test].numpy(),
-                            [data.image_paths[int(r)] for r in test], data.schema, best, data.images[test])
-            write_report(run, scored=scored)  # the test side is scored once, here
-        except (AttrfitError, OSError) as e:  # the run itself is complete: never lose it to the report
-            log.warning("the report could not be written (%s); make it later with 'attrfit report %s'", e, run)
-        except (MemoryError, RuntimeError) as e:  # not --batch-size's fault: say where it came from
-            if not isinstance(e, MemoryError) and not is_out_of_memory(e):
-                raise
-            log.warning("the report ran out of memory while drawing its figures; the run itself is complete and "
-                        "kept in %s. Make the report later with 'attrfit report %s'", run, run)
-    return out
-
-
-def _mean_rate(run: Path) -> float | None:
-    from attrfit.core import runs
-
-    rates = [float(r["images_per_s"]) for r in runs.MetricsLog(run / "metrics.csv").rows()]
-    return float(np.median(rates)) if rates else None

@@ -13,24 +13,24 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attrfit.core.errors import AttrfitError
 from attrfit.core.progress import progress_bar
-from attrfit.data.augment import Mix, augment_batch, mix_batch
-from attrfit.data.table import Schema
-from attrfit.data.split import SplitRef
-from attrfit.model import checkpoint
-from attrfit.model.checkpoint import Checkpoint, ModelArgs, Progress
+from attrfit.data.augment import augment_batch, mix_batch
+from attrfit.data.schema import Schema
+from attrfit.model.checkpoint import Progress
 from attrfit.model.net import build_model
 from attrfit.model.precision import (PrecisionCheck, autocast, check_compiler, compute_dtype, guard_bf16,
                                      inference_batches, resolve_device, resolve_precision)
-from attrfit.recipe.config import TrainConfig, to_dict, validate
+from attrfit.recipe.config import TrainConfig, validate
+from attrfit.training import losses
 from attrfit.training.distributed import Dist
+from attrfit.training.losses import LossSpec
+from attrfit.training.sides import Sides
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, n_train // batch_size)
 
 
-# ---------------------------------------------------------------- model, optimizer, loss
+# ---------------------------------------------------------------- model and optimizer
 
 def channel_stats(images: Tensor, max_images: int = 2048, chunk: int = 256) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (0..255 units) of uint8 images N x 3 x H x W, on an even sample.
@@ -89,100 +89,6 @@ def set_hyper(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -> N
             g["momentum"] = momentum
 
 
-def class_weights(train_labels: Tensor, num_classes: list[int], power: float = 1.0) -> list[Tensor]:
-    """Inverse-frequency weights per head to the ``power`` (1: inverse frequency, 0.5: its square
-    root), normalised to mean 1 over the classes present."""
-    out = []
-    for counts in class_counts(train_labels, num_classes):
-        k = len(counts)
-        w = torch.where(counts > 0, counts.sum() / (k * counts.clamp(min=1)), torch.zeros_like(counts))
-        w = w**power
-        out.append(w / w[counts > 0].mean())
-    return out
-
-
-def class_counts(train_labels: Tensor, num_classes: list[int]) -> list[Tensor]:
-    """Labelled train rows per class, per head (float; missing labels, -1, not counted)."""
-    return [torch.bincount(col[col >= 0], minlength=k).float() for col, k in zip(train_labels.T, num_classes)]
-
-
-def logit_offsets(train_labels: Tensor, num_classes: list[int], tau: float) -> list[Tensor]:
-    """tau * log(train frequency) per class and head, for the logit-adjusted loss (a class never seen counts
-    as one row, so its offset stays finite).
-
-    Example:
-        >>> [round(v, 3) for v in logit_offsets(torch.tensor([[0], [0], [0], [1]]), [2], 1.0)[0].tolist()]
-        [-0.288, -1.386]
-    """
-    out = []
-    for counts in class_counts(train_labels, num_classes):
-        counts = counts.clamp(min=1)
-        out.append(tau * (counts / counts.sum()).log())
-    return out
-
-
-@dataclass
-class LossSpec:
-    head_weights: list[float]
-    class_weights: list[Tensor | None]
-    label_smoothing: float = 0.0
-    # tau * log(class frequency) per head, added to the logits inside the loss (the logit-adjusted loss), or None
-    logit_offsets: list[Tensor] | None = None
-    # head_weights as a tensor on the training device, made once: building it each step is a
-    # blocking host-to-GPU copy, which waits for all queued GPU work (a sync per step)
-    head_weight_tensor: Tensor | None = None
-
-
-def multi_head_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec) -> tuple[Tensor, Tensor]:
-    """Weighted sum of per-head cross-entropies; missing labels (-1) are skipped.
-
-    A head with no labelled sample in the batch contributes exactly 0. Returns
-    ``(total, per_head)`` with ``per_head`` the unweighted mean loss of each head.
-    """
-    per_head = []
-    for j, out in enumerate(logits):
-        t = targets[:, j]
-        labelled = (t >= 0).sum()
-        out = out.float() if spec.logit_offsets is None else out.float() + spec.logit_offsets[j]
-        loss = F.cross_entropy(
-            out, t, weight=spec.class_weights[j], ignore_index=-1,
-            label_smoothing=spec.label_smoothing, reduction="sum",
-        )
-        per_head.append(loss / labelled.clamp(min=1))
-    per_head_t = torch.stack(per_head)
-    weights = spec.head_weight_tensor
-    if weights is None or weights.device != per_head_t.device:
-        weights = torch.tensor(spec.head_weights, device=per_head_t.device)
-    return (per_head_t * weights).sum(), per_head_t
-
-
-def mixed_loss(logits: tuple[Tensor, ...], targets: Tensor, spec: LossSpec, mix: Mix) -> tuple[Tensor, Tensor]:
-    """Mixup/cutmix loss: ``lam * loss(targets) + (1 - lam) * loss(targets[perm])``, total and per head.
-
-    Both terms are :func:`multi_head_loss`, so class weights, label smoothing and head weights
-    apply to each, and a missing label (-1) drops its own term only: both are divided by the
-    head's labelled count in the batch, which the permutation does not change.
-    """
-    own_total, own_head = multi_head_loss(logits, targets, spec)
-    other_total, other_head = multi_head_loss(logits, targets[mix.perm], spec)
-    lam = mix.lam
-    return lam * own_total + (1.0 - lam) * other_total, lam * own_head + (1.0 - lam) * other_head
-
-
-def loss_spec(cfg: TrainConfig, schema: Schema, train_labels: Tensor, device: torch.device) -> LossSpec:
-    unknown = set(cfg.optim.loss_weights) - set(schema.heads)
-    if unknown:
-        raise AttrfitError(f"loss-weights names unknown head(s) {sorted(unknown)}; heads: {', '.join(schema.heads)}")
-    weights = [float(cfg.optim.loss_weights.get(h, 1.0)) for h in schema.heads]
-    cw = (class_weights(train_labels, schema.num_classes, cfg.optim.class_weight_power) if cfg.optim.class_weights
-          else [None] * len(weights))
-    cw = [w.to(device) if w is not None else None for w in cw]
-    tau = cfg.optim.logit_adjust
-    offsets = [o.to(device) for o in logit_offsets(train_labels, schema.num_classes, tau)] if tau > 0 else None
-    return LossSpec(weights, cw, cfg.optim.label_smoothing, logit_offsets=offsets,
-                    head_weight_tensor=torch.tensor(weights, device=device))
-
-
 # ---------------------------------------------------------------- EMA
 
 def ema_decay(decay: float, step: int) -> float:
@@ -211,15 +117,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
 
 
 # ---------------------------------------------------------------- state that checkpoints carry
-
-@dataclass
-class Sides:
-    """What the loop may touch: the train images and labels, and val for model selection."""
-
-    train_images: Tensor
-    train_labels: Tensor
-    val_images: Tensor
-    val_labels: Tensor
 
 
 @dataclass
@@ -269,84 +166,12 @@ def build_trainer(cfg: TrainConfig, schema: Schema, sides: Sides, max_lr: float,
     total = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size // dist.world_size)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     trainer = Trainer(cfg, schema, model, optimizer, ema, device, precision,
-                      loss_spec(cfg, schema, sides.train_labels, device), total, max_lr, dist, scaler, check)
+                      losses.loss_spec(cfg, schema, sides.train_labels, device), total, max_lr, dist, scaler, check)
     net = dist.wrap(model) if dist.enabled else model  # DDP first, then compile: torch's recommended order
     if cfg.compile:
         check_compiler(device)
     trainer.compiled = torch.compile(net) if cfg.compile else (net if dist.enabled else None)
     return trainer
-
-
-# ---------------------------------------------------------------- the data on the training device
-
-# The sides may take at most this share of the GPU memory free before training: the rest is
-# for the weights, optimizer state and activations (a few GB at most for attrfit's presets).
-DEVICE_DATA_SHARE = 0.5
-
-
-def keep_on_device(device: torch.device, nbytes: int, free_bytes: int) -> bool:
-    """Whether the train and val tensors (``nbytes`` in all) should live on ``device`` for the run.
-
-    Only on a GPU (on the CPU they already are where the steps run), and only where they
-    take at most :data:`DEVICE_DATA_SHARE` of its free memory.
-
-    Example:
-        >>> keep_on_device(torch.device("cuda"), 330 << 20, 100 << 30), keep_on_device(torch.device("cpu"), 1, 2)
-        (True, False)
-    """
-    return device.type == "cuda" and nbytes <= DEVICE_DATA_SHARE * free_bytes
-
-
-def _tensors(sides: Sides) -> list[Tensor]:
-    return [getattr(sides, f.name) for f in fields(sides)]  # not dataclasses.astuple: it deep-copies
-
-
-def sides_nbytes(sides: Sides) -> int:
-    return sum(v.nelement() * v.element_size() for v in _tensors(sides))
-
-
-def move_sides(sides: Sides, device: torch.device) -> Sides:
-    return Sides(*(v.to(device) for v in _tensors(sides)))
-
-
-def device_sides(sides: Sides, device: torch.device) -> Sides:
-    """The sides on a GPU once for the whole run where they fit; else (and on the CPU) as they are.
-
-    On the GPU each batch is then gathered there (:func:`gather`): no host-to-GPU copy per step.
-    Where they do not fit, batches are gathered on the CPU and copied through pinned memory.
-    """
-    if device.type != "cuda":
-        return sides
-    nbytes, (free, _) = sides_nbytes(sides), torch.cuda.mem_get_info(device)
-    if not keep_on_device(device, nbytes, free):
-        log.info("the train and val images (%.0f MiB) stay in CPU memory (%.0f MiB free on %s): batches are "
-                 "copied each step", nbytes / 2**20, free / 2**20, device)
-        return sides
-    log.info("the train and val images (%.0f MiB) moved to %s for the run", nbytes / 2**20, device)
-    return move_sides(sides, device)
-
-
-def gather(images: Tensor, labels: Tensor, idx: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Rows ``idx`` of ``images`` and ``labels``, on ``device``.
-
-    Gathered where the tensors live; from CPU memory to a GPU the batch goes through pinned
-    memory, so the copy runs asynchronously instead of waiting for the GPU's queue to drain.
-    """
-    idx = idx.to(images.device, non_blocking=True)
-    x, y = images[idx], labels[idx]
-    if copies_through_pinned_memory(x.device, device):
-        x, y = x.pin_memory(), y.pin_memory()
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
-def copies_through_pinned_memory(source: torch.device, target: torch.device) -> bool:
-    """CPU to GPU only: a batch already on a GPU (``cuda:0`` for ``cuda``) cannot and need not be pinned.
-
-    Example:
-        >>> copies_through_pinned_memory(torch.device("cuda", 0), torch.device("cuda"))
-        False
-    """
-    return source.type == "cpu" and target.type == "cuda"
 
 
 def host_sync_every(device: torch.device, show: bool) -> tuple[int, int]:
@@ -381,7 +206,7 @@ def train_step(t: Trainer, x: Tensor, y: Tensor, step: int, lr: float, momentum:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(t.device, t.precision):
         logits = t.net(x, normalised=True)
-    total, per_head = multi_head_loss(logits, y, t.loss) if mix is None else mixed_loss(logits, y, t.loss, mix)
+    total, per_head = losses.multi_head_loss(logits, y, t.loss) if mix is None else losses.mixed_loss(logits, y, t.loss, mix)
     backward_and_step(t, total)
     if t.ema is not None:
         ema_update(t.ema, t.model, cfg.optim.ema, step)
@@ -509,56 +334,3 @@ class StepMeter:
         self.fold()
 
 
-# ---------------------------------------------------------------- checkpoints
-
-def model_args(t: Trainer) -> ModelArgs:
-    m = t.model
-    return ModelArgs(to_dict(m.cfg), list(m.num_classes), m.mean.flatten().tolist(), m.std.flatten().tolist())
-
-
-def checkpoint_of(t: Trainer, prog: Progress, split: SplitRef, val: dict | None = None) -> Checkpoint:
-    """The trainer's state now (``val``: for best.pt, the val results that made it the best)."""
-    return Checkpoint(
-        model_args=model_args(t),
-        model=t.model.state_dict(),
-        optimizer=t.optimizer.state_dict(),
-        ema=t.ema.state_dict() if t.ema is not None else None,
-        scaler=t.scaler.state_dict() if t.scaler is not None else None,
-        progress=prog,
-        config=to_dict(t.cfg),
-        schema=t.schema,
-        max_lr=t.max_lr,
-        precision=t.precision,
-        precision_check=t.check.to_dict() if t.check else None,
-        split=split,
-        size=t.cfg.data.size,
-        resize=t.cfg.data.resize,
-        val=val,
-    )
-
-
-def restore(t: Trainer, ckpt: Checkpoint) -> Progress:
-    t.model.load_state_dict(ckpt.model)
-    t.optimizer.load_state_dict(ckpt.optimizer)
-    if t.ema is not None and ckpt.ema is not None:
-        t.ema.load_state_dict(ckpt.ema)
-    if t.scaler is not None and ckpt.scaler:
-        t.scaler.load_state_dict(ckpt.scaler)
-    return Progress(**ckpt.progress.to_dict())
-
-
-def init_weights_from(t: Trainer, source: str) -> None:
-    """``--init-from``: copy weights (not optimizer or schedule) from an earlier checkpoint."""
-    ckpt, path = Checkpoint.load_with_fallback(checkpoint.resolve(source))
-    diff = ckpt.schema.differences(t.schema)
-    if diff:
-        raise AttrfitError(f"--init-from {path}: its schema differs from this data: {'; '.join(diff)}")
-    try:
-        t.model.load_state_dict(ckpt.ema if ckpt.ema is not None else ckpt.model)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise AttrfitError(f"--init-from {path}: its architecture does not match this model's ({first}); "
-                           "use the same --preset/--width/--depth") from None
-    if t.ema is not None:
-        t.ema.load_state_dict(t.model.state_dict())
-    log.info("initialised weights from %s", path)

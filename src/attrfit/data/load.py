@@ -1,8 +1,13 @@
-"""The data path composed: table -> verified split -> image cache -> tensors per side.
+"""The data path in one place: table -> split (loaded, or made once and saved) -> verified -> image cache.
 
-:func:`load_data` is what ``train``, ``evaluate`` and ``lr-find`` call. It reads the CSV,
-loads (or, the first time, makes and saves) the split, verifies the split against the
-table, and loads the decoded images from the cache.
+:func:`load_data` is what ``train``, ``evaluate``, ``lr-find`` and ``prepare`` call; it reads top to
+bottom as the data flows (:func:`read_checked` is its first half, for readers that need no images):
+
+1. the split file, where there is one: it decides the group column and refuses other split options;
+2. the labels CSV, read into a :class:`~attrfit.data.table.Table` (its heads checked against the split's);
+3. the split: the saved one, or a new one made from the table and saved, never silently re-made;
+4. the split verified against the table (the same rows, labels and assignment), giving the rows per side;
+5. the images, decoded once into the cache (or loaded from it), with the labels and sides as tensors.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from attrfit.core.options import OneOf, Range, option
 from attrfit.data.split import (SIDES, Split, default_split_path, load_split, make_split, new_split_advice,
                                 no_train_labels_message, record_duplicates, same_split, save_split, unlearnable_heads,
                                 verify_split)
-from attrfit.data.table import Schema, Table, read_table, with_class_order
+from attrfit.data.table import Table, read_table, with_class_order
+from attrfit.data.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -98,36 +104,30 @@ def read_config_table(cfg: DataConfig, schema: Schema | None = None) -> Table:
     )
 
 
-def obtain_split(cfg: DataConfig, table: Table, create: bool = True) -> tuple[Split, Path]:
-    """Load the saved split; make and save it the first time (never silently re-made)."""
+def read_checked(cfg: DataConfig, schema: Schema | None = None, create_split: bool = True):
+    """Steps 1-4 of the data path: ``(table, split, split_path, rows per side)``, verified against each other.
+
+    ``create_split=False`` refuses a missing split file instead of making one (evaluate, report).
+    """
     path = cfg.split_path()
-    if path.exists():
-        return load_split(path), path
+    saved = load_split(path) if path.exists() else None
+    if saved is not None:
+        cfg = follow_split(cfg, saved, path)
+    table = read_config_table(cfg, schema)
+    split = saved if saved is not None else new_split(cfg, table, path, create_split)
+    table = match_split_schema(table, split, path)
+    return table, split, path, verify_split(split, table, path)
+
+
+def new_split(cfg: DataConfig, table: Table, path: Path, create: bool = True) -> Split:
+    """The first split of a table: made from ``cfg``'s split options and saved at ``path``."""
     if not create:
         raise AttrfitError(f"{path}: no split file; make one with 'attrfit split {cfg.csv}'")
     split = record_duplicates(make_split(table, cfg.test_fraction, cfg.val_fraction, cfg.split_seed, cfg.stratify), table)
     save_split(split, path)
     log.info("made and saved a new split %s (test %d, val %d, train %d)", path,
              split.counts["test"], split.counts["val"], split.counts["train"])
-    return split, path
-
-
-def read_checked(cfg: DataConfig, schema: Schema | None = None, create_split: bool = True):
-    """The table and its split, verified against each other: ``(table, split, split_path, rows per side)``.
-
-    An existing split decides: its group column is used when none is given, and options
-    that differ from what it records (split settings, heads, group column) are refused
-    with the real cause. Without a split file one is made (``create_split``) and saved.
-    """
-    path = cfg.split_path()
-    if not path.exists():
-        table = read_config_table(cfg, schema)
-        split, path = obtain_split(cfg, table, create=create_split)
-    else:
-        split = load_split(path)
-        cfg = follow_split(cfg, split, path)
-        table = match_split_schema(read_config_table(cfg, schema), split, path)
-    return table, split, path, verify_split(split, table, path)
+    return split
 
 
 SPLIT_OPTIONS = (("test_fraction", "test_fraction", "--test-fraction", "--test-fraction"),
@@ -216,6 +216,11 @@ def check_trainable(data: "Data") -> None:
 
 
 def load_data(cfg: DataConfig, schema: Schema | None = None, progress: bool = True, create_split: bool = True) -> Data:
+    """The data path (see the module's docstring): the table, its verified split and the decoded images.
+
+    >>> data = load_data(DataConfig(csv="demo/data/annotations.csv", size="128x64"))  # doctest: +SKIP
+    >>> data.images.shape, {s: len(r) for s, r in data.sides.items()}  # doctest: +SKIP
+    """
     table, split, split_path, rows = read_checked(cfg, schema, create_split)
     cache = load_or_build(
         table.paths, table.abs_paths(), parse_size(cfg.size), cfg.resize, cfg.cache_dir, cfg.skip_bad_images,
