@@ -34,7 +34,7 @@ PLACEHOLDERS = {
     "FILE": "file.txt", "N": "1", "K": "4", "X": "0.2", "LR": "0.1", "LOWER": "0.01", "TAU": "1.0",
     "NAME": "peta", "SRC": "PETA.mat", "COMMAND": "train", "DURATION": "15m", "HxW": "128x64",
     "S": "labels.split.json", "S35": "peta35.split.json", "SH": "peta_heads.split.json", "C": "cache",
-    "R35": "runs/peta35", "RH": "runs/peta_heads", "INPUT": "images/",
+    "R35": "runs/peta35", "RH": "runs/peta_heads", "INPUT": "images/", "BOXES": "boxes.txt",
 }
 PLACEHOLDER = re.compile(r"\$?\{?([A-Z][A-Z0-9_]*|HxW)\}?")
 
@@ -347,9 +347,10 @@ def held(name: str, *modules: str, scale: float = 1):
     return lambda: scale * constant(name, *modules)
 
 
-BUDGET, TRACKING, TRAINER = "attrfit.training.budget", "attrfit.training.tracking", "attrfit.training.trainer"
-FINDINGS = ("attrfit.evaluation.findings", "attrfit.evaluation.report")  # the report's warnings
-SCHEMA = ("attrfit.data.schema", "attrfit.data.table")  # which columns can be heads
+BUDGET, TRACKING = "attrfit.training.budget", "attrfit.training.tracking"
+SIDES = "attrfit.training.sides"  # where the train and val images live during a run
+FINDINGS = "attrfit.evaluation.findings"  # the report's warnings
+LABELS = "attrfit.data.labels"  # which columns can be heads
 MISTAKES = "attrfit.evaluation.mistakes"
 
 # (document, a pattern whose one group is the figure, what the code holds)
@@ -360,22 +361,22 @@ FIGURES = [
     ("docs/training.md", r"plan off by ([\d.]+)x or more", held("REPLAN_OFF_BY", BUDGET)),
     ("docs/training.md", r"plus (\d+) s for the report", held("REPORT_S", BUDGET)),
     ("docs/training.md", r"with a (\d+) s timeout", held("PROBE_TIMEOUT_S", TRACKING)),
-    ("docs/training.md", r"at most (\d+)% of its free memory", held("DEVICE_DATA_SHARE", TRAINER, scale=100)),
+    ("docs/training.md", r"at most (\d+)% of its free memory", held("DEVICE_DATA_SHARE", SIDES, scale=100)),
     ("docs/training.md", r"the loss is read back every (\d+) steps", gpu_loss_reads),
     ("docs/results.md", r"one class makes up (\d+)% or more",
-     held("COLLAPSE_SHARE", "attrfit.evaluation.metrics", *FINDINGS, scale=100)),
-    ("docs/results.md", r"and by at least ([\d.]+)", held("VAL_TEST_MIN_GAP", *FINDINGS)),
-    ("docs/results.md", r"train accuracy is ([\d.]+) or more above", held("OVERFIT_GAP", *FINDINGS)),
-    ("docs/results.md", r"intervals \((\d+) resamples of the scored images\)",
-     held("N_BOOT", "attrfit.evaluation.bootstrap", "attrfit.evaluation.report")),
+     held("COLLAPSE_SHARE", "attrfit.evaluation.metrics", scale=100)),
+    ("docs/results.md", r"and by at least ([\d.]+)", held("VAL_TEST_MIN_GAP", FINDINGS)),
+    ("docs/results.md", r"train accuracy is ([\d.]+) or more above", held("OVERFIT_GAP", FINDINGS)),
+    ("docs/results.md", r"intervals \((\d+) resamples of the scored images",
+     held("N_BOOT", "attrfit.evaluation.bootstrap")),
     ("docs/results.md", r"\((\d+) resamples by default", lambda: cli_default("compare", "--n-boot")),
     ("docs/results.md", r"the (\d+) most frequent classes",
-     held("MATRIX_CLASSES", "attrfit.evaluation.figures", "attrfit.evaluation.report")),
+     held("MATRIX_CLASSES", "attrfit.evaluation.figures")),
     ("docs/results.md", r"\((\d+) per head, fewer", held("PER_HEAD", MISTAKES)),
     ("docs/results.md", r"(\d+) in all, so a report", held("MAX_THUMBNAILS", MISTAKES)),
-    ("docs/data.md", r"\(over (\d+) classes", held("MAX_ID_CLASSES", *SCHEMA)),
-    ("docs/data.md", r"under (\d+) rows each", held("MIN_ROWS_PER_CLASS", *SCHEMA)),
-    ("docs/data.md", r"over (\d+) distinct numbers", held("MAX_NUMERIC_CLASSES", *SCHEMA)),
+    ("docs/data.md", r"\(over (\d+) classes", held("MAX_ID_CLASSES", LABELS)),
+    ("docs/data.md", r"under (\d+) rows each", held("MIN_ROWS_PER_CLASS", LABELS)),
+    ("docs/data.md", r"over (\d+) distinct numbers", held("MAX_NUMERIC_CLASSES", LABELS)),
     ("docs/prediction.md", r"`--batch-size`, (\d+) by default", lambda: cli_default("predict", "--batch-size")),
 ]
 
