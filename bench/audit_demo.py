@@ -1,4 +1,4 @@
-"""How well `attrfit audit-labels` finds the demo's known label flips (BENCHMARKS.md §8).
+"""How well `attrfit audit-labels` finds the demo's known label flips (docs/experiments/audit.md).
 
 The demo data flips a known share of its labels (attrfit.data.demo.add_label_noise, from the seed),
 so the flipped cells can be recomputed. This script reads the suspects CSV that

@@ -1,4 +1,4 @@
-"""A small PNG of the top suspects per head from an `attrfit audit-labels` CSV (BENCHMARKS.md §8).
+"""A small PNG of the top suspects per head from an `attrfit audit-labels` CSV (docs/experiments/audit.md).
 
     python bench/audit_figure.py issues.csv --images DIR --per-head 6 --out bench/figures/peta_audit_suspects.png
 

@@ -5,7 +5,7 @@ for each preset at several input sizes, at the training batch and the default ev
 batch, and reports the layers it keeps in fp32, the worst error of the sound ones (in stds
 of the fp32 output; a sound bf16 kernel is a few hundredths off) and the seconds it took.
 On an AMD EPYC (AVX512-BF16) nothing is kept in fp32; on Intel Xeons with AMX, torch 2.13
-gives garbage for 3x3 stride-2 convs on 4x2 inputs (BENCHMARKS.md, "bf16 soundness").
+gives garbage for 3x3 stride-2 convs on 4x2 inputs (docs/experiments/bf16.md).
 
     .venv/bin/python bench/bf16_check.py            # cpu-small and cpu-base, 5 sizes
     .venv/bin/python bench/bf16_check.py --quick    # one size, seconds

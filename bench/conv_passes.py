@@ -42,7 +42,7 @@ def run_child(args) -> None:
 
     args.rounds, args.warmup = 1, 20  # the schedule spans the warm-up and the logged steps (step_speed.build)
     steps = step_speed.build(args, {})
-    for _ in range(args.warmup):  # the first steps' weight gradients are slower (BENCHMARKS.md §1)
+    for _ in range(args.warmup):  # the first steps' weight gradients are slower (docs/experiments/throughput.md)
         steps.step()
     sys.stdout.flush()
     with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):

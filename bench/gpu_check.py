@@ -1,4 +1,4 @@
-"""One script for a lent GPU: the machine, training throughput, --compile on and off, and the
+"""One script for a GPU machine: the machine, training throughput, --compile on and off, and the
 reference-sized job (13,500 images, 8 heads, 50 epochs) timed end to end.
 
     python bench/gpu_check.py                # on the GPU machine, from the repo root: ~6 minutes, at most --budget-s

@@ -39,7 +39,7 @@ from attrfit.model.precision import guard_bf16, resolve_precision
 from attrfit.recipe.config import TrainConfig
 from attrfit.serving.predict import Predictor, compile_frozen
 
-BATCH = 64  # the setting, and attrfit predict's default (PREDICT_BATCH)
+BATCH = 64  # attrfit predict's default (PREDICT_BATCH)
 
 
 def handwritten(model: torch.nn.Module, images: torch.Tensor, batch: int) -> None:

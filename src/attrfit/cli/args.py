@@ -175,4 +175,4 @@ def add_tta_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_device_arg(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--device", default=default, help=f"auto, cpu, cuda or cuda:N (default {default})")
+    p.add_argument("--device", default=default, metavar="DEVICE", help=f"auto, cpu, cuda or cuda:N (default {default})")

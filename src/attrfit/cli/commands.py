@@ -24,9 +24,11 @@ log = logging.getLogger("attrfit")
 def register_demo_data(sub) -> None:
     p = sub.add_parser("demo-data", help="write the built-in synthetic person-attributes dataset")
     p.add_argument("out_dir", help="folder to write annotations.csv and resized/N.jpg into")
-    p.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="224x224", help="HxW of the written images (default 224x224, as the reference)")
+    p.add_argument("--n", type=int, default=2000, metavar="N", help="number of images (default 2000)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the drawn people, their attributes and the label noise (default 0)")
+    p.add_argument("--size", default="224x224", metavar="HxW",
+                   help="HxW of the written images (default 224x224, as the reference)")
     p.add_argument("--force", action="store_true", help="write over an existing demo dataset, or into a folder holding other files")
     p.set_defaults(func=run_demo_data)
 
@@ -49,7 +51,7 @@ def register_split(sub) -> None:
     p = sub.add_parser("split", help="make the held-out split once and save it")
     add_table_args(p)
     add_split_args(p)
-    p.add_argument("--out", help="split file to write (default: <csv stem>.split.json beside the CSV)")
+    p.add_argument("--out", metavar="FILE", help="split file to write (default: <csv stem>.split.json beside the CSV)")
     p.add_argument("--force", action="store_true", help="replace an existing split file")
     p.set_defaults(func=run_split)
 
@@ -205,8 +207,8 @@ def run_evaluate(args) -> int:
 
 def register_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole job on built-in synthetic data: data, split, train, test, report")
-    p.add_argument("--out", default="demo", help="folder for the demo data and runs (default ./demo)")
-    p.add_argument("--n", type=int, default=4000, help="demo images (default 4000)")
+    p.add_argument("--out", default="demo", metavar="DIR", help="folder for the demo data and runs (default ./demo)")
+    p.add_argument("--n", type=int, default=4000, metavar="N", help="demo images (default 4000)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(p)
     p.set_defaults(func=run_demo)

@@ -20,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page (figures embedded)")
     p.add_argument("--force", action="store_true", help="replace an existing --html file (never an input or a run's file)")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
-    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, metavar="N", help=f"bootstrap resamples (default {N_BOOT})")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="bootstrap seed (default 0)")
     p.set_defaults(func=run_compare)
 
 

@@ -34,9 +34,9 @@ def register(sub) -> None:
                    "missing or unreadable (they are listed in DIR/missing_images.txt either way)")
     p.add_argument("--paths", choices=PATHS, default="csv", help="image paths relative to the CSV's folder "
                    "(default), or to --images (then train with --images DIR too)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="where a partition has no val side: the share "
-                   "of train identities moved to val (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of that val draw (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.1, metavar="FRAC", help="where a partition has no val "
+                   "side: the share of train identities moved to val (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of that val draw (default 0)")
     p.add_argument("--force", action="store_true", help="write again into a folder holding this dataset, or "
                    "beside other files")
     p.set_defaults(func=run)

@@ -13,15 +13,16 @@ from attrfit.training.lr_rules import RULES
 
 def register(sub) -> None:
     p = sub.add_parser("lr-find", help="LR range test: suggest the max learning rate (train side only)")
-    p.add_argument("csv", help="labels CSV")
+    p.add_argument("csv", help="labels CSV: an image_path column and one column per attribute")
     p.add_argument("--config", metavar="FILE", help="TOML (or YAML) file of options, as for train; flags override it")
-    p.add_argument("--min-lr", type=float, default=1e-6, help="first LR of the sweep (default 1e-6)")
-    p.add_argument("--max-lr", type=float, default=10.0, help="last LR of the sweep (default 10)")
-    p.add_argument("--steps", type=int, default=100, help="training steps per sweep (default 100)")
-    p.add_argument("--repeats", type=int, default=3,
+    p.add_argument("--min-lr", type=float, default=1e-6, metavar="LR", help="first LR of the sweep (default 1e-6)")
+    p.add_argument("--max-lr", type=float, default=10.0, metavar="LR", help="last LR of the sweep (default 10)")
+    p.add_argument("--steps", type=int, default=100, metavar="N", help="training steps per sweep (default 100)")
+    p.add_argument("--repeats", type=int, default=3, metavar="N",
                    help="sweeps from the same weights with other batch orders (default 3)")
     p.add_argument("--rule", choices=list(RULES), default="valley", help="which suggestion is chosen (default valley)")
-    p.add_argument("--out", default="lr_find", help="folder for lr_find.json and lr_find.png (default ./lr_find)")
+    p.add_argument("--out", default="lr_find", metavar="DIR",
+                   help="folder for lr_find.json and lr_find.png (default ./lr_find)")
     p.add_argument("--force", action="store_true", help="replace an existing lr_find.json and lr_find.png in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(p, lr_find=True)  # training-only flags (--lr, --epochs, --report...) are refused

@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="write the HTML report of a run (figures embedded; opens offline)")
     p.add_argument("run", metavar="RUN", help="run folder written by 'attrfit train'")
     p.add_argument("--side", choices=["test", "val"], default="test", help="side of the split to score (default test)")
-    p.add_argument("--out", help="HTML file to write (default RUN/report.html; figures go to <name>_files/ beside it)")
+    p.add_argument("--out", metavar="FILE",
+                   help="HTML file to write (default RUN/report.html; figures go to <name>_files/ beside it)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file (never an input or a run's file)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_report)
