@@ -389,3 +389,12 @@ def test_documented_figure_equals_the_code(document, pattern, code):
     expected = code()
     wrong = [f for f in found if round(float(f), 9) != round(float(expected), 9)]
     assert not wrong, f"{document}: {wrong} where the code holds {expected}"
+
+
+def test_every_document_the_code_points_to_exists():
+    """Comments and docstrings point to the measurement behind a rule (docs/experiments/...): each such file is
+    there, so a renamed page breaks this test, not the pointer."""
+    pointers = {(p.relative_to(ROOT), m.group(0)) for p in (ROOT / "src").rglob("*.py")
+                for m in re.finditer(r"(?:docs/[\w/.-]+\.md|BENCHMARKS\.md|ARCHITECTURE\.md)", p.read_text())}
+    missing = sorted(f"{where}: {name}" for where, name in pointers if not (ROOT / name.rstrip(".")).is_file())
+    assert pointers and not missing, missing

@@ -4,7 +4,7 @@ glibc's malloc hands every block above a threshold to the kernel (``mmap``) and 
 memory at the top of the heap back (``trim``). A training step frees and re-allocates the
 same multi-MiB tensors every time (augmented batches, activations), so by default each step
 maps fresh pages and takes a page fault on every 4 KiB of them; kept, they are reused (the
-gain is measured in BENCHMARKS.md, training throughput). PyTorch's CPU tuning guides get the
+gain is measured in docs/experiments/throughput.md). PyTorch's CPU tuning guides get the
 same by swapping in jemalloc or tcmalloc; ``mallopt`` needs no extra library.
 
 The price is that memory freed after the peak stays with the process until it ends (its

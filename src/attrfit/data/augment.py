@@ -14,7 +14,7 @@ Order of operations: horizontal flip, translate (with reflected borders; the two
 just before cutout), so the patch carries no information and does not shift the image's
 colour statistics the way black would. Flip and translate move uint8 pixels; brightness,
 contrast, the normalisation and the conversion to float are one pass, and everything after
-it runs in the dtype asked for (bf16 halves the bytes of every full-size pass; BENCHMARKS.md, training throughput).
+it runs in the dtype asked for (bf16 halves the bytes of every full-size pass; docs/experiments/throughput.md).
 
 ``mix_batch`` (mixup, cutmix) then mixes a whole augmented batch with a permutation of
 itself; the trainer mixes the loss with the same ``lam`` and permutation.

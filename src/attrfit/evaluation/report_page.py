@@ -123,7 +123,7 @@ def instance_html(m: InstanceMetrics | None) -> Html:
              ("instance-based accuracy", number(m.accuracy)), ("instance-based precision", number(m.precision)),
              ("instance-based recall", number(m.recall)), ("instance-based F1", number(m.f1))]
     note = ('<p class="note">Every head is a binary attribute, so the pedestrian-attribute field\'s metrics '
-            'apply (Li et al. 2016; Jia et al. 2020; defined in the README). Instance-based metrics compare '
+            'apply (Li et al. 2016; Jia et al. 2020; defined in docs/results.md). Instance-based metrics compare '
             'each image\'s set of predicted attributes with its true set; an image with an empty set scores 0, '
             'as in Jia et al.\'s code.</p>')
     return Html(f"<h3>Binary attributes ({m.n_attributes})</h3>" + kv_table(pairs) + note)

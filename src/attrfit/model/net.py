@@ -29,7 +29,7 @@ from attrfit.data.augment import Normalise
 # GPU presets keep full resolution in the stem for accuracy on small images.
 # cpu-small's patch stem skips the stem's full-resolution map, whose BatchNorm, ReLU and strided
 # convolutions took 40% of a step for 20% of its FLOPs: 1.36x the training images/s on PETA, and
-# equal or better balanced accuracy in the same wall time (BENCHMARKS.md, training throughput).
+# equal or better balanced accuracy in the same wall time (docs/experiments/throughput.md).
 PRESETS: dict[str, dict[str, int | str]] = {
     "cpu-small": {"width": 32, "depth": 1, "stages": 4, "stem_stride": 2, "stem": "patch"},
     "cpu-base": {"width": 32, "depth": 1, "stages": 4, "stem_stride": 1, "stem": "conv"},

@@ -4,11 +4,11 @@ bf16 autocast doubles CPU throughput where the CPU has native bf16 (AVX512-BF16,
 but it is only worth having where it is sound. On Intel Xeons with AMX, torch 2.13's
 oneDNN bf16 convolutions return garbage for some small shapes (a 3x3 stride-2 conv on a
 4x2 or 2x2 input: errors up to 1e37, a different answer on each call; see
-``../shared/repro/amx_bf16_conv.py`` and BENCHMARKS.md "bf16 on AMX"). Such layers sit
+``../shared/repro/amx_bf16_conv.py`` and docs/experiments/bf16.md). Such layers sit
 late in the trunk where feature maps are tiny, so they cost little in fp32. On AMD EPYCs
 (AVX512-BF16) the weight gradient of a bf16 3x3 stride-2 conv on a 1-pixel-wide input reads
 memory it never wrote: right on a fresh process's zeroed pages, garbage on a training run's
-freed memory (BENCHMARKS.md, bf16 soundness), so the check dirties freed memory before each call.
+freed memory (docs/experiments/bf16.md), so the check dirties freed memory before each call.
 
 So bf16 is never trusted blindly: :func:`guard_bf16` runs each convolution of the actual
 model at the shapes it will see (input size, batch sizes, memory format) in bf16 and in
@@ -196,7 +196,7 @@ def dirty_freed_memory(block_bytes: int = POISON_BYTES, blocks: int = 8) -> None
 
     A fresh process's memory is zeros, where such a read can pass unseen; a training run's
     memory, freed by earlier steps, holds anything (on an AMD EPYC, bf16 weight gradients of a 3x3
-    stride-2 conv on a 1-pixel-wide input read it: BENCHMARKS.md, bf16 soundness). Two rounds: glibc may
+    stride-2 conv on a 1-pixel-wide input read it: docs/experiments/bf16.md). Two rounds: glibc may
     serve the first from fresh pages and only keep blocks of this size for reuse after it.
     """
     for _ in range(2):

@@ -157,7 +157,7 @@ def head_suspects(probs: np.ndarray, target: np.ndarray) -> list[tuple[int, floa
     cleanlab estimates how many labels are wrong (``num_label_issues``: the off-diagonal of the
     confident joint) and the suspects are that many lowest self-confidences. On the demo's known
     flips this had a higher precision than ``find_label_issues``' default (prune by noise rate)
-    on 15 of 16 head-runs, recall within 0.06 (BENCHMARKS.md, label audit). A row whose most probable
+    on 15 of 16 head-runs, recall within 0.06 (docs/experiments/audit.md). A row whose most probable
     class is its given label is not a suspect: the model agrees with the label.
     """
     count, rank = require_cleanlab()

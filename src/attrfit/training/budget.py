@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 TIMED_STEPS = 5  # after one untimed warm-up step
 REPORT_S = 10.0  # reserve for writing the report at the end (figures, thumbnails), seconds
-MARGIN = 1.08  # on top of the measured epoch: later epochs run a few % slower than the timed steps (BENCHMARKS.md)
+# On top of the measured epoch: later epochs run a few % slower than the timed steps (docs/experiments/budget.md).
+MARGIN = 1.08
 REPLAN_OFF_BY = 1.25  # after the first epoch, plan again when the measured plan is off by this factor or more
 SLOW_EPOCHS_TO_CUT = 2  # epochs that must both be slow before a plan is cut (see replan)
 
