@@ -121,8 +121,10 @@ def _argv(command: str, run: Path, csv: Path, option: str) -> list:
 
 @pytest.mark.parametrize("command, option", sorted(FILE_OUTPUTS))
 def test_no_output_replaces_an_input_a_run_file_or_without_force_any_file(capsys, run, second_run, tmp_path,
-                                                                        command, option):
+                                                                        monkeypatch, command, option):
     from attrfit.core.runs import read_json
+
+    monkeypatch.chdir(tmp_path)  # default outputs (audit-labels' CSV) land here if a refusal ever fails
 
     csv = Path(read_json(run / "config.json")["data"]["csv"])
     if command in ("split", "audit-labels"):
