@@ -71,3 +71,16 @@ def test_wrong_arguments_are_one_clear_error(api_run, call, needle):
     run, csv = api_run
     with pytest.raises(attrfit.AttrfitError, match=needle.replace("(", r"\(")):
         call(run, csv)
+
+
+def test_find_lr_out_follows_the_output_policy(api_run, tmp_path):
+    """The API's --out is checked as the command's: never a run's folder, no existing file without force."""
+    run, csv = api_run
+    for where, needle in ((run, "run folder"), (run / "lr_find", "run folder")):
+        with pytest.raises(attrfit.AttrfitError, match=needle):
+            attrfit.find_lr(csv, out=where, steps=16, repeats=1, progress=False)
+    (tmp_path / "lr").mkdir()
+    (tmp_path / "lr" / "lr_find.json").write_text("mine")
+    with pytest.raises(attrfit.AttrfitError, match="already exists"):
+        attrfit.find_lr(csv, out=tmp_path / "lr", steps=16, repeats=1, progress=False)
+    assert (tmp_path / "lr" / "lr_find.json").read_text() == "mine"

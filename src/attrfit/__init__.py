@@ -83,11 +83,12 @@ def evaluate(run: str | Path, side: str = "test", *, tta: bool | None = None, cs
 
 def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | None = None, min_lr: float = 1e-6,
             max_lr: float = 10.0, steps: int = 100, repeats: int = 3, rule: str = "valley",
-            progress: bool = True, **options) -> dict:
+            force: bool = False, progress: bool = True, **options) -> dict:
     """LR range test on the train side; model and optimizer come back untouched.
 
     Returns the curves, each rule's suggestion and ``onecycle_max_lr`` (what ``--lr auto``
-    uses); with ``out`` also writes ``lr_find.json`` and ``lr_find.png`` there.
+    uses); with ``out`` also writes ``lr_find.json`` and ``lr_find.png`` there (checked before the sweep:
+    never into a run's folder, and existing files are replaced only with ``force``).
 
     Example:
         >>> attrfit.find_lr("data/labels.csv", size="128x64")["onecycle_max_lr"]  # doctest: +SKIP
@@ -96,12 +97,14 @@ def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | Non
     from attrfit.core import arguments
     from attrfit.data.load import load_data
     from attrfit.training.sides import make_sides
-    from attrfit.training.lr_find import check_sweep_args, find_lr as sweep
+    from attrfit.training.lr_find import check_out, check_sweep_args, find_lr as sweep
 
     out = arguments.optional_path(out, "out")
     check_sweep_args(arguments.number(min_lr, "min_lr"), arguments.number(max_lr, "max_lr"),
                      arguments.whole(steps, "steps"), arguments.whole(repeats, "repeats"))
     cfg = _config(csv, config, options)
+    if out is not None:  # before anything is read: the sweep takes minutes
+        check_out(out, arguments.flag(force, "force"), cfg.data)
     if cfg.threads:
         import torch
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrfit
-from attrfit.core import files, outputs
 from attrfit.cli.args import add_config_flags, config_from_args
 from attrfit.training.lr_find import check_sweep_args, describe
 from attrfit.training.lr_rules import RULES
@@ -33,14 +32,8 @@ def run_lr_find(args) -> int:
     out = Path(args.out)
     check_sweep_args(args.min_lr, args.max_lr, args.steps, args.repeats)
     cfg = config_from_args(args)  # every option checked before anything is read or written
-    outputs.check_output_folder(out, "LR range test folder")  # now, not after the sweep
-    files.probe_folder(files.make_folder(out, "LR range test folder"), "LR range test")
-    reads = outputs.Protected([Path(cfg.data.csv), cfg.data.split_path()],
-                              [Path(cfg.data.images or Path(cfg.data.csv).parent)])
-    for name in ("lr_find.json", "lr_find.png"):
-        outputs.check_output(out / name, args.force, reads, "LR range test")
     r = attrfit.find_lr(config=cfg, out=out, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps,
-                        repeats=args.repeats, rule=args.rule, progress=not args.quiet)
+                        repeats=args.repeats, rule=args.rule, force=args.force, progress=not args.quiet)
     print(describe(r))
     print(f"plot: {out / 'lr_find.png'}  data: {out / 'lr_find.json'}")
     return 0

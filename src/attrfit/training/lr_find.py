@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attrfit.core import files
+from attrfit.core import files, outputs
 from attrfit.recipe.config import TrainConfig
 from attrfit.training.distributed import Dist
 from attrfit.core.errors import AttrfitError
@@ -161,6 +161,16 @@ def summarize(curves: list[dict], rule: str) -> dict:
             "spread_wide": chosen["spread_decades"] > WIDE_SPREAD_DECADES,
             "onecycle_rule": ONECYCLE_RULE, "onecycle_max_lr": onecycle["median"],
             "onecycle_spread_decades": onecycle["spread_decades"], "suggestions": suggestions}
+
+
+def check_out(out: Path, force: bool, data) -> None:
+    """Before the sweep: ``out`` may take lr_find.json and lr_find.png (:mod:`attrfit.core.outputs`: never a run's
+    folder or an input, no existing file without ``force``); ``data`` is the run's DataConfig (what it reads)."""
+    outputs.check_output_folder(out, "LR range test folder")
+    files.probe_folder(files.make_folder(out, "LR range test folder"), "LR range test")
+    reads = outputs.Protected([Path(data.csv), data.split_path()], [Path(data.images or Path(data.csv).parent)])
+    for name in ("lr_find.json", "lr_find.png"):
+        outputs.check_output(out / name, force, reads, "LR range test")
 
 
 def check_sweep_args(min_lr: float, max_lr: float, steps: int, repeats: int) -> None:
