@@ -69,7 +69,8 @@ def test_holm_and_bootstrap_p_by_hand():
 def fake(name, preds, labels, classes=("x", "y")):
     schema = Schema(tuple(f"h{j}" for j in range(labels.shape[1])), {f"h{j}": classes for j in range(labels.shape[1])})
     probs = [np.eye(len(classes))[preds[:, j]] for j in range(labels.shape[1])]
-    return Loaded(name, SimpleNamespace(schema=schema, labels=labels, probs=probs, paths=[]), [], None, None)
+    scored = SimpleNamespace(schema=schema, labels=labels, probs=probs, paths=[], predicted=lambda j: probs[j].argmax(1))
+    return Loaded(name, scored, [], None, None)
 
 
 def test_paired_bootstrap_sees_a_small_consistent_gain_that_unpaired_would_miss():
@@ -117,12 +118,17 @@ def test_binary_tables_get_instance_rows():
 
 def test_compare_real_runs(runs, cache):
     c = compare_runs([runs.a, runs.b], n_boot=500)
+    assert c.rule == "prior-corrected"  # run A's own rule (the default objective's), for both runs
     results = [json.loads((r / "results.json").read_text()) for r in (runs.a, runs.b)]
+    same_rule = [r["rules"][c.rule] for r in results]
     mean = next(r for r in c.rows if r.metric == "accuracy" and r.name == "MEAN")
-    assert mean.values == pytest.approx([r["mean"]["accuracy"] for r in results])
+    assert mean.values == pytest.approx([r["mean"]["accuracy"] for r in same_rule])
     assert mean.diffs[1].value == pytest.approx(mean.values[1] - mean.values[0])
     bal = next(r for r in c.rows if r.metric == "balanced_accuracy" and r.name == "color")
-    assert bal.values == pytest.approx([r["heads"]["color"]["balanced_accuracy"] for r in results])
+    assert bal.values == pytest.approx([r["heads"]["color"]["balanced_accuracy"] for r in same_rule])
+    plain = compare_runs([runs.a, runs.b], n_boot=500, decide="most-probable")
+    mean = next(r for r in plain.rows if r.metric == "accuracy" and r.name == "MEAN")
+    assert mean.values == pytest.approx([r["mean"]["accuracy"] for r in results])  # results.json's own numbers
     assert c.config_diff == [("augment.cutout", [0.0, 0.25])]
     assert c.runs[1].wall_s == pytest.approx(results[1]["wall_time_s"])
     assert c.n_images == results[0]["heads"]["color"]["n"]
