@@ -85,8 +85,8 @@ def test_the_threshold_chosen_on_val_maximises_its_criterion_there(criterion, po
 def test_thresholds_need_both_classes_and_cuts_lie_between_values():
     assert fit_threshold(np.array([0.2, 0.7]), np.array([1, 1]), 1, "f1") is None
     assert cuts(np.array([0.3, 1.0])).tolist() == [0.15, 0.65, np.nextafter(1.0, 2.0)]
-    probs = np.array([[0.6, 0.4], [0.7, 0.3]], np.float32)
-    assert thresholded(probs, 1, 0.4).tolist() == [1, 0]  # at the threshold: positive
+    probs = np.array([[0.75, 0.25], [0.875, 0.125]], np.float32)  # exact in float32
+    assert thresholded(probs, 1, 0.25).tolist() == [1, 0]  # at the threshold: positive, as the schema says
 
 
 def test_priors_and_positive_classes():
