@@ -5,9 +5,18 @@ so the flipped cells can be recomputed. This script reads the suspects CSV that
 `attrfit audit-labels` wrote for a demo dataset and prints, per head, the precision and recall
 of the suspects against the true flips on the audited (train and val) rows.
 
-    attrfit demo-data demo_data --n 4000
-    attrfit audit-labels demo_data/annotations.csv --size 64x64 --folds 4 --epochs 16 --lr 0.4 --out demo_issues.csv
-    python bench/audit_demo.py demo_data demo_issues.csv --n 4000 [--json out.json]
+At the audit's default settings (the plain recipe, 16 epochs at LR 0.4, 4 folds), for 1,500 and 4,000 images:
+
+    attrfit demo-data demo1500 --n 1500 --seed 16
+    attrfit audit-labels demo1500/annotations.csv --size 64x64 --threads 1 --out demo1500_issues.csv
+    python bench/audit_demo.py demo1500 demo1500_issues.csv --n 1500 --seed 16 --json demo1500_audit.json
+
+    attrfit demo-data demo4000 --n 4000 --seed 16
+    attrfit audit-labels demo4000/annotations.csv --size 64x64 --threads 1 --out demo4000_issues.csv
+    python bench/audit_demo.py demo4000 demo4000_issues.csv --n 4000 --seed 16 --json demo4000_audit.json
+
+A head the audit cannot judge (its out-of-fold model does not beat chance) has no suspects: its precision
+is n/a and its recall 0, and the table says so.
 """
 
 from __future__ import annotations
@@ -63,7 +72,14 @@ def main() -> None:
     result = score(found, flipped_cells(args.n, args.seed, args.noise), audited_paths(args.data_dir))
     print(f"{'head':<14} {'flipped':>7} {'found':>6} {'correct':>7} {'precision':>9} {'recall':>6}")
     for h, m in result.items():
-        print(f"{h:<14} {m['flipped']:7d} {m['found']:6d} {m['true_found']:7d} {m['precision']:9.3f} {m['recall']:6.3f}")
+        note = "  (no suspects: not judged, or none found)" if not m["found"] else ""
+        print(f"{h:<14} {m['flipped']:7d} {m['found']:6d} {m['true_found']:7d} {m['precision']:9.3f} "
+              f"{m['recall']:6.3f}{note}")
+    found_all = sum(m["found"] for m in result.values())
+    hit_all = sum(m["true_found"] for m in result.values())
+    flipped_all = sum(m["flipped"] for m in result.values())
+    print(f"{'ALL':<14} {flipped_all:7d} {found_all:6d} {hit_all:7d} "
+          f"{hit_all / found_all if found_all else float('nan'):9.3f} {hit_all / flipped_all:6.3f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 

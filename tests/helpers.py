@@ -66,6 +66,25 @@ def write_tiny(root: Path, n: int = 60, seed: int = 0, size: int = 24, missing_e
     return write_rows(root / "labels.csv", rows)
 
 
+ODD_COLORS = ["1", "2", "10"]  # class names whose training order (natural: 1, 2, 10) is not alphabetical (1, 10, 2)
+
+
+def write_odd(root: Path, n: int = 60, seed: int = 0, height: int = 30, width: int = 18) -> Path:
+    """:func:`write_tiny`'s task on tall images (``height`` x ``width``), its colours named ``ODD_COLORS``: the data
+    of a ``--resize pad`` run at a non-square size whose class names do not sort alphabetically."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        c, bright = i % 3, (i // 3) % 2
+        a = rng.integers(0, 60, (height, width, 3)).astype(np.uint8)
+        a[..., 2 - c] += 120 + 60 * bright
+        a[: height // 4] = 30 * c  # a band whose share of the image the resize mode changes
+        Image.fromarray(a).save(root / f"img/{i}.png")
+        rows.append({"image_path": f"img/{i}.png", "color": ODD_COLORS[c], "bright": ["dark", "light"][bright]})
+    return write_rows(root / "labels.csv", rows)
+
+
 def write_rows(path: Path, rows: list[dict]) -> Path:
     """A labels CSV from dicts (the first row's keys are the columns)."""
     with open(path, "w", newline="") as f:

@@ -14,9 +14,12 @@ TINY = dict(size="16x16", width=8, stages=2, batch_size=16, lr=0.05, precision="
 def test_train_then_evaluate_gives_the_results_file(tiny, tmp_path):
     run = attrfit.train(tiny, run_dir=tmp_path / "r", epochs=2, progress=False, **TINY)
     saved = json.loads((run / "results.json").read_text())
-    again = attrfit.evaluate(run, progress=False, device="cpu")
-    assert again.mean.accuracy == pytest.approx(saved["mean"]["accuracy"])
-    assert again.to_json()["heads"] == saved["heads"]
+    again = attrfit.evaluate(run, progress=False, device="cpu")  # the run's own decision rule, from its objective
+    assert again.decision == "prior-corrected" and saved["decision"] == "most-probable"
+    assert again.mean.accuracy == pytest.approx(saved["rules"]["prior-corrected"]["mean"]["accuracy"])
+    assert again.to_json()["heads"] == saved["rules"]["prior-corrected"]["heads"]
+    plain = attrfit.evaluate(run, progress=False, device="cpu", decide="most-probable")
+    assert plain.to_json()["heads"] == saved["heads"]  # results.json's heads: the most probable class, as always
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
 
 

@@ -63,12 +63,13 @@ def train(csv: str | Path | None = None, *, config=None, run_dir: str | Path | N
 
 
 def evaluate(run: str | Path, side: str = "test", *, tta: bool | None = None, csv: str | Path | None = None,
-             device: str = "auto", progress: bool = True) -> Results:
+             device: str = "auto", progress: bool = True, decide: str | None = None) -> Results:
     """Per-head metrics of a run's best checkpoint (or a .pt file) on one side of its split.
 
     Returns a :class:`attrfit.evaluation.results.Results`: ``.heads[HEAD]`` (accuracy, balanced_accuracy,
     majority_accuracy, macro_f1, n, ...), ``.mean``, and ``.to_json()``, the same shape as ``RUN/results.json``
-    (NaN there is null). ``tta`` (mirror averaging) defaults to the run's --tta.
+    (NaN there is null). ``tta`` (mirror averaging) defaults to the run's --tta; ``decide`` (the decision
+    rule: most-probable, prior-corrected, threshold-balanced, threshold-f1) to the run's own.
 
     Example:
         >>> attrfit.evaluate("runs/demo").mean.accuracy  # doctest: +SKIP
@@ -78,7 +79,7 @@ def evaluate(run: str | Path, side: str = "test", *, tta: bool | None = None, cs
     """
     from attrfit.evaluation.scoring import evaluate_checkpoint
 
-    return evaluate_checkpoint(run, side, tta, csv, progress, device)
+    return evaluate_checkpoint(run, side, tta, csv, progress, device, decide)
 
 
 def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | None = None, min_lr: float = 1e-6,
@@ -113,14 +114,15 @@ def find_lr(csv: str | Path | None = None, *, config=None, out: str | Path | Non
     return sweep(cfg, data.schema, make_sides(data), out, min_lr, max_lr, steps, repeats, rule, progress=progress)
 
 
-def load(checkpoint_or_run, device: str = "cpu", compile: bool = False):
+def load(checkpoint_or_run, device: str = "cpu", compile: bool = False, decide: str | None = None):
     """A predictor for a trained model: ``attrfit.load("runs/x").predict(images)``.
 
-    See :class:`attrfit.serving.predict.Predictor` (``compile``: :meth:`~Predictor.from_checkpoint`).
+    See :class:`attrfit.serving.predict.Predictor` (``compile`` and ``decide``, the decision rule:
+    :meth:`~Predictor.from_checkpoint`).
     """
     from attrfit.serving.predict import Predictor
 
-    return Predictor.from_checkpoint(checkpoint_or_run, device=device, compile=compile)
+    return Predictor.from_checkpoint(checkpoint_or_run, device=device, compile=compile, decide=decide)
 
 
 __all__ = ["AttrfitError", "__version__", "evaluate", "find_lr", "load", "train"]

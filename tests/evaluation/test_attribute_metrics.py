@@ -94,5 +94,6 @@ def test_binary_table_run_reports_the_field_metrics(tmp_path, capsys):
     assert inst["mA"] == pytest.approx(results["mean"]["balanced_accuracy"])  # mA = mean balanced acc here
     assert "binary attributes (3): mA" in format_table(Results.from_json(results))
     assert "instance-based F1" in (run / "report.html").read_text(encoding="utf-8")
-    assert cli.main(["evaluate", str(run), "--json"]) == 0
+    assert cli.main(["evaluate", str(run), "--json", "--decide", "most-probable"]) == 0  # results.json's rule
     assert json.loads(capsys.readouterr().out)["instance"] == pytest.approx(inst)
+    assert results["rules"]["threshold-f1"]["instance"]["n_attributes"] == 3  # every rule's field metrics

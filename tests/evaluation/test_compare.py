@@ -10,6 +10,7 @@ from helpers import write_tiny
 
 from attrfit import cli
 from attrfit.evaluation.bootstrap import bootstrap_p, head_scores, holm, resample_indices
+from attrfit.evaluation.scoring import score_checkpoint
 from attrfit.evaluation.compare import Loaded, compare_rows, compare_runs
 from attrfit.evaluation.compare_page import format_comparison
 from attrfit.recipe.config import TrainConfig, apply
@@ -69,7 +70,8 @@ def test_holm_and_bootstrap_p_by_hand():
 def fake(name, preds, labels, classes=("x", "y")):
     schema = Schema(tuple(f"h{j}" for j in range(labels.shape[1])), {f"h{j}": classes for j in range(labels.shape[1])})
     probs = [np.eye(len(classes))[preds[:, j]] for j in range(labels.shape[1])]
-    return Loaded(name, SimpleNamespace(schema=schema, labels=labels, probs=probs, paths=[]), [], None, None)
+    scored = SimpleNamespace(schema=schema, labels=labels, probs=probs, paths=[], predicted=lambda j: probs[j].argmax(1))
+    return Loaded(name, scored, [], None, None)
 
 
 def test_paired_bootstrap_sees_a_small_consistent_gain_that_unpaired_would_miss():
@@ -117,17 +119,40 @@ def test_binary_tables_get_instance_rows():
 
 def test_compare_real_runs(runs, cache):
     c = compare_runs([runs.a, runs.b], n_boot=500)
+    assert c.rule == "prior-corrected"  # run A's own rule (the default objective's), for both runs
     results = [json.loads((r / "results.json").read_text()) for r in (runs.a, runs.b)]
+    same_rule = [r["rules"][c.rule] for r in results]
     mean = next(r for r in c.rows if r.metric == "accuracy" and r.name == "MEAN")
-    assert mean.values == pytest.approx([r["mean"]["accuracy"] for r in results])
+    assert mean.values == pytest.approx([r["mean"]["accuracy"] for r in same_rule])
     assert mean.diffs[1].value == pytest.approx(mean.values[1] - mean.values[0])
     bal = next(r for r in c.rows if r.metric == "balanced_accuracy" and r.name == "color")
-    assert bal.values == pytest.approx([r["heads"]["color"]["balanced_accuracy"] for r in results])
+    assert bal.values == pytest.approx([r["heads"]["color"]["balanced_accuracy"] for r in same_rule])
+    plain = compare_runs([runs.a, runs.b], n_boot=500, decide="most-probable")
+    mean = next(r for r in plain.rows if r.metric == "accuracy" and r.name == "MEAN")
+    assert mean.values == pytest.approx([r["mean"]["accuracy"] for r in results])  # results.json's own numbers
     assert c.config_diff == [("augment.cutout", [0.0, 0.25])]
     assert c.runs[1].wall_s == pytest.approx(results[1]["wall_time_s"])
     assert c.n_images == results[0]["heads"]["color"]["n"]
     text = format_comparison(c)
     assert "augment.cutout" in text and "Holm" in text and "B-A" in text
+
+
+def test_runs_of_different_objectives_are_compared_under_one_rule(runs, cache, tmp_path):
+    """B's own rule is the most probable class (as an accuracy-objective run's is); compared with A, B is scored
+    under A's rule with its own fitted decisions (here a strong correction of a skewed prior), not under its own."""
+    b = shutil.copytree(runs.b, tmp_path / "b")
+    d = json.loads((b / "decisions.json").read_text())
+    d["heads"]["color"]["prior"] = [0.9, 0.05, 0.05]
+    (b / "decisions.json").write_text(json.dumps({**d, "objective": "accuracy", "rule": "most-probable",
+                                                  "strength": 2.0}))
+    c = compare_runs([runs.a, b], n_boot=200)
+    assert c.rule == "prior-corrected" and "decision rule prior-corrected" in format_comparison(c)
+    own = {rule: score_checkpoint(str(b), "test", progress=False, decide=rule).results.heads["color"]
+           for rule in ("prior-corrected", "most-probable")}
+    assert own["prior-corrected"].accuracy != own["most-probable"].accuracy  # the rules answer differently here
+    color = next(r for r in c.rows if r.metric == "accuracy" and r.name == "color")
+    assert color.values[1] == pytest.approx(own["prior-corrected"].accuracy)
+    assert compare_runs([b, runs.a], n_boot=200).rule == "most-probable"  # the first run's own rule
 
 
 def test_a_run_against_its_copy_shows_no_difference(runs, cache, tmp_path):

@@ -51,8 +51,8 @@ def test_train_writes_a_self_contained_report(tiny_run):
     for head in ("color", "bright"):
         assert f"<td>{head}</td>" in page  # a row of the per-head table
     uris = images_of(page)
-    # loss, accuracy, schedule, and one confusion matrix per head (no LR range test in this run)
-    assert len(uris) == 3 + 2
+    # loss, accuracy, schedule, one confusion matrix per head and the reliability diagram (no LR range test here)
+    assert len(uris) == 3 + 2 + 1
     pngs = [decode(u) for u in uris]
     assert all(p.startswith(PNG_MAGIC) for p in pngs)
     # the same figures lie beside the HTML, and nothing in the page points anywhere else
@@ -60,7 +60,8 @@ def test_train_writes_a_self_contained_report(tiny_run):
     assert sorted(f.read_bytes() for f in files) == sorted(pngs)
     assert re.findall(r'(?:src|href)="(?!data:)', page) == []
     assert "Warnings (" in page or "No warnings" in page
-    for section in ("Per-head results", "Training", "Confusion matrices", "Data", "Split", "Run", "Config"):
+    for section in ("Per-head results", "Decision rules", "Calibration", "Training", "Confusion matrices", "Data",
+                    "Split", "Run", "Config"):
         assert f"<h2>{section}" in page
 
 
@@ -70,7 +71,7 @@ def test_lr_find_plot_is_embedded_when_present(tiny_run, tmp_path):
     Image.new("RGB", (40, 30), "red").save(run / "lr_find" / "lr_find.png")
     page = report.write_report(run).read_text(encoding="utf-8")
     pngs = [decode(u) for u in images_of(page)]
-    assert len(pngs) == 6 and (run / "lr_find" / "lr_find.png").read_bytes() in pngs
+    assert len(pngs) == 7 and (run / "lr_find" / "lr_find.png").read_bytes() in pngs
     assert (run / "report_files" / "lr_find.png").is_file()
 
 
@@ -80,7 +81,7 @@ def test_cli_report_on_val_side(tiny_run, capsys):
     path = tiny_run / "report_val.html"
     assert f"report: {path}" in out
     page = path.read_text(encoding="utf-8")
-    assert "val side" in page and len(list((tiny_run / "report_val_files").glob("*.png"))) == 5
+    assert "val side" in page and len(list((tiny_run / "report_val_files").glob("*.png"))) == 6
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -129,6 +129,13 @@ def plain_probs(ckpt: dict, images: torch.Tensor, weights: str = "ema") -> list[
         return [o.softmax(1).numpy() for o in model.eval()(images.float())]
 
 
+def temperature_scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / T) from the softmax itself: the probabilities attrfit predict writes for a run."""
+    z = np.log(probs.astype(np.float64)) / temperature
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
 def model_probs(state: dict, ckpt: dict, images: torch.Tensor) -> list[np.ndarray]:
     return plain_probs({**ckpt, "state": state}, images, "state")
 
@@ -460,13 +467,16 @@ def test_all_probs_columns_are_the_probabilities_of_their_class(learned, data, t
     listing = csv_path.with_name("test_side.csv")
     listing.write_text("image_path\n" + "\n".join(truth.sides["test"]) + "\n")
     out = tmp_path / "pred.csv"
-    assert cli.main(["predict", str(learned.run), str(listing), "--all-probs", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["predict", str(learned.run), str(listing), "--all-probs", "--decide", "most-probable", "--out",
+                     str(out), "--quiet"]) == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["image_path"] for r in rows] == truth.sides["test"]
     schema = json.loads((learned.run / "schema.json").read_text())
     assert schema["classes"] == truth.classes
     want = plain_probs(checkpoint.load(learned.run / "best.pt"), truth.images["test"], "ema")
+    temperatures = json.loads((learned.run / "decisions.json").read_text())["heads"]
+    want = [temperature_scaled(p, temperatures[h]["temperature"]) for p, h in zip(want, truth.heads)]
     for j, h in enumerate(truth.heads):
         classes = truth.classes[h]
         for i, r in enumerate(rows):

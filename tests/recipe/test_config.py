@@ -58,3 +58,17 @@ def test_the_default_recipe_is_the_measured_one():
     assert cfg.monitor == "mean_balanced_accuracy"
     assert (cfg.optim.mixup, cfg.optim.cutmix, cfg.augment.brightness, cfg.augment.contrast) == (0.2, 0.0, 0.2, 0.2)
     assert (cfg.optim.lr, cfg.optim.label_smoothing, cfg.optim.ema, cfg.tta) == (0.2, 0.0, 0.998, False)
+
+
+def test_the_objective_sets_the_monitor_unless_it_is_chosen():
+    assert TrainConfig().objective == "balanced" and TrainConfig().monitor == "mean_balanced_accuracy"
+    assert apply(TrainConfig(), {"objective": "accuracy"}).monitor == "mean_accuracy"
+    chosen = apply(TrainConfig(), {"objective": "accuracy", "monitor": "mean_balanced_accuracy"})
+    assert (chosen.objective, chosen.monitor) == ("accuracy", "mean_balanced_accuracy")
+    back = apply(apply(TrainConfig(), {"objective": "accuracy"}), {"objective": "balanced"})  # a file, then a flag
+    assert back.monitor == "mean_balanced_accuracy"
+    kept = apply(apply(TrainConfig(), {"monitor": "mean_accuracy"}), {"objective": "balanced"})
+    assert kept.monitor == "mean_accuracy"  # a monitor chosen earlier is not the objective's to move
+    assert from_dict(to_dict(apply(TrainConfig(), {"objective": "accuracy"}))).objective == "accuracy"
+    with pytest.raises(AttrfitError, match="--objective"):
+        apply(TrainConfig(), {"objective": "recall"})

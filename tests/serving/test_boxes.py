@@ -233,6 +233,30 @@ def test_every_label_goes_through_the_predictors_decision_rule(figures_run, scen
     assert model.predict(np.asarray(draw_frames(1)[0])).confidence["shirt"][0] < 1 / 3  # images too
 
 
+def test_decide_reaches_every_box_and_track(figures_run, scene, tmp_path, capsys, caplog):
+    """``predict --boxes --decide RULE``: a threshold above every probability makes 'legs' the other class on every
+    box and track, and the probabilities written are the run's temperature-scaled ones."""
+    import shutil
+
+    run = shutil.copytree(figures_run, tmp_path / "run")
+    d = json.loads((run / "decisions.json").read_text())
+    classes = json.loads((run / "schema.json").read_text())["classes"]["legs"]
+    positive = d["heads"]["legs"]["positive"]
+    d["heads"]["legs"]["thresholds"] = {"threshold-balanced": 0.5, "threshold-f1": 1.5}
+    d["heads"]["shirt"]["temperature"] = 3.0
+    (run / "decisions.json").write_text(json.dumps(d))
+    folder, boxes, _ = scene
+    caplog.set_level("INFO", logger="attrfit")
+    rows, tracks, _ = predicted(run, folder, boxes, "--decide", "threshold-f1", capsys=capsys, tmp=tmp_path)
+    good = [r for r in rows if not r["error"]]
+    assert len(good) > 30 and {r["legs"] for r in good + tracks} == {classes[1 - positive]}
+    assert "labels by decision rule threshold-f1" in caplog.text
+    (tmp_path / "plain").mkdir()
+    plain, _, _ = predicted(figures_run, folder, boxes, capsys=capsys, tmp=tmp_path / "plain")
+    pairs = [(r, q) for r, q in zip(rows, plain) if not r["error"]]
+    assert all(float(r["shirt_prob"]) < float(q["shirt_prob"]) for r, q in pairs)  # softened by T = 3
+
+
 # ---------------------------------------------------------------- video files
 
 def test_a_lossless_video_gives_the_rows_of_its_frames(figures_run, scene, tmp_path, capsys):

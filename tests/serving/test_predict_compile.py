@@ -25,7 +25,7 @@ def test_compiled_predictions_match_eager_with_padded_batches(trained_tiny, pixe
     assert compiled.compiled and hasattr(compiled.model, "_orig_mod")  # the torch.compile wrapper
     seen = []
     real = predict.predict_probs
-    monkeypatch.setattr(predict, "predict_probs", lambda model, x, *a: seen.append(len(x)) or real(model, x, *a))
+    monkeypatch.setattr(predict, "predict_probs", lambda model, x, *a, **k: seen.append(len(x)) or real(model, x, *a, **k))
     a, b = eager.predict_pixels(pixels, batch_size=4), compiled.predict_pixels(pixels, batch_size=4)
     assert seen == [5, 8]  # the compiled model sees whole batches only: 5 images padded to 2 batches of 4
     assert len(b) == 5 and b.labels == a.labels

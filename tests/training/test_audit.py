@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import json
 import re
 import sys
 
@@ -11,10 +12,10 @@ import torch
 from helpers import PLAIN_RECIPE, write_tiny
 
 import attrfit.cli.audit
-from attrfit.training import audit
+from attrfit.training import audit, audit_outputs
 
 from attrfit import cli as cli
-from attrfit.recipe.config import TrainConfig, apply
+from attrfit.recipe.config import TrainConfig, apply, from_dict
 from attrfit.data.load import load_data
 from attrfit.core.errors import AttrfitError
 from attrfit.data.schema import Schema
@@ -173,9 +174,9 @@ def test_audit_recovers_flipped_labels(tmp_path):
         assert s.suggested == write_tiny_color(int(re.search(r"(\d+)", result.paths[s.row]).group(1)))
     oof = result.probs[0].argmax(1)
     assert (oof == result.labels[:, 0]).mean() >= 0.9  # out of fold, yet it learned the task
-    assert audit.oof_accuracy(result, 0) == pytest.approx((oof == result.labels[:, 0]).mean())
+    assert audit_outputs.oof_accuracy(result, 0) == pytest.approx((oof == result.labels[:, 0]).mean())
     bright = result.labels[:, 1] >= 0
-    assert audit.oof_accuracy(result, 1) == pytest.approx((result.probs[1].argmax(1) == result.labels[:, 1])[bright].mean())
+    assert audit_outputs.oof_accuracy(result, 1) == pytest.approx((result.probs[1].argmax(1) == result.labels[:, 1])[bright].mean())
 
 
 def write_tiny_color(i: int) -> str:
@@ -197,7 +198,7 @@ def test_cli_writes_the_suspects_csv_and_gallery_and_leaves_the_csv_alone(tmp_pa
     assert digest(csv_path) == before and split_file.is_file()  # the split is made once, like train's
     out = tmp_path / "labels_label_issues.csv"
     rows = list(csv.DictReader(open(out, newline="")))
-    assert list(rows[0]) == list(audit.CSV_COLUMNS)
+    assert list(rows[0]) == list(audit_outputs.CSV_COLUMNS)
     color = [r for r in rows if r["head"] == "color"]
     found = {r["image_path"] for r in color}
     assert found and found <= {f"img/{i}.png" for i in flipped}
@@ -206,7 +207,7 @@ def test_cli_writes_the_suspects_csv_and_gallery_and_leaves_the_csv_alone(tmp_pa
     assert [float(r["score"]) for r in color] == sorted(float(r["score"]) for r in color)
     page = (tmp_path / "labels_label_issues.html").read_text(encoding="utf-8")
     per_head = [sum(r["head"] == h for r in rows) for h in ("color", "bright")]
-    assert len(re.findall(r'<img src="data:image/jpeg;base64,', page)) == sum(min(n, audit.GALLERY_PER_HEAD)
+    assert len(re.findall(r'<img src="data:image/jpeg;base64,', page)) == sum(min(n, audit_outputs.GALLERY_PER_HEAD)
                                                                              for n in per_head)
     assert "the test side is not read" in page
     assert "suspects: labels_label_issues.csv" in capsys.readouterr().out
@@ -245,6 +246,70 @@ def test_training_options_come_from_flags_over_a_config_file_over_the_audit_defa
             cli.main([*base, *extra])
     (plain, k1), (filed, _), (flagged, k3) = seen
     assert (plain.epochs, plain.augment.cutout, k1) == (audit.AUDIT_DEFAULTS["epochs"], 0.0, 4)
+    assert (plain.optim.class_weights, plain.optim.ema, plain.optim.lr) == (False, 0.0, audit.AUDIT_DEFAULTS["lr"])
     assert (filed.epochs, filed.augment.cutout, filed.optim.lr) == (30, 0.25, 0.3)
     assert (flagged.epochs, flagged.augment.cutout, k3) == (5, 0.25, 3)
     assert flagged.data.csv == str(tiny) and flagged.data.size == "16x16"
+
+
+# ---------------------------------------------------------------- a head the out-of-fold model cannot judge
+
+def fake_folds(monkeypatch, probs_of):
+    """Replace each fold's training: ``probs_of(schema, labels of the held rows)`` gives its probabilities."""
+    def fake(cfg, schema, images, labels, train_idx, held_idx, show=False):
+        return probs_of(schema, labels[torch.from_numpy(held_idx)].numpy())
+
+    monkeypatch.setattr(audit, "train_fold", fake)
+
+
+def test_an_audit_whose_out_of_fold_model_is_at_chance_reports_no_suspects_for_that_head(tmp_path, monkeypatch):
+    """'color': the same probabilities for every image (a model that learned nothing: balanced accuracy exactly
+    chance); 'bright': right and confident but for every fifth row, whose label it contradicts."""
+    def probs_of(schema, held):
+        color = np.tile(np.float32([0.5, 0.3, 0.2]), (len(held), 1))
+        truth = np.where(held[:, 1] < 0, 0, held[:, 1])
+        contradicted = np.where(np.arange(len(held)) % 5 == 0, 1 - truth, truth)
+        bright = np.where(contradicted[:, None] == np.arange(2), 0.95, 0.05).astype(np.float32)
+        return [color, bright]
+
+    fake_folds(monkeypatch, probs_of)
+    cfg = tiny_cfg(write_tiny(tmp_path / "data", n=90))
+    result = audit.audit_data(load_data(cfg.data, progress=False), cfg, folds=3)
+    color, bright = result.trust["color"], result.trust["bright"]
+    assert color.balanced_accuracy == pytest.approx(1 / 3) and color.chance == pytest.approx(1 / 3)
+    assert not color.can_judge and result.suspects["color"] == []
+    ungated = audit.find_suspects(result.probs, result.labels, result.schema)
+    assert ungated["color"], "without the rule, cleanlab would list the model's own mistakes as suspects"
+    assert bright.can_judge and result.suspects["bright"]
+    assert "color: cannot judge its labels (no suspects)" in audit_outputs.summary(result)
+    assert "cannot judge these labels" in audit_outputs.gallery_html(result)
+
+
+def test_the_audits_folds_keep_each_group_of_the_group_column_together(tiny_groups, monkeypatch):
+    """--group-column reaches the folds the audit really uses (not only the fold helper)."""
+    fake_folds(monkeypatch, lambda schema, held: [np.full((len(held), k), 1 / k, np.float32)
+                                                  for k in schema.num_classes])
+    cfg = tiny_cfg(tiny_groups, **{"data.group_column": "pid"})
+    data = load_data(cfg.data, progress=False)
+    result = audit.audit_data(data, cfg, folds=4)
+    group_of = dict(zip(data.table.paths, data.table.groups))
+    folds_of_group = {}
+    for path, fold in zip(result.paths, result.folds):
+        folds_of_group.setdefault(group_of[path], set()).add(int(fold))
+    assert len(folds_of_group) > 4 and all(len(f) == 1 for f in folds_of_group.values())
+
+
+def test_like_takes_the_recipe_and_length_of_a_run(trained_tiny, tiny, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(attrfit.cli.audit, "audit_labels", lambda cfg, folds, progress: seen.append(cfg) or 1 / 0)
+    run, _ = trained_tiny
+    base = ["audit-labels", str(tiny), "--size", "16x16", "--out", str(tmp_path / "o.csv"), "--like", str(run)]
+    for extra in ([], ["--epochs", "7"]):
+        with pytest.raises(ZeroDivisionError):
+            cli.main([*base, *extra])
+    like, flagged = seen
+    trained = from_dict(json.loads((run / "config.json").read_text()))
+    assert (like.epochs, like.model, like.optim) == (trained.epochs, trained.model, trained.optim)
+    assert flagged.epochs == 7 and like.data.csv == str(tiny)
+    with pytest.raises(AttrfitError, match="no config.json there"):
+        attrfit.cli.audit.like_run(str(tmp_path))

@@ -228,3 +228,24 @@ def test_a_budget_below_what_a_run_needs_says_so(tiny, tmp_path, monkeypatch, ca
     plan = runs.read_json(run / "budget.json")
     assert plan["epochs"] == 1 and plan["planned_s"] > 5
     assert "--budget 5s is less than this run needs" in caplog.text and "kept for the test scoring" in caplog.text
+
+
+def test_a_run_whose_epochs_left_would_end_past_a_deadline_still_ahead_shortens_then(tiny, tmp_path, monkeypatch):
+    """Not a deadline already passed: at the end of epoch 2 of 5 the deadline is 250 s away, but the 3 epochs left,
+    at 100 s each, would end past it. The schedule is cut to the epochs that fit with the margin, 2 more
+    (250 / (100 x 1.08) = 2.3), and anneals over them."""
+    monkeypatch.setattr(budget, "epochs_within", lambda *a: 5)
+    monkeypatch.setattr(budget, "REPLAN_OFF_BY", float("inf"))
+    real_keep_to = budget.keep_to
+
+    def epochs_of_100_s(run, t, prog, epoch_times, epoch_s, replan):
+        if prog.epoch == 2:
+            t.deadline = time.perf_counter() + 250.0
+        assert t.deadline > time.perf_counter() + 200  # never past: the cut comes from the epochs left alone
+        return real_keep_to(run, t, prog, epoch_times, 100.0, replan)
+
+    monkeypatch.setattr(budget, "keep_to", epochs_of_100_s)
+    run = fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
+    plan = runs.read_json(run / "budget.json")
+    assert plan["epochs"] == 4 and plan["shortened"] == {**plan["shortened"], "after_epoch": 2, "planned_epochs": 5}
+    assert checkpoint.load(run / "last.pt")["progress"]["step"] == 4 * plan["steps_per_epoch"]

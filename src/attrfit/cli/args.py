@@ -174,5 +174,16 @@ def add_tta_arg(p: argparse.ArgumentParser) -> None:
                         "i.e. its train --tta)")
 
 
+def add_decide_arg(p: argparse.ArgumentParser) -> None:
+    """--decide of evaluate, predict, compare and report: the rule that turns probabilities into labels."""
+    from attrfit.evaluation.decisions import RULES
+
+    p.add_argument("--decide", choices=RULES, default=None,
+                   help="the decision rule: most-probable (for accuracy), prior-corrected (for balanced accuracy), "
+                        "threshold-balanced or threshold-f1 (per binary head, thresholds chosen on the val side); "
+                        "default: the run's own, from its train --objective (most-probable for runs without "
+                        "decisions.json)")
+
+
 def add_device_arg(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--device", default=default, metavar="DEVICE", help=f"auto, cpu, cuda or cuda:N (default {default})")

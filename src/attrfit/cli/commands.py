@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import attrfit
+from attrfit.evaluation.decisions import MOST_PROBABLE, describe
 from attrfit.recipe.config import PLAIN_RECIPE
-from attrfit.cli.args import (add_config_flags, add_data_args, add_device_arg, add_run_arg, add_split_args,
-                              add_table_args, add_tta_arg, config_from_args, data_config_from_args, print_json)
+from attrfit.cli.args import (add_config_flags, add_data_args, add_decide_arg, add_device_arg, add_run_arg,
+                              add_split_args, add_table_args, add_tta_arg, config_from_args, data_config_from_args,
+                              print_json)
 
 log = logging.getLogger("attrfit")
 
@@ -168,12 +170,25 @@ def print_results(run: Path) -> None:
         return
 
     results = Results.from_json(json.loads((run / "results.json").read_text()), str(run / "results.json"))
-    title = (f"held-out test side, best epoch {results.best_epoch} by {results.monitor} "
+    decisions = run_decisions(run)
+    if decisions is not None and results.rules:
+        results = results.under(decisions.rule)  # the run's own rule, from its --objective
+    title = (f"held-out test side, best epoch {results.best_epoch} by {results.monitor}, "
+             f"{describe(results.decision or MOST_PROBABLE, decisions)} "
              "(majority = always guessing the train side's most common class):")
     print(format_table(results, title))
     print(f"run folder: {run}")
     if (run / "report.html").exists():
         print(f"report: {run / 'report.html'} (open it in any browser)")
+
+
+def run_decisions(run: str | Path):
+    """The decision rules saved for ``run``'s checkpoint (a run folder: its best.pt), or None."""
+    from attrfit.evaluation.decisions import Decisions
+    from attrfit.model import checkpoint
+
+    path = checkpoint.resolve(run)
+    return Decisions.for_checkpoint(path, checkpoint.Checkpoint.load(path))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -183,6 +198,7 @@ def register_evaluate(sub) -> None:
     add_run_arg(p)
     p.add_argument("--side", choices=["test", "val", "train"], default="test", help="which side of the split (default test)")
     add_tta_arg(p)
+    add_decide_arg(p)
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.add_argument("--csv", dest="csv_override", metavar="CSV", help="evaluate on this CSV's rows of the split instead (same schema)")
     add_device_arg(p, "auto")
@@ -193,12 +209,14 @@ def run_evaluate(args) -> int:
     from attrfit.evaluation.scoring import format_table
 
     results = attrfit.evaluate(args.run, side=args.side, tta=args.tta, csv=args.csv_override,
-                               device=args.device, progress=not args.json)
+                               device=args.device, progress=not args.json, decide=args.decide)
     if args.json:
         print_json(results.to_json())
     else:
         tta = ", mirror TTA" if results.tta else ""
-        title = f"{args.side} side, {results.checkpoint} (epoch {results.epoch}{tta})"
+        decisions = run_decisions(args.run) if results.decision else None
+        title = (f"{args.side} side, {results.checkpoint} (epoch {results.epoch}{tta}), "
+                 f"{describe(results.decision or MOST_PROBABLE, decisions)}")
         print(format_table(results, title))
     return 0
 

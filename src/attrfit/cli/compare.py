@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from attrfit.cli.args import print_json
+from attrfit.cli.args import add_decide_arg, print_json
 from attrfit.core import outputs
 from attrfit.evaluation.bootstrap import N_BOOT
 from attrfit.evaluation.compare import compare_runs
@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.add_argument("--n-boot", type=int, default=N_BOOT, metavar="N", help=f"bootstrap resamples (default {N_BOOT})")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="bootstrap seed (default 0)")
+    add_decide_arg(p)
     p.set_defaults(func=run_compare)
 
 
@@ -29,7 +30,7 @@ def run_compare(args) -> int:
     if args.html:  # before the scoring: never an input or a run's file, no other existing file without --force
         reads = outputs.Protected.of_runs([Path(r) for r in args.runs])
         outputs.check_output(args.html, args.force, reads, "comparison page", "--html")
-    c = compare_runs(args.runs, n_boot=args.n_boot, seed=args.seed, progress=not args.json)
+    c = compare_runs(args.runs, n_boot=args.n_boot, seed=args.seed, progress=not args.json, decide=args.decide)
     if args.html:
         path = write_html(c, args.html)
         log.info("wrote %s", path)

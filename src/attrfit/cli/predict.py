@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from attrfit.cli.args import add_device_arg, add_run_arg, add_tta_arg
+from attrfit.cli.args import add_decide_arg, add_device_arg, add_run_arg, add_tta_arg
 from attrfit.core import files, outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.data.table import IMAGE_COLUMN
@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--format", choices=OUTPUT_FORMATS, help="csv or json (default: from --out's extension, else csv)")
     p.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per forward pass (default 64)")
     add_tta_arg(p)
+    add_decide_arg(p)
     p.add_argument("--all-probs", action="store_true", help="also write each class's probability (HEAD_prob_CLASS)")
     p.add_argument("--images", metavar="DIR", help="folder a CSV's image paths are relative to (default: the CSV's folder)")
     add_device_arg(p, "auto")
@@ -75,7 +76,7 @@ def run_predict(args) -> int:
     if args.out:  # checked before any image is predicted
         reads = outputs.Protected.of_runs([source], extra=[*(Path(t) for t in args.inputs), *(p for _, p in items)])
         outputs.check_output(args.out, args.force, reads, what="predictions")
-    predictor = Predictor.from_checkpoint(source, device=args.device, compile=args.compile)
+    predictor = Predictor.from_checkpoint(source, device=args.device, compile=args.compile, decide=args.decide)
     columns = [IMAGE_COLUMN, *prediction_columns(predictor.schema, args.all_probs), "error"]
     rows = predict_files(predictor, items, args.batch_size, args.tta, args.all_probs, progress=not args.quiet)
     with _output(args.out) as stream:
@@ -83,7 +84,8 @@ def run_predict(args) -> int:
     where = f" -> {args.out}" if args.out else ""
     if failed == n:
         raise AttrfitError(f"none of the {n} images could be read (reasons above){where}")
-    log.info("predicted %d of %d images%s%s", n - failed, n, f"; {failed} could not be read" if failed else "", where)
+    log.info("predicted %d of %d images%s%s; labels by decision rule %s", n - failed, n,
+             f"; {failed} could not be read" if failed else "", where, predictor.rule)
     return 0
 
 
@@ -94,7 +96,7 @@ def run_boxes(args) -> int:
     if args.images:
         raise AttrfitError("--images is for a CSV of images; with --boxes, --frames names the folder of the frames")
     source = checkpoint.resolve(args.run)
-    predictor = Predictor.from_checkpoint(source, device=args.device, compile=args.compile)
+    predictor = Predictor.from_checkpoint(source, device=args.device, compile=args.compile, decide=args.decide)
     job = predictor.plan_boxes(args.frames, args.boxes, weight=args.track_weight, context=args.context,
                                batch_size=args.batch_size, tta=args.tta, all_probs=args.all_probs)
     box_out = args.out if args.out or not args.tracks else None
@@ -120,8 +122,8 @@ def run_boxes(args) -> int:
         if s.failed == s.boxes:  # raised inside: the outputs are not put in place
             raise AttrfitError(f"none of the {s.boxes} boxes could be predicted (reasons above); nothing written")
     where = " -> " + ", ".join(p for p in (args.out, args.tracks) if p) if args.out or args.tracks else ""
-    log.info("predicted %d of %d boxes on %d frames, %d tracks%s", s.boxes - s.failed, s.boxes,
-             len(job.table.frames), len(job.table.tracks), where)
+    log.info("predicted %d of %d boxes on %d frames, %d tracks%s; labels by decision rule %s", s.boxes - s.failed,
+             s.boxes, len(job.table.frames), len(job.table.tracks), where, predictor.rule)
     return 0
 
 

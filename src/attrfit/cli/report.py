@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from attrfit.cli.args import add_decide_arg
 from attrfit.core import outputs
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.report import check_figures_folder, default_out, files_dir, make_report, save_report
@@ -13,6 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="write the HTML report of a run (figures embedded; opens offline)")
     p.add_argument("run", metavar="RUN", help="run folder written by 'attrfit train'")
     p.add_argument("--side", choices=["test", "val"], default="test", help="side of the split to score (default test)")
+    add_decide_arg(p)
     p.add_argument("--out", metavar="FILE",
                    help="HTML file to write (default RUN/report.html; figures go to <name>_files/ beside it)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file (never an input or a run's file)")
@@ -29,7 +31,7 @@ def run_report(args) -> int:
         outputs.check_output_folder(files_dir(out), "report's figures")
     check_figures_folder(out)
     try:
-        report = make_report(args.run, side=args.side, progress=not args.quiet)
+        report = make_report(args.run, side=args.side, progress=not args.quiet, decide=args.decide)
     except MemoryError:
         raise AttrfitError(f"out of memory while drawing the report of {args.run}; the run itself is untouched. "
                            "Free memory (close other programs) and run 'attrfit report' again") from None

@@ -8,7 +8,9 @@ paired bootstrap 95% interval, and a verdict: better, worse, or no detectable di
 Paired: every bootstrap resample draws one set of test images (with replacement) and
 scores every run on those same images, so what the runs have in common (easy and hard
 images) cancels and only their disagreements count. That is why runs on different test
-images are refused: they cannot be paired.
+images are refused: they cannot be paired. Every run is scored under the same decision rule
+(``--decide``; by default run A's own), each with its own fitted temperatures, strength and
+thresholds (:mod:`attrfit.evaluation.decisions`), so the runs are paired on the same question.
 
 Verdicts come from two-sided bootstrap p-values (twice the smaller share of resampled
 differences on either side of 0). Per-head verdicts are Holm-corrected over the heads
@@ -92,6 +94,7 @@ class Comparison:
     n_boot: int
     alpha: float
     curves: list[list[dict]] = field(default_factory=list)  # metrics.csv rows per run (for figures)
+    rule: str = "most-probable"  # the decision rule every run was scored under
 
     def to_dict(self) -> dict:
         from attrfit.evaluation.scoring import json_ready
@@ -135,14 +138,15 @@ def check_same_test_images(runs: list[Path]) -> str:
     return digests[0]
 
 
-def load_run(target: Path, progress: bool) -> Loaded:
-    """A run folder (its best.pt) or a checkpoint file, scored on the test side, with its run's records."""
+def load_run(target: Path, progress: bool, decide: str | None = None) -> Loaded:
+    """A run folder (its best.pt) or a checkpoint file, scored on the test side under the rule ``decide`` (None:
+    the run's own), with its run's records."""
     from attrfit.core import runs
     from attrfit.evaluation.scoring import score_checkpoint
 
     path = checkpoint.resolve(target)
     run = path.parent
-    scored = score_checkpoint(str(path), side="test", progress=progress)
+    scored = score_checkpoint(str(path), side="test", progress=progress, decide=decide)
     env = run / "environment.json"
     results = Results.read(run / "results.json") if path.name == "best.pt" else None  # results.json is best.pt's
     return Loaded(run, scored, runs.MetricsLog(run / "metrics.csv").rows(), results,
@@ -192,8 +196,10 @@ def config_diff(loaded: list[Loaded]) -> list[tuple[str, list]]:
 
 # ---------------------------------------------------------------- the comparison
 
-def compare_runs(runs: list[str | Path], n_boot: int = N_BOOT, seed: int = 0, progress: bool = False) -> Comparison:
-    """Score every run's best checkpoint on the shared test side and compare each with the first.
+def compare_runs(runs: list[str | Path], n_boot: int = N_BOOT, seed: int = 0, progress: bool = False,
+                 decide: str | None = None) -> Comparison:
+    """Score every run's best checkpoint on the shared test side under one decision rule (``decide``; None: the
+    first run's own) and compare each with the first.
 
     >>> c = compare_runs(["runs/a", "runs/b"])  # doctest: +SKIP
     >>> [(r.name, r.diffs[1].verdict) for r in c.rows if r.metric == "accuracy"]  # doctest: +SKIP
@@ -208,20 +214,20 @@ def compare_runs(runs: list[str | Path], n_boot: int = N_BOOT, seed: int = 0, pr
     if n_boot < 100:
         raise AttrfitError(f"--n-boot {n_boot} is too few resamples for a 95% interval; use 1000 or more")
     assignment = check_same_test_images(paths)
-    loaded = [load_run(p, progress) for p in paths]
+    first = load_run(paths[0], progress, decide)
+    loaded = [first] + [load_run(p, progress, first.scored.rule) for p in paths[1:]]
     check_same_rows(loaded)
     schema = loaded[0].scored.schema
     rows = compare_rows(loaded, n_boot, seed)
     return Comparison([run_info(LETTERS[i], x) for i, x in enumerate(loaded)], len(loaded[0].scored.paths),
                       assignment, list(schema.heads), config_diff(loaded), rows, n_boot, ALPHA,
-                      [x.metrics for x in loaded])
+                      [x.metrics for x in loaded], first.scored.rule)
 
 
 def compare_rows(loaded: list[Loaded], n_boot: int, seed: int) -> list[Row]:
     """Per metric: one row per head (Holm over heads), then the mean row; then binary-table rows."""
     schema, labels = loaded[0].scored.schema, loaded[0].scored.labels
-    hits = [np.stack([x.scored.probs[j].argmax(1) == labels[:, j] for j in range(len(schema.heads))], 1)
-            for x in loaded]
+    hits = [np.stack([x.scored.predicted(j) == labels[:, j] for j in range(len(schema.heads))], 1) for x in loaded]
     idx = resample_indices(len(labels), n_boot, seed)
     point_idx = np.arange(len(labels))[None]
     boot, point = [], []  # per run: {metric: B x H} and {metric: 1 x H}
@@ -276,7 +282,7 @@ def instance_rows(loaded: list[Loaded], idx: np.ndarray) -> list[Row]:
     target = np.where(labels < 0, -1, (labels == pos).astype(np.int64))
     point, boot = [], []
     for x in loaded:
-        pred = (np.stack([p.argmax(1) for p in x.scored.probs], 1) == pos).astype(np.int64)
+        pred = (np.stack([x.scored.predicted(j) for j in range(len(x.scored.probs))], 1) == pos).astype(np.int64)
         r = instance_ratios(pred, target)
         point.append(_instance_from_means({k: v.mean(keepdims=True) for k, v in r.items()}))
         boot.append(_instance_from_means({k: v[idx].mean(1) for k, v in r.items()}))
@@ -298,8 +304,10 @@ def _instance_from_means(means: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- the method, in words
 
 def method_text(c: Comparison) -> str:
-    return (f"Differences are each run minus run A on the same {c.n_images} test images; intervals are 95% paired "
-            f"percentile bootstraps ({c.n_boot} resamples of the images, every run scored on the same resample). "
+    return (f"Every run's labels come from the decision rule {c.rule} (each run's own fitted strength and "
+            f"thresholds where the rule uses them). Differences are each run minus run A on the same {c.n_images} "
+            f"test images; intervals are 95% paired percentile bootstraps ({c.n_boot} resamples of the images, every "
+            "run scored on the same resample). "
             f"Verdicts: 'better'/'worse' when the two-sided bootstrap p-value is below {c.alpha}; per-head verdicts "
             f"use Holm-adjusted p-values over the {len(c.heads)} heads (per metric and pair of runs); each summary "
             "row (MEAN, instance-based) is one test of its own. 'no detectable difference' means these images "

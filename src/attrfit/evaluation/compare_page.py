@@ -31,8 +31,8 @@ def _diff_text(d: Diff) -> str:
 
 def format_comparison(c: Comparison) -> str:
     """The terminal table: runs, settings that differ, then one block per metric."""
-    lines = [f"compared on the same {c.n_images} test images (split assignment {c.assignment[:12]}); "
-             f"each run minus run A, paired bootstrap 95% CI ({c.n_boot} resamples)", ""]
+    lines = [f"compared on the same {c.n_images} test images (split assignment {c.assignment[:12]}), labels by the "
+             f"decision rule {c.rule}; each run minus run A, paired bootstrap 95% CI ({c.n_boot} resamples)", ""]
     for r in c.runs:
         rate = f"{number(r.images_per_s, '{:.0f}')} img/s"
         lines.append(f"  {r.label}  {r.path}   {weights_text(r)}   "

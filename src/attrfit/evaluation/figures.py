@@ -201,3 +201,24 @@ def curves_figure(labels: list[str], curves: list[list[dict]]) -> Figure:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     return fig
+
+
+def reliability_figure(before, after, heads: int) -> Figure:
+    """Reliability diagram pooled over ``heads`` heads: accuracy against the top probability per bin, for the
+    model's own softmax (``before``) and the temperature-scaled one (``after``; each a
+    :class:`attrfit.evaluation.calibration.Reliability`), and how many predictions fall in each bin."""
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax, counts = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    ax.plot([0, 1], [0, 1], ":", color="0.5", label="calibrated (accuracy = confidence)")
+    for rel, style, label in ((before, "o--", "temperature 1"), (after, "s-", "temperature-scaled")):
+        used = rel.count > 0
+        ax.plot(rel.confidence[used], rel.accuracy[used], style, ms=4, label=f"{label}: ECE {rel.ece:.3f}")
+    ax.set(ylabel="accuracy in the bin", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"reliability, pooled over {heads} head{'s' if heads != 1 else ''}")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    width = after.edges[1] - after.edges[0]
+    counts.bar(after.edges[:-1], after.count, width=width, align="edge", color="C1", alpha=0.6)
+    counts.set(xlabel="top probability (confidence)", ylabel="predictions")
+    counts.grid(alpha=0.3)
+    return fig

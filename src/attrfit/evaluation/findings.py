@@ -62,11 +62,12 @@ class HeadRow:
 
 
 def head_row(head: str, probs: np.ndarray, target: np.ndarray, classes: tuple[str, ...], majority: int,
-             n_boot: int = N_BOOT, seed: int = 0) -> HeadRow:
-    """Metrics and intervals of one head from its N x K probabilities and N targets (-1 missing)."""
+             n_boot: int = N_BOOT, seed: int = 0, pred: np.ndarray | None = None) -> HeadRow:
+    """Metrics and intervals of one head from its N x K probabilities and N targets (-1 missing); ``pred``, the
+    decision rule's classes, defaults to the most probable."""
     from attrfit.evaluation.metrics import bootstrap_ci, head_metrics
 
-    pred = probs.argmax(1)
+    pred = probs.argmax(1) if pred is None else np.asarray(pred)
     k = len(classes)
     m = head_metrics(pred, target, k, majority)
     labelled = pred[target != -1]
@@ -93,8 +94,8 @@ def head_table_rows(scored, majority: list[int], n_boot: int = N_BOOT, seed: int
     (0.68, 0.74)
     """
     schema = scored.schema
-    return [head_row(h, scored.probs[j], scored.labels[:, j], schema.classes[h], majority[j], n_boot, seed)
-            for j, h in enumerate(schema.heads)]
+    return [head_row(h, scored.probs[j], scored.labels[:, j], schema.classes[h], majority[j], n_boot, seed,
+                     scored.predicted(j)) for j, h in enumerate(schema.heads)]
 
 
 # ---------------------------------------------------------------- warnings, in plain words

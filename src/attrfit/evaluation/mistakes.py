@@ -42,16 +42,17 @@ class Mistake:
     prob_true: float  # predicted probability of the given label
 
 
-def confident_errors(probs: np.ndarray, target: np.ndarray, top: int) -> list[Mistake]:
+def confident_errors(probs: np.ndarray, target: np.ndarray, top: int, pred: np.ndarray | None = None) -> list[Mistake]:
     """The ``top`` labelled rows the model gets wrong with the highest confidence, most confident first.
 
-    ``probs`` is N x K, ``target`` N class indices (-1 missing). Ties keep row order.
+    ``probs`` is N x K, ``target`` N class indices (-1 missing), ``pred`` the decision rule's classes (default:
+    the most probable). Ties keep row order.
 
     >>> p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     >>> [(m.row, m.true, m.pred) for m in confident_errors(p, np.array([1, 0, 1, -1]), top=5)]
     [(0, 1, 0), (1, 0, 1), (2, 1, 0)]
     """
-    pred = probs.argmax(1)
+    pred = probs.argmax(1) if pred is None else np.asarray(pred)
     wrong = np.flatnonzero((target >= 0) & (pred != target))
     conf = probs[wrong, pred[wrong]]
     order = wrong[np.argsort(-conf, kind="stable")][: max(0, top)]
@@ -134,13 +135,14 @@ def confused_table(pairs: list[Confusion], classes: tuple[str, ...]) -> str:
 
 
 def head_section(head: str, classes: tuple[str, ...], probs: np.ndarray, target: np.ndarray, paths: list[str],
-                 images, per_head: int) -> str:
+                 images, per_head: int, pred: np.ndarray | None = None) -> str:
     """One head's confused pairs and its gallery of confident mistakes (``images``: N x 3 x H x W or None)."""
-    pairs = most_confused(probs.argmax(1), target, len(classes))
-    errors = confident_errors(probs, target, per_head)
+    pred = probs.argmax(1) if pred is None else pred
+    pairs = most_confused(pred, target, len(classes))
+    errors = confident_errors(probs, target, per_head, pred)
     cards = "".join(mistake_card(m, classes, paths[m.row], None if images is None else images[m.row])
                     for m in errors)
-    n_wrong = int(((target >= 0) & (probs.argmax(1) != target)).sum())
+    n_wrong = int(((target >= 0) & (pred != target)).sum())
     gallery = f'<div class="gallery">{cards}</div>' if cards else ""
     return (f'<div class="mistakes"><h3>{escape(head)}: {n_wrong} of {int((target >= 0).sum())} wrong</h3>'
             f"{confused_table(pairs, classes)}{gallery}</div>")
@@ -151,8 +153,9 @@ def mistakes_html(scored, per_head: int | None = None) -> str:
     schema = scored.schema
     per_head = per_head_budget(len(schema.heads)) if per_head is None else per_head
     images = getattr(scored, "images", None)
-    parts = [head_section(h, schema.classes[h], scored.probs[j], scored.labels[:, j], scored.paths, images, per_head)
-             for j, h in enumerate(schema.heads)]
+    predicted = getattr(scored, "predicted", lambda j: None)
+    parts = [head_section(h, schema.classes[h], scored.probs[j], scored.labels[:, j], scored.paths, images, per_head,
+                          predicted(j)) for j, h in enumerate(schema.heads)]
     return "\n".join(parts)
 
 

@@ -12,8 +12,10 @@ warnings (:mod:`attrfit.evaluation.findings`, with their thresholds), a per-head
 (accuracy, balanced accuracy, macro-F1, majority-class accuracy, the gain over it, 95%
 bootstrap intervals, n), training curves, the LR and momentum schedule, the LR range test,
 a row-normalised confusion matrix per head (:mod:`attrfit.evaluation.figures`), the most
-confident mistakes, and a summary of the data, the split, the config and the hardware
-(:mod:`attrfit.evaluation.report_page`).
+confident mistakes, every decision rule's numbers and the calibration with its reliability diagram
+(:mod:`attrfit.evaluation.report_decisions`), and a summary of the data, the split, the config and the
+hardware (:mod:`attrfit.evaluation.report_page`). Its tables use one decision rule (``--decide``; by
+default the run's own) and say which.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from attrfit.evaluation.figures import (MATRIX_CLASSES, MAX_MATRICES, MAX_PANELS
                                         loss_figure, png_bytes, schedule_figure)
 from attrfit.evaluation.findings import HeadRow, head_table_rows, warnings_for
 from attrfit.evaluation.pages import generator
+from attrfit.evaluation.report_decisions import RELIABILITY_PNG, reliability_png
 from attrfit.evaluation.report_page import RunFacts, best_row, read_run, render_html, train_val_accuracy
 from attrfit.evaluation.results import Results
 
@@ -86,19 +89,21 @@ def make_figures(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> dic
         if not rows[j].n:
             continue  # nothing to draw; the table says n/a
         classes = schema.classes[h]
-        cm = confusion_matrix(scored.probs[j].argmax(1), scored.labels[:, j], len(classes))
+        cm = confusion_matrix(scored.predicted(j), scored.labels[:, j], len(classes))
         pooled = (f" The {MATRIX_CLASSES} most frequent of its {len(classes)} classes are drawn; the rest are pooled "
                   "as 'other'." if len(classes) > MATRIX_CLASSES else "")
         figs[f"confusion_{j:02d}_{safe_name(h)}.png"] = (
             f"{h}: accuracy {rows[j].accuracy:.3f}, balanced accuracy {rows[j].balanced_accuracy:.3f}, "
             f"n={rows[j].n}.{pooled}",
             png_bytes(confusion_figure(cm, classes, h, side)))
+    figs[RELIABILITY_PNG] = reliability_png(scored)
     return figs
 
 
 def make_report(run: str | Path, side: str = "test", progress: bool = False, n_boot: int = N_BOOT,
-                scored=None) -> Report:
-    """Score the run's best checkpoint on ``side`` and render the report (nothing is written).
+                scored=None, decide: str | None = None) -> Report:
+    """Score the run's best checkpoint on ``side`` under the decision rule ``decide`` (None: the run's own) and
+    render the report (nothing is written).
 
     ``scored`` (an :class:`attrfit.evaluation.scoring.Scored` of best.pt on ``side``) skips the scoring:
     ``attrfit train`` passes the one it has just computed.
@@ -116,7 +121,7 @@ def make_report(run: str | Path, side: str = "test", progress: bool = False, n_b
     if not (run / "best.pt").is_file():
         raise AttrfitError(f"{run}: not a run folder with a best.pt; give the folder 'attrfit train' wrote")
     if scored is None:
-        scored = score_checkpoint(str(run), side=side, progress=progress)
+        scored = score_checkpoint(str(run), side=side, progress=progress, decide=decide)
     facts = read_run(run, scored)
     majority = majority_classes(facts.table.labels[facts.sides["train"]])
     rows = head_table_rows(scored, majority, n_boot)
@@ -128,10 +133,19 @@ def make_report(run: str | Path, side: str = "test", progress: bool = False, n_b
 
 def collect_warnings(facts: RunFacts, scored, rows: list[HeadRow], side: str) -> list[str]:
     best = scored.checkpoint.progress.best_epoch
-    val = Results.from_json(scored.checkpoint.val).heads if scored.checkpoint.val else None
-    test = scored.results.heads if side == "test" else facts.results.heads if facts.results else None
+    val = Results.from_json(scored.checkpoint.val).heads if scored.checkpoint.val else None  # most probable class
+    test = most_probable(scored.results if side == "test" else facts.results)
     train_acc, val_acc = train_val_accuracy(best_row(facts.metrics, best), scored.schema.heads)
     return warnings_for(rows, side, val, test, train_acc, val_acc, best, facts.split.exact_duplicates_across_sides)
+
+
+def most_probable(results: Results | None) -> dict | None:
+    """Per-head results of the most probable class, what validation picked the best epoch by (None: none)."""
+    from attrfit.evaluation.decisions import MOST_PROBABLE
+
+    if results is None:
+        return None
+    return results.under(MOST_PROBABLE).heads if results.rules else results.heads
 
 
 # ---------------------------------------------------------------- writing it

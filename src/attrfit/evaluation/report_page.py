@@ -228,7 +228,11 @@ def render_html(facts: RunFacts, scored, rows: list[HeadRow], warnings: list[str
                 figs: dict[str, tuple[str, bytes]], side: str) -> str:
     """The whole page (every user string escaped, every image a data: URI)."""
     schema, prog = scored.schema, scored.checkpoint.progress
-    curves = [png_figure(n, c, d) for n, (c, d) in figs.items() if not n.startswith("confusion_")]
+    from attrfit.evaluation import report_decisions as rd
+
+    curves = [png_figure(n, c, d) for n, (c, d) in figs.items()
+              if not n.startswith("confusion_") and n != rd.RELIABILITY_PNG]
+    reliability = [png_figure(rd.RELIABILITY_PNG, *figs[rd.RELIABILITY_PNG])] if rd.RELIABILITY_PNG in figs else []
     matrices = [(n, c, d) for n, (c, d) in figs.items() if n.startswith("confusion_")]  # one per head, in order
     num_classes = {f"{j:02d}": k for j, k in enumerate(schema.num_classes)}  # matrix names: confusion_<j>_<head>
     confusions = [png_figure(n, c, d, "cm wide" if num_classes[n.split("_")[1]] > WIDE_MATRIX else "cm")
@@ -246,7 +250,10 @@ def render_html(facts: RunFacts, scored, rows: list[HeadRow], warnings: list[str
                         f"{time.strftime('%Y-%m-%d %H:%M')}."),
         "warnings": warnings_html(warnings, schema.heads),
         "side": escape(side),
+        "rule": escape(rd.rule_title(scored)),
         "metrics": metrics_table(rows, scored.results.mean) + instance_html(scored.results.instance),
+        "rules": rd.rules_html(scored),
+        "calibration": rd.calibration_html(scored) + "\n".join(reliability),
         "curves": "\n".join(curves) or "<p>No metrics.csv rows: training did not finish an epoch.</p>",
         "confusions": "\n".join(confusions),
         "mistakes": mistakes.mistakes_html(scored),
@@ -279,12 +286,17 @@ table.data td:nth-child(3) { font-size: .9em; }
 BODY = """<p class="sub">{subtitle}</p>
 {warnings}
 <h2>Per-head results ({side} side)</h2>
+<p class="sub">Labels by the {rule}.</p>
 {metrics}
 <p class="note">Balanced accuracy is the mean recall over the classes present; chance for it is 1/K.
 The majority class is the train side's most common class; always answering it scores the majority
 accuracy, and the gain is accuracy minus that. Intervals are 95% percentile bootstraps over the
 {side} images ({n_boot} resamples; the gain's is paired). A head is only useful where its gain or its
 balanced accuracy clears the baseline beyond the interval.</p>
+<h2>Decision rules ({side} side)</h2>
+{rules}
+<h2>Calibration ({side} side)</h2>
+{calibration}
 <h2>Training</h2>
 {curves}
 <h2>Confusion matrices ({side} side)</h2>

@@ -8,9 +8,15 @@ best.pt's ``val``) it is the JSON of :meth:`Results.to_json`, read back by :meth
      "mean": {"accuracy", "balanced_accuracy", "majority_accuracy", "macro_f1"},
      "instance": {"mA", "accuracy", "precision", "recall", "f1", "n_images", "n_attributes"},   # binary tables
      "side", "checkpoint", "epoch", "tta",                                # what was scored (evaluate, the report)
-     "best_epoch", "monitor", "wall_time_s", "images_per_s"}              # a finished run's results.json
+     "best_epoch", "monitor", "wall_time_s", "images_per_s",              # a finished run's results.json
+     "decision",                          # the decision rule that made heads/mean/instance (runs with decisions.json)
+     "rules": {RULE: {"heads", "mean", "instance"}},                      # the numbers of every rule
+     "calibration": {"bins", "heads": {HEAD: {"temperature", "ece", "brier", "ece_uncalibrated",
+                                               "brier_uncalibrated", "n"}}}}
 
 A metric with no labelled rows is NaN here and ``null`` in the JSON; metadata not known is left out.
+A run without decisions.json (made before decision rules were saved with runs) has no ``decision``,
+``rules`` or ``calibration``: its numbers are the most probable class's, as they always were.
 """
 
 from __future__ import annotations
@@ -120,8 +126,66 @@ class InstanceMetrics:
                    _number(d.get("recall")), _number(d.get("f1")), int(d["n_images"]), int(d["n_attributes"]))
 
 
+@dataclass(frozen=True)
+class RuleMetrics:
+    """The per-head numbers of one decision rule (see :mod:`attrfit.evaluation.decisions`)."""
+
+    heads: dict[str, HeadMetrics]
+    mean: MeanMetrics
+    instance: InstanceMetrics | None = None
+
+    def to_json(self) -> dict:
+        out = {"heads": {h: m.to_json() for h, m in self.heads.items()}, "mean": self.mean.to_json()}
+        return out if self.instance is None else {**out, "instance": self.instance.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> RuleMetrics:
+        return cls({h: HeadMetrics.from_json(m) for h, m in d["heads"].items()}, MeanMetrics.from_json(d["mean"]),
+                   InstanceMetrics.from_json(d["instance"]) if d.get("instance") else None)
+
+
+@dataclass(frozen=True)
+class HeadCalibration:
+    """How far one head's probabilities can be trusted (see :mod:`attrfit.evaluation.calibration`)."""
+
+    temperature: float  # fitted on the val side (1.0: none)
+    ece: float  # expected calibration error of the temperature-scaled probabilities
+    brier: float
+    ece_uncalibrated: float  # the same of the model's own softmax (temperature 1)
+    brier_uncalibrated: float
+    n: int  # labelled rows
+
+    def to_json(self) -> dict:
+        return _metrics_json(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> HeadCalibration:
+        return _metrics_from_json(cls, d)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-head calibration of one side, and the bins its expected calibration error used."""
+
+    heads: dict[str, HeadCalibration]
+    bins: int
+
+    def mean(self, field: str) -> float:
+        """Mean of ``field`` over the heads with labelled rows (NaN without any)."""
+        values = [getattr(c, field) for c in self.heads.values() if c.n > 0]
+        return float(sum(values) / len(values)) if values else NAN
+
+    def to_json(self) -> dict:
+        return {"bins": self.bins, "heads": {h: c.to_json() for h, c in self.heads.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Calibration:
+        return cls({h: HeadCalibration.from_json(c) for h, c in d["heads"].items()}, int(d["bins"]))
+
+
 # a finished run's fields: results.json writes all four (images_per_s may be null)
 RUN_FIELDS = ("best_epoch", "monitor", "wall_time_s", "images_per_s")
+SECTIONS = ("rules", "calibration")  # typed sections after the metadata, written only when set
 
 
 @dataclass(frozen=True)
@@ -143,6 +207,20 @@ class Results:
     monitor: str | None = None
     wall_time_s: float | None = None
     images_per_s: float | None = None
+    decision: str | None = None  # the rule behind heads/mean/instance; None: the most probable class (older runs)
+    rules: dict[str, RuleMetrics] | None = None  # every rule's numbers on the same rows
+    calibration: Calibration | None = None
+
+    def under(self, rule: str) -> Results:
+        """These results with the numbers of ``rule`` (from :attr:`rules`) in heads, mean and instance.
+
+        >>> r.under("most-probable").mean.accuracy  # doctest: +SKIP
+        """
+        if not self.rules or rule not in self.rules:
+            raise AttrfitError(f"these results hold no numbers for the decision rule '{rule}'"
+                               + (f" (they have {', '.join(self.rules)})" if self.rules else ""))
+        m = self.rules[rule]
+        return dataclasses.replace(self, heads=m.heads, mean=m.mean, instance=m.instance, decision=rule)
 
     def columns(self, prefix: str, mean_fields: tuple[str, ...] = HeadMetrics.LOGGED) -> dict[str, float]:
         """Flat columns: ``<prefix>_<field>_<head>`` per head (HeadMetrics.LOGGED), then ``<prefix>_mean_<field>``.
@@ -160,6 +238,10 @@ class Results:
             out["instance"] = self.instance.to_json()
         for f in dataclasses.fields(self)[3:]:
             value = getattr(self, f.name)
+            if f.name == "rules" and value is not None:
+                value = {rule: m.to_json() for rule, m in value.items()}
+            elif f.name == "calibration" and value is not None:
+                value = value.to_json()
             if value is not None or (f.name in RUN_FIELDS and self.best_epoch is not None):
                 out[f.name] = value
         return out
@@ -169,9 +251,12 @@ class Results:
         """Read :meth:`to_json`'s JSON back (older files: metrics they lack are NaN)."""
         try:
             instance = InstanceMetrics.from_json(d["instance"]) if d.get("instance") else None
-            meta = {f.name: d.get(f.name) for f in dataclasses.fields(cls)[3:]}
+            meta = {f.name: d.get(f.name) for f in dataclasses.fields(cls)[3:] if f.name not in SECTIONS}
+            rules = {r: RuleMetrics.from_json(m) for r, m in d["rules"].items()} if d.get("rules") else None
+            calibration = Calibration.from_json(d["calibration"]) if d.get("calibration") else None
             return cls({h: HeadMetrics.from_json(m) for h, m in d["heads"].items()},
-                       MeanMetrics.from_json(d.get("mean") or {}), instance, **meta)
+                       MeanMetrics.from_json(d.get("mean") or {}), instance, **meta, rules=rules,
+                       calibration=calibration)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise AttrfitError(f"{where}: not the per-head results attrfit writes ({type(e).__name__}: {e}); "
                                "make them again with 'attrfit evaluate'") from None

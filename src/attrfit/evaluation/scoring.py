@@ -17,6 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from attrfit.core import arguments
+from attrfit.evaluation.calibration import scaled
+from attrfit.evaluation.decisions import (BINARY_CLASSES, MOST_PROBABLE, RULES, Decide, Decisions, check_rule,
+                                          most_probable)
 from attrfit.evaluation.metrics import (head_metrics, instance_metrics, is_collapsed, majority_classes, mean_accuracy_ma,
                              summarize)
 from attrfit.evaluation.results import InstanceMetrics, Results
@@ -59,22 +62,18 @@ def predict_probs(
 
 
 def score(
-    probs: list[np.ndarray], labels: np.ndarray, schema: Schema, majority: list[int]
+    probs: list[np.ndarray], labels: np.ndarray, schema: Schema, majority: list[int], decide: Decide = most_probable
 ) -> Results:
-    """Per-head metrics of the argmax predictions against ``labels`` (N x H, -1 missing)."""
-    heads = {}
-    for j, h in enumerate(schema.heads):
-        pred = probs[j].argmax(1)
-        heads[h] = head_metrics(pred, labels[:, j], len(schema.classes[h]), majority[j])
+    """Per-head metrics of the predictions of ``decide`` (the most probable class by default) against ``labels``
+    (N x H, -1 missing)."""
+    pred = [np.asarray(decide(h, probs[j])) for j, h in enumerate(schema.heads)]
+    heads = {h: head_metrics(pred[j], labels[:, j], len(schema.classes[h]), majority[j])
+             for j, h in enumerate(schema.heads)}
     binary = binary_table(schema)
-    instance = None
-    if binary is not None:
-        pred = np.stack([probs[j].argmax(1) for j in range(len(schema.heads))], 1)
-        instance = attribute_metrics(pred, labels, binary)
+    instance = attribute_metrics(np.stack(pred, 1), labels, binary) if binary is not None else None
     return Results(heads, summarize(heads), instance)
 
 
-BINARY_CLASSES = ("0", "1")  # a head whose classes are exactly these is a binary attribute (1 = present)
 
 
 def binary_table(schema: Schema) -> list[int] | None:
@@ -185,19 +184,65 @@ class Scored:
     """A checkpoint scored on one side: metrics plus what they were computed from."""
 
     results: Results  # with side, checkpoint and epoch set
-    probs: list[np.ndarray]  # per head N x K_h
+    probs: list[np.ndarray]  # per head N x K_h (temperature-scaled where the run has decisions)
     labels: np.ndarray  # N x H, -1 missing
     paths: list[str]  # image_path per row
     schema: Schema
     checkpoint: Checkpoint
     images: Tensor | None = None  # uint8 N x 3 x H x W of the rows (thumbnails of the report's mistakes)
+    raw_probs: list[np.ndarray] | None = None  # the model's own softmax (temperature 1); None: probs are
+    pred: list[np.ndarray] | None = None  # per head N class indices by the rule; None: the most probable
+    decisions: Decisions | None = None
+    rule: str = MOST_PROBABLE
+
+    def predicted(self, j: int) -> np.ndarray:
+        """Head ``j``'s class per row, by the rule the results were scored with."""
+        return self.probs[j].argmax(1) if self.pred is None else self.pred[j]
+
+
+@dataclass
+class Judged:
+    """One side's numbers under a rule (:func:`judge`), and what made them."""
+
+    results: Results
+    probs: list[np.ndarray]
+    raw_probs: list[np.ndarray]
+    pred: list[np.ndarray]
+
+
+def judge(raw: list[np.ndarray], labels: np.ndarray, majority: list[int], schema: Schema,
+          decisions: Decisions | None, rule: str = MOST_PROBABLE) -> Judged:
+    """Score the model's probabilities ``raw`` (per head N x K) under ``rule``; with ``decisions``, they are
+    temperature-scaled first and the results also hold every rule's numbers and the calibration.
+
+    Without decisions (a run made before they were saved) the results are the most probable class's,
+    exactly as they always were, and no rule but that one applies.
+    """
+    from attrfit.evaluation.calibration import calibration_of
+    from attrfit.evaluation.results import RuleMetrics
+
+    if decisions is None:
+        check_rule(rule, (MOST_PROBABLE,))
+        return Judged(score(raw, labels, schema, majority), raw, raw, [p.argmax(1) for p in raw])
+    check_rule(rule, decisions.rules())
+    probs = [scaled(p, t) for p, t in zip(raw, decisions.temperatures())]
+    rules = {}
+    for r in decisions.rules():
+        m = score(probs, labels, schema, majority, decisions.decide(r))
+        rules[r] = RuleMetrics(m.heads, m.mean, m.instance)
+    results = Results(rules[rule].heads, rules[rule].mean, rules[rule].instance, decision=rule, rules=rules,
+                      calibration=calibration_of(raw, probs, labels, schema, decisions.temperatures()))
+    decide = decisions.decide(rule)
+    return Judged(results, probs, raw, [np.asarray(decide(h, probs[j])) for j, h in enumerate(schema.heads)])
 
 
 def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = None, csv: str | None = None,
-                     progress: bool = True, device: str = "auto") -> Scored:
+                     progress: bool = True, device: str = "auto", decide: str | None = None) -> Scored:
     """Load a checkpoint and its run's data (split verified against the table) and score one side.
 
     ``tta`` None means what the run validated with (:func:`run_tta`); the results say which (``tta``).
+    ``decide`` names the decision rule (None: the run's own, from its --objective; the most probable class
+    for a run without decisions.json, whose other rules are then fitted on its val side for this scoring).
 
     >>> score_checkpoint("runs/demo", side="test").results.mean.accuracy  # doctest: +SKIP
     """
@@ -215,6 +260,7 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = No
     side = arguments.choice(side, SIDES, "side")
     tta = arguments.flag(tta, "tta", optional=True)
     csv = None if csv is None else str(arguments.path(csv, "csv"))
+    decide = None if decide is None else check_rule(arguments.choice(decide, RULES, "decide"))
     path = checkpoint.resolve(ckpt_or_run)
     ckpt = Checkpoint.load(path)
     cfg = from_dict(ckpt.config)
@@ -232,17 +278,42 @@ def score_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = No
     precision = inference_precision(ckpt, dev)
     tta = run_tta(ckpt) if tta is None else tta
     guard_bf16(model, precision, dev, tuple(data.images.shape[2:]), None, inference_batches(len(rows), cfg.eval_batch_size))
-    results, probs = evaluate_images(model, data.images[rows], data.labels[rows], data.labels[data.sides["train"]],
-                                     schema, dev, precision, cfg.eval_batch_size, tta)
-    results = dataclasses.replace(results, side=side, checkpoint=str(path), epoch=ckpt.progress.epoch, tta=tta)
+    train_labels = data.labels[data.sides["train"]]  # the majority baseline's
+    results, probs = evaluate_images(model, data.images[rows], data.labels[rows], train_labels, schema, dev, precision,
+                                     cfg.eval_batch_size, tta)
+    decisions = Decisions.for_checkpoint(path, ckpt)
+    if decisions is None and decide not in (None, MOST_PROBABLE):
+        val = predict_probs(model, data.images[data.sides["val"]], dev, precision, cfg.eval_batch_size, tta)
+        decisions = fit_now(val, data, ckpt, path, cfg.objective, tta)
+    judged = Judged(results, probs, probs, [p.argmax(1) for p in probs])
+    if decisions is not None:
+        judged = judge(probs, data.labels[rows].numpy(), majority_classes(train_labels.numpy()), schema, decisions,
+                       decide or decisions.rule)
+    results = dataclasses.replace(judged.results, side=side, checkpoint=str(path), epoch=ckpt.progress.epoch, tta=tta)
     paths = [data.image_paths[int(r)] for r in rows]
-    return Scored(results, probs, data.labels[rows].numpy(), paths, schema, ckpt, data.images[rows])
+    return Scored(results, judged.probs, data.labels[rows].numpy(), paths, schema, ckpt, data.images[rows],
+                  judged.raw_probs, judged.pred, decisions, results.decision or MOST_PROBABLE)
+
+
+def fit_now(val_probs: list[np.ndarray], data, ckpt: Checkpoint, path, objective: str, tta: bool) -> Decisions:
+    """Decisions for a checkpoint that has none saved, fitted on its val side's probabilities ``val_probs`` for this
+    scoring only (not saved)."""
+    import logging
+
+    from attrfit.evaluation.decision_fit import fit_decisions
+    from attrfit.evaluation.decisions import CheckpointRef
+
+    val, train = data.sides["val"], data.sides["train"]
+    logging.getLogger(__name__).info("%s has no decisions.json: fitting the decision rules on its val side "
+                                     "(%d images) for this scoring; nothing is saved", path, len(val))
+    return fit_decisions(val_probs, data.labels[val].numpy(), data.labels[train].numpy(), ckpt.schema, objective,
+                         CheckpointRef(path.name, ckpt.progress.epoch, ckpt.progress.step), tta)
 
 
 def evaluate_checkpoint(ckpt_or_run: str, side: str = "test", tta: bool | None = None, csv: str | None = None,
-                        progress: bool = True, device: str = "auto") -> Results:
+                        progress: bool = True, device: str = "auto", decide: str | None = None) -> Results:
     """Metrics of a checkpoint on one side of its split (see :func:`score_checkpoint`)."""
-    return score_checkpoint(ckpt_or_run, side, tta, csv, progress, device).results
+    return score_checkpoint(ckpt_or_run, side, tta, csv, progress, device, decide).results
 
 
 def run_tta(ckpt: Checkpoint) -> bool:

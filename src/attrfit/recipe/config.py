@@ -27,6 +27,9 @@ from attrfit.data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 
 
 MONITORS = ("mean_accuracy", "mean_balanced_accuracy")
+# --objective: what the user wants the run's answers for -> the monitor it sets (unless --monitor is given);
+# the decision rule it sets is attrfit.evaluation.decisions.OBJECTIVE_RULE
+OBJECTIVES = {"balanced": "mean_balanced_accuracy", "accuracy": "mean_accuracy"}
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("sgd", "adamw")
 FRACTION = Range(0, 1, hi_open=True)
@@ -34,8 +37,8 @@ FRACTION = Range(0, 1, hi_open=True)
 # The plain recipe: cross-entropy without class weights, the best epoch by mean accuracy, no mixup, colour
 # jitter or weight averaging. What the demo and the mechanics tests train with (on a few thousand easy
 # images the default, tuned for real data and long runs, learns too slowly to show anything).
-PLAIN_RECIPE = {"class_weights": False, "monitor": "mean_accuracy", "mixup": 0.0, "brightness": 0.0, "contrast": 0.0,
-                "ema": 0.0}
+PLAIN_RECIPE = {"class_weights": False, "objective": "accuracy", "monitor": "mean_accuracy", "mixup": 0.0,
+                "brightness": 0.0, "contrast": 0.0, "ema": 0.0}
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,12 @@ class TrainConfig:
                              Range(2, why="BatchNorm needs two or more images per batch"))
     seed: int = option(0, "seed of the model's initial weights, the batch order and the augmentation", "N",
                        Range(0, 2**32 - 1))
+    objective: str = option("balanced", "what the run's answers are for: balanced (balanced accuracy, every class "
+                            "counts) or accuracy (plain accuracy); sets --monitor (mean_balanced_accuracy or "
+                            "mean_accuracy) unless it is given, and the decision rule evaluate, predict, compare and "
+                            "the report use unless told --decide (prior-corrected or most-probable); the training "
+                            "recipe is otherwise the same", "{" + ",".join(OBJECTIVES) + "}", OneOf(*OBJECTIVES),
+                            lr_find=False)
     monitor: str = option("mean_balanced_accuracy", "the val-side mean that picks the best epoch", "METRIC",
                           OneOf(*MONITORS), lr_find=False)
     precision: str = option("auto", "auto (bf16 where the hardware is fast at it, else fp32), bf16, fp16 or fp32",
@@ -226,6 +235,9 @@ def apply(cfg: TrainConfig, overrides: dict[str, object], source: str = "overrid
         section, _, name = full.rpartition(".")
         target = d[section] if section else d
         target[name] = coerce(full, leaves[full][0], value)
+    given = {k if k in leaves else by_flag.get(k.replace("-", "_")) for k in overrides}
+    if "objective" in given and "monitor" not in given and cfg.monitor == OBJECTIVES.get(cfg.objective):
+        d["monitor"] = OBJECTIVES.get(d["objective"], d["monitor"])  # the objective's monitor, unless chosen
     out = from_dict(d)
     if check:
         validate(out)

@@ -2,10 +2,13 @@
 
 The exported model takes RGB pixels N x 3 x H x W at the checkpoint's size with values 0..255
 (uint8 or float; an ONNX file declares one, ``input_dtype``), normalises them inside, and returns
-one softmax probability tensor N x K per head, named after the head (``output_names``). Beside
-``FILE`` goes ``FILE.schema.json``: heads, classes, input size, resize mode, normalisation and the
-output names; the same JSON is embedded in the file (ONNX metadata ``attrfit_schema``,
-TorchScript extra file ``attrfit_schema.json``).
+one softmax probability tensor N x K per head, named after the head (``output_names``), with the
+run's temperatures applied (the probabilities ``attrfit predict`` writes). Beside ``FILE`` goes
+``FILE.schema.json``: heads, classes, input size, resize mode, normalisation, the output names and
+the decision rules (``decision``: temperatures, train priors, the prior-correction strength, the
+thresholds, the run's default rule; :func:`decision_schema`); the same JSON is embedded in the file
+(ONNX metadata ``attrfit_schema``, TorchScript extra file ``attrfit_schema.json``). A client holding
+only the file and its schema reproduces ``attrfit predict`` under every rule (bench/schema_client.py).
 
 Images must be prepared as in training (:meth:`attrfit.serving.predict.Predictor.prepare`): EXIF rotation,
 RGB with alpha composited on grey 127, PIL bilinear resize to H x W ("stretch"), or keeping the
@@ -20,6 +23,7 @@ largest difference from PyTorch.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import io
 import json
@@ -55,15 +59,20 @@ INSTALL_HINT = "pip install 'attrfit[export]'"
 
 
 class ProbabilityModel(nn.Module):
-    """An AttrNet returning ``{output name: N x K softmax probabilities}`` from 0..255 pixels N x 3 x H x W."""
+    """An AttrNet returning ``{output name: N x K softmax probabilities}`` from 0..255 pixels N x 3 x H x W,
+    each head's logits divided by its temperature first (None: the model's own softmax)."""
 
-    def __init__(self, net: nn.Module, names: list[str]) -> None:
+    def __init__(self, net: nn.Module, names: list[str], temperatures: list[float] | None = None) -> None:
         super().__init__()
         self.net = net
         self.names = list(names)
+        self.temperatures = None if temperatures is None else [float(t) for t in temperatures]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        return {name: logits.float().softmax(1) for name, logits in zip(self.names, self.net(x))}
+        logits = [z.float() for z in self.net(x)]
+        if self.temperatures is not None:
+            logits = [z / t for z, t in zip(logits, self.temperatures)]
+        return {name: z.softmax(1) for name, z in zip(self.names, logits)}
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,8 @@ def export_model(checkpoint_or_run: str | os.PathLike, out: str | os.PathLike, f
     predictor = Predictor.from_checkpoint(source, device="cpu")
     net = predictor.model.float().to(memory_format=torch.contiguous_format).eval()
     names = output_names(list(predictor.schema.heads))
-    wrapper = ProbabilityModel(net, names).eval()
+    temperatures = predictor.decisions.temperatures() if predictor.decisions else None
+    wrapper = ProbabilityModel(net, names, temperatures).eval()
     text = json.dumps(export_schema(predictor, fmt, out, names, input_dtype), indent=1)
     example = _pixels(2, predictor.size, INPUT_DTYPES[input_dtype], seed=0)
     # Serialised in memory, written by Python: torch's own file writer aborts the process on a full disk.
@@ -151,11 +161,35 @@ def export_schema(predictor: Predictor, fmt: str, out: Path, names: list[str], i
         "classes": spec["classes"],
         "size": [h, w],
         "resize": predictor.resize,
-        "preprocessing": ("EXIF-rotate; convert to RGB (alpha composited on grey 127); resize to HxW with PIL "
-                          "bilinear ('stretch'), or keep the aspect ratio and pad with grey 127 ('pad')"),
+        "preprocessing": ("open the file (a JPEG may decode in draft mode at no less than 2W x 2H); EXIF-rotate; "
+                          "convert to 8-bit RGB (16-bit and float images scaled to 0..255, transparent pixels on "
+                          "grey 127); 'stretch': resize the whole image to W x H with PIL bilinear, reducing_gap 2.0; "
+                          "'pad': resize it so to max(1, round(width s)) x max(1, round(height s)), s = min(W / width, "
+                          "H / height), and paste it at ((W - w) // 2, (H - h) // 2) on a W x H canvas of grey 127"),
         "normalisation": {"mean": spec["mean"], "std": spec["std"],
                           "applied": "inside the model: (x - mean) / std per RGB channel, 0..255 units"},
+        "decision": decision_schema(predictor),
     }
+
+
+def decision_schema(predictor: Predictor) -> dict:
+    """How a client turns the outputs into labels under each rule (see :mod:`attrfit.evaluation.decisions`)."""
+    from attrfit.evaluation.decisions import MOST_PROBABLE, PRIOR_CORRECTED, THRESHOLD_CRITERIA
+
+    d, heads = predictor.decisions, predictor.schema.heads
+    how = {MOST_PROBABLE: "argmax of the probabilities",
+           PRIOR_CORRECTED: "argmax of log(p) - strength * log(prior) (float64)",
+           **{r: "binary heads with a threshold: classes[positive] if p[positive] >= threshold, else the other "
+                 "class; other heads: as prior-corrected" for r in THRESHOLD_CRITERIA}}
+    if d is None:  # a run without decisions.json: its own softmax, the most probable class
+        return {"rule": MOST_PROBABLE, "rules": {MOST_PROBABLE: how[MOST_PROBABLE]},
+                "temperatures": {h: 1.0 for h in heads}}
+    return {"rule": d.rule, "objective": d.objective, "rules": {r: how[r] for r in d.rules()},
+            "temperatures": {h: x.temperature for h, x in d.heads.items()},
+            "outputs": "softmax(logits / temperature): the temperatures are applied inside the model",
+            "prior": {h: list(x.prior) for h, x in d.heads.items()}, "strength": d.strength,
+            "thresholds": {h: {"positive": x.positive, **x.thresholds} for h, x in d.heads.items() if x.thresholds},
+            "fitted_on": dataclasses.asdict(d.fitted_on)}
 
 
 def _pixels(n: int, size: tuple[int, int], dtype: torch.dtype, seed: int) -> Tensor:

@@ -38,6 +38,8 @@ from attrfit.model import checkpoint
 from attrfit.data.cache import BadImage, decode_image, parse_size, resize_image, to_rgb
 from attrfit.core import arguments
 from attrfit.core.errors import AttrfitError
+from attrfit.evaluation.calibration import scaled
+from attrfit.evaluation.decisions import MOST_PROBABLE, Decide, Decisions, check_rule, most_probable
 from attrfit.evaluation.scoring import inference_precision, predict_probs, run_tta
 from attrfit.model.precision import check_compiler, guard_bf16, resolve_device
 from attrfit.data.schema import Schema
@@ -50,19 +52,6 @@ PROB_DECIMALS = 6  # probabilities in the written output
 PREDICT_BATCH = 64  # default batch size of prediction
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
-Decide = Callable[[str, np.ndarray], np.ndarray]  # (head, N x K probabilities) -> N class indices
-
-
-def most_probable(head: str, probs: np.ndarray) -> np.ndarray:
-    """The decision rule: probabilities (N x K) of ``head`` -> the class index of each row, here the most
-    probable class. Every label attrfit writes (per image, per box, per track) goes through a :class:`Predictor`'s
-    ``decide``, which is this unless a rule is plugged in.
-
-    >>> most_probable("color", np.array([[0.2, 0.8], [0.6, 0.4]])).tolist()
-    [1, 0]
-    """
-    return probs.argmax(1)
-
 
 # ---------------------------------------------------------------- results
 
@@ -164,28 +153,37 @@ class Predictor:
     tta: bool = False  # average with the mirror image unless a call says otherwise: the run's --tta
     compiled: bool = False  # model is a frozen torch.compile: batches are padded to one size (no recompiles)
     decide: Decide = most_probable  # the decision rule: every label this predictor gives goes through it
+    decisions: Decisions | None = None  # the run's fitted rules (decisions.json); None: a run made without them
+    rule: str = MOST_PROBABLE  # the name of ``decide``
 
     @classmethod
     def from_checkpoint(cls, checkpoint_or_run: str | os.PathLike, device: str = "cpu",
-                        compile: bool = False) -> Predictor:
+                        compile: bool = False, decide: str | None = None) -> Predictor:
         """Load ``best.pt`` of a run folder (or the given checkpoint file) onto ``device`` ('cpu', 'cuda', 'auto').
 
         ``compile`` runs the model through ``torch.compile`` with frozen weights (BatchNorm folded into the
         convolutions, ReLU fused): faster batches after a compilation of seconds at the first one, and
-        probabilities that differ from ``evaluate``'s in the last digits (other rounding).
+        probabilities that differ from ``evaluate``'s in the last digits (other rounding). ``decide`` names the
+        decision rule (:mod:`attrfit.evaluation.decisions`; None: the run's own), and the probabilities are
+        temperature-scaled as the run's decisions.json says.
         """
         from attrfit.model.checkpoint import model_from_checkpoint
 
         path = checkpoint.resolve(checkpoint_or_run)
         compile = arguments.flag(compile, "compile")
         ckpt = checkpoint.Checkpoint.load(path)
+        decisions = Decisions.for_checkpoint(path, ckpt)
+        rule = check_rule(decide or (decisions.rule if decisions else MOST_PROBABLE),
+                          decisions.rules() if decisions else (MOST_PROBABLE,))
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt).to(dev).to(memory_format=torch.channels_last)
         size, precision = parse_size(ckpt.size), inference_precision(ckpt, dev)
         guard_bf16(model, precision, dev, size, None, [PREDICT_BATCH])  # batch 1 is always checked too
         if compile:
             model = compile_frozen(model, dev)
-        return cls(model, ckpt.schema, size, ckpt.resize, dev, precision, str(path), run_tta(ckpt), compile)
+        return cls(model, ckpt.schema, size, ckpt.resize, dev, precision, str(path), run_tta(ckpt), compile,
+                   decisions.decide(rule) if decisions else most_probable, decisions, rule)
+
 
     def spec(self) -> dict:
         """What a caller needs to feed the model: heads, classes, input size and mode, normalisation (0..255 units)."""
@@ -254,7 +252,8 @@ class Predictor:
         if self.compiled and n % batch_size:  # every batch one shape: a new one would compile again
             x = torch.cat([x, x.new_zeros((batch_size - n % batch_size, *x.shape[1:]))])
         probs = predict_probs(self.model, x, self.device, self.precision, batch_size, self.tta if tta is None else tta)
-        return self.predictions({h: p[:n] for h, p in zip(self.schema.heads, probs)})
+        temperatures = self.decisions.temperatures() if self.decisions else [1.0] * len(probs)
+        return self.predictions({h: scaled(p[:n], t) for h, p, t in zip(self.schema.heads, probs, temperatures)})
 
     def predictions(self, probs: dict[str, np.ndarray]) -> Predictions:
         """Given probabilities (per head N x K, e.g. a track's average) under this predictor's decision rule."""

@@ -4,8 +4,8 @@ People think in wall time ("what can I get by lunch?"). At the start of a new ru
 trainer's first steps and one validation pass are timed (everything a step changes is put
 back afterwards: :func:`attrfit.training.sandbox.leaves_no_trace`), and the run gets the
 whole epochs that fit what is left of the budget once the time already spent (reading
-the data, building the cache, an LR range test) and a reserve for the final test scoring
-and report are taken off. The plan is written to ``RUN/budget.json`` and its epochs into
+the data, building the cache, an LR range test) and a reserve for the end of the run (the
+decision rules fitted on the val side, the test scoring, the report) are taken off. The plan is written to ``RUN/budget.json`` and its epochs into
 ``RUN/config.json``, so a resumed run keeps it (and its one-cycle schedule) exactly.
 """
 
@@ -50,7 +50,7 @@ class BudgetPlan:
     save_s: float  # writing a checkpoint: last.pt every epoch, best.pt whenever val improves (most epochs early)
     steps_per_epoch: int
     epoch_s: float  # (steps x step_s + val_s + 2 x save_s) x MARGIN
-    reserve_s: float  # final test scoring and report
+    reserve_s: float  # the end: fitting the decision rules on val, the test scoring and the report
     epochs: int
 
     @property
@@ -173,7 +173,8 @@ def plan(t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist, run:
     save_s = time_checkpoint(t, run)
     n_steps = steps_per_epoch(len(sides.train_images) // dist.world_size, t.cfg.batch_size // dist.world_size)
     epoch_s = (n_steps * step_s + val_s + 2 * save_s) * MARGIN
-    reserve_s = val_s * n_test / max(1, len(sides.val_images)) + (REPORT_S if t.cfg.report else 0.0)
+    # the end of a run: a val pass to fit the decision rules, the test side's (at the val pass's speed), the report
+    reserve_s = val_s * (1 + n_test / max(1, len(sides.val_images))) + (REPORT_S if t.cfg.report else 0.0)
     spent_s = time.perf_counter() - started
     epochs = epochs_within(budget_s, spent_s, epoch_s, reserve_s)
     p = BudgetPlan(budget_s, spent_s, step_s, val_s, save_s, n_steps, epoch_s, reserve_s, epochs)
