@@ -37,7 +37,6 @@ import argparse
 import csv
 import hashlib
 import io
-import json
 import shlex
 import subprocess
 import sys

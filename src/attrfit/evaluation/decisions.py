@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 from attrfit.core.errors import AttrfitError
-from attrfit.data.schema import Schema
 
 log = logging.getLogger(__name__)
 

@@ -149,7 +149,7 @@ def test_categorical_folding_follows_its_rule(tmp_path):
 def test_pa100k_partition_is_its_three_lists(tmp_path, version):
     mat = files.write_pa100k(tmp_path, version)
     c = convert(Request("pa100k", mat, tmp_path / "out"))
-    start, sides, names = 0, {}, []
+    start, sides = 0, {}
     for side, n in files.PA100K_SIDES.items():
         sides[side] = np.arange(start, start + n)
         start += n
