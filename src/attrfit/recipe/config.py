@@ -53,8 +53,10 @@ class OptimConfig:
                                  Range(0, 1))
     grad_clip: float = option(0.0, "clip the global gradient norm to this; 0 = off", "NORM", Range(0, 1_000_000))
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", "EPS", FRACTION)
-    class_weights: bool = option(True, "weight each class by its inverse frequency on the train side, so rare "
-                                 "classes count (what balanced accuracy measures); --no-class-weights for plain accuracy")
+    # Off by default: plain cross-entropy, then the prior-corrected decision rule fitted on val, scored as high a
+    # balanced accuracy as class weights and a far higher accuracy (docs/experiments/decisions-recipe.md)
+    class_weights: bool = option(False, "weight each class by its inverse frequency on the train side in the loss "
+                                 "(off: the decision rule divides by the class priors after training instead)")
     class_weight_power: float = option(1.0, "with --class-weights: the power of the inverse frequency (1 = fully "
                                        "balanced, 0.5 = its square root: milder, costs less accuracy)", "P",
                                        Range(0, 1))
