@@ -142,3 +142,27 @@ def test_rules_that_do_not_apply_are_refused_by_name():
         check_rule("argmax")
     assert "0.85" in describe("prior-corrected", decisions()) and "temperature-scaled" in describe("threshold-f1",
                                                                                                  decisions())
+
+
+def test_while_training_val_is_scored_under_the_labels_the_run_will_give():
+    """The balanced objective without class weights: val is scored under the prior correction at strength 1,
+    so the monitor and the collapse warning see what the run will answer; class weights, a logit-adjusted loss
+    or the accuracy objective keep the most probable class."""
+    from attrfit.evaluation.decision_fit import training_rule
+    from attrfit.recipe.config import TrainConfig, from_dict, to_dict
+
+    def cfg(**changes):
+        d = to_dict(TrainConfig())
+        for key, value in changes.items():
+            section, _, name = key.rpartition(".")
+            (d[section] if section else d)[name] = value
+        return from_dict(d)
+
+    schema = Schema(("c",), {"c": ("a", "b", "z")})
+    train = np.array([[0]] * 80 + [[1]] * 15 + [[2]] * 5)  # priors 0.80, 0.15, 0.05
+    probs = np.array([[0.70, 0.20, 0.10], [0.90, 0.06, 0.04], [0.60, 0.36, 0.04]])
+    corrected = training_rule(TrainConfig(), train, schema)("c", probs)
+    assert corrected.tolist() == [2, 0, 1]  # 0.7/0.8 < 0.1/0.05; 0.9/0.8 wins; 0.36/0.15 wins
+    for other in (cfg(**{"optim.class_weights": True}), cfg(**{"optim.logit_adjust": 1.0}),
+                  cfg(objective="accuracy", monitor="mean_accuracy")):
+        assert training_rule(other, train, schema)("c", probs).tolist() == [0, 0, 0]

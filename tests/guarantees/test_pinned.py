@@ -110,6 +110,15 @@ class Truth:
                                   for p in sides[s]])
         return cls(sides, images, labels, heads, classes)
 
+    def priors(self) -> list[np.ndarray]:
+        """The train side's class frequencies per head (a class without a row counts half a row)."""
+        out = []
+        for j in range(len(self.heads)):
+            col = self.labels["train"][:, j]
+            counts = np.maximum([(col == k).sum() for k in range(len(self.classes[self.heads[j]]))], 0.5)
+            out.append(counts / counts.sum())
+        return out
+
     def majority(self) -> list[int]:
         """The train side's most common class per head (ties: the lower index)."""
         out = []
@@ -140,12 +149,14 @@ def model_probs(state: dict, ckpt: dict, images: torch.Tensor) -> list[np.ndarra
     return plain_probs({**ckpt, "state": state}, images, "state")
 
 
-def my_metrics(probs: list[np.ndarray], labels: np.ndarray, majority: list[int]) -> dict:
-    """Accuracy, balanced accuracy (mean recall over present classes) and the majority baseline, per head."""
+def my_metrics(probs: list[np.ndarray], labels: np.ndarray, majority: list[int], priors=None) -> dict:
+    """Accuracy, balanced accuracy (mean recall over present classes) and the majority baseline, per head; the
+    labels are the most probable classes, or with ``priors`` those of p / prior (the prior correction)."""
     out = {}
     for j, p in enumerate(probs):
         keep = labels[:, j] >= 0
-        pred, t = p.argmax(1)[keep], labels[keep, j]
+        score = p if priors is None else np.log(np.maximum(p.astype(np.float64), 1e-300)) - np.log(priors[j])
+        pred, t = score.argmax(1)[keep], labels[keep, j]
         recalls = [(pred[t == k] == k).mean() for k in np.unique(t)]
         out[j] = {"accuracy": (pred == t).mean(), "balanced_accuracy": np.mean(recalls),
                   "majority_accuracy": (t == majority[j]).mean(),
@@ -214,7 +225,7 @@ def spy_on(mp: pytest.MonkeyPatch, spied: Spied) -> None:
     def evaluate_images(model, images, labels, train_labels, *a, **k):
         results, probs = real_eval(model, images, labels, train_labels, *a, **k)
         spied.evals.append({"images": images.clone(), "labels": labels.clone(), "results": copy.deepcopy(results),
-                            "probs": probs, "model": snapshot(model)})
+                            "probs": probs, "model": snapshot(model), "decide": k.get("decide")})
         return results, probs
 
     mp.setattr(attrfit.training.trainer, "make_optimizer", make_optimizer)
@@ -364,9 +375,13 @@ def test_validation_is_a_plain_forward_pass_of_the_ema_on_the_raw_val_images(lea
         np.testing.assert_allclose(got, p, atol=1e-5)
     raw = plain_probs(last, truth.images["val"], "model")
     assert not np.allclose(raw[1], want[1], atol=1e-3), "EMA and raw weights agree: the check above is vacuous"
-    # the logged metrics are those of that forward pass, the baseline from the train side's labels
+    # the logged metrics are those of that forward pass under the labels the run will give (the default
+    # recipe leaves the balance to the prior-corrected rule: p / train prior), the baseline from the train side
     row = read_metrics_csv(learned.run)[-1]
-    mine = my_metrics(want, truth.labels["val"], truth.majority())
+    mine = my_metrics(want, truth.labels["val"], truth.majority(), priors=truth.priors())
+    # this run's val images are too easy for the correction to move a label: check the rule it was given
+    # ('bright' is 2/3 dark on the train side: 0.6 / (2/3) < 0.4 / (1/3))
+    assert final["decide"]("bright", np.array([[0.6, 0.4]])).tolist() == [1]
     for j, h in enumerate(truth.heads):
         for k in ("accuracy", "balanced_accuracy", "majority_accuracy"):
             assert float(row[f"val_{k}_{h}"]) == pytest.approx(mine[j][k], abs=1e-5), (h, k)

@@ -24,8 +24,10 @@ import numpy as np
 from attrfit.data.schema import Schema
 from attrfit.evaluation.calibration import fit_temperature, log_probs, scaled
 from attrfit.evaluation.decisions import (BINARY_CLASSES, OBJECTIVE_RULE, STRENGTHS, THRESHOLD_CRITERIA,
-                                          CheckpointRef, Decisions, FittedOn, HeadDecision, prior_corrected)
+                                          CheckpointRef, Decide, Decisions, FittedOn, HeadDecision, most_probable,
+                                          prior_corrected)
 from attrfit.evaluation.metrics import head_metrics
+from attrfit.recipe.config import TrainConfig
 
 
 def train_prior(labels: np.ndarray, num_classes: int) -> tuple[float, ...]:
@@ -37,6 +39,22 @@ def train_prior(labels: np.ndarray, num_classes: int) -> tuple[float, ...]:
     labels = np.asarray(labels)
     counts = np.maximum(np.bincount(labels[labels >= 0], minlength=num_classes).astype(np.float64), 0.5)
     return tuple(float(c) for c in counts / counts.sum())
+
+
+def training_rule(cfg: TrainConfig, train_labels: np.ndarray, schema: Schema) -> Decide:
+    """The rule the val side is scored under during training, before the run's own rule is fitted at the end:
+    for the balanced objective with a loss that leaves the balance to the rule (no class weights, no logit
+    adjustment), the prior correction at strength 1 (what calibrated probabilities need); else the most
+    probable class. So the monitor picks, and the collapse warning judges, the labels the run will give.
+
+    >>> rule = training_rule(TrainConfig(), np.array([[0], [0], [0], [1]]), Schema(("c",), {"c": ("a", "b")}))
+    >>> rule("c", np.array([[0.6, 0.4]])).tolist()  # 0.6 / 0.75 < 0.4 / 0.25
+    [1]
+    """
+    if cfg.objective != "balanced" or cfg.optim.class_weights or cfg.optim.logit_adjust > 0:
+        return most_probable
+    priors = {h: train_prior(train_labels[:, j], len(schema.classes[h])) for j, h in enumerate(schema.heads)}
+    return lambda head, probs: prior_corrected(probs, priors[head], 1.0)
 
 
 def positive_class(classes: tuple[str, ...], prior: tuple[float, ...]) -> int | None:

@@ -108,11 +108,13 @@ def evaluate_images(
     precision: str = "fp32",
     batch_size: int = 512,
     tta: bool = False,
+    decide: Decide = most_probable,
 ) -> tuple[Results, list[np.ndarray]]:
-    """Metrics (and the probabilities) of ``model`` on ``images``; the majority class comes from ``train_labels``."""
+    """Metrics of the labels ``decide`` gives (and the probabilities) of ``model`` on ``images``; the majority class
+    comes from ``train_labels``."""
     probs = predict_probs(model, images, device, precision, batch_size, tta)
     majority = majority_classes(train_labels.cpu().numpy())  # .cpu(): the loop may keep its sides on the GPU
-    return score(probs, labels.cpu().numpy(), schema, majority), probs
+    return score(probs, labels.cpu().numpy(), schema, majority, decide), probs
 
 
 NO_LABELS = "n/a"  # a head with no labelled rows on the side: no score, n = 0, left out of the means

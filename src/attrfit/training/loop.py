@@ -26,6 +26,7 @@ from attrfit.core.errors import AttrfitError
 from attrfit.core.memory import is_out_of_memory
 from attrfit.data.split import SplitRef, same_split, save_split
 from attrfit.data.schema import Schema
+from attrfit.evaluation.decision_fit import training_rule
 from attrfit.evaluation.metrics import is_collapsed
 from attrfit.evaluation.results import HeadMetrics, MeanMetrics, Results
 from attrfit.evaluation.scoring import evaluate_images
@@ -41,9 +42,6 @@ from attrfit.training.trainer import (Diverged, StepMeter, Trainer, build_traine
                                       steps_per_epoch)
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- the whole run
 
 
 def monitored(cfg: TrainConfig, results: Results) -> float:
@@ -83,9 +81,9 @@ def eval_model(t: Trainer) -> nn.Module:
 
 
 def validate_epoch(t: Trainer, sides: Sides) -> Results:
-    val, _ = evaluate_images(eval_model(t), sides.val_images, sides.val_labels, sides.train_labels, t.schema,
-                             t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta)
-    return val
+    rule = training_rule(t.cfg, sides.train_labels.cpu().numpy(), t.schema)  # the labels the run will give
+    return evaluate_images(eval_model(t), sides.val_images, sides.val_labels, sides.train_labels, t.schema,
+                           t.device, t.precision, t.cfg.eval_batch_size, tta=t.cfg.tta, decide=rule)[0]
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | Path | None = None,
