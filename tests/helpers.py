@@ -139,3 +139,15 @@ def tiny_cfg(csv, **over):
     base = {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 3, "batch_size": 16,
             "lr": 0.05, "eval_batch_size": 64, "report": False, "seed": 1, "precision": "fp32"}
     return apply(TrainConfig(), {**PLAIN_RECIPE, **base, **over})
+
+
+def trained_tiny_report_run(root: Path) -> Path:
+    """A 2-epoch run of the default recipe on the tiny dataset under ``root``; train writes its report at the end."""
+    from attrfit.recipe.config import TrainConfig, apply
+    from attrfit.training.loop import fit
+
+    csv = write_tiny(root / "data")
+    cfg = apply(TrainConfig(), {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 2,
+                                "batch_size": 16, "lr": 0.05, "eval_batch_size": 64, "report": True,
+                                "precision": "fp32", "data.cache_dir": str(root / "cache")})
+    return fit(cfg, run_dir=root / "run", progress=False)

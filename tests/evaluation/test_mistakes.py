@@ -7,26 +7,19 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import write_tiny
+from helpers import trained_tiny_report_run
 from PIL import Image
 
 from attrfit.evaluation import mistakes, report
-from attrfit.recipe.config import TrainConfig, apply
 from attrfit.evaluation.scoring import Scored, score_checkpoint
 from attrfit.data.schema import Schema
-from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mistakes")
-    csv = write_tiny(root / "data")
-    cfg = apply(TrainConfig(), {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 2,
-                                "batch_size": 16, "lr": 0.05, "eval_batch_size": 64, "report": True,
-                                "precision": "fp32", "data.cache_dir": str(root / "cache")})
-    return fit(cfg, run_dir=root / "run", progress=False)
+    return trained_tiny_report_run(tmp_path_factory.mktemp("mistakes"))
 
 
 def thumbnails(page: str) -> list[bytes]:

@@ -4,18 +4,16 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import write_tiny
+from helpers import trained_tiny_report_run
 from PIL import Image
 
 from attrfit import cli
 
 from attrfit.evaluation import report
 from attrfit.evaluation import bootstrap, figures, findings, report_page
-from attrfit.recipe.config import TrainConfig, apply
 from attrfit.core.errors import AttrfitError
 from attrfit.evaluation.metrics import confusion_matrix
 from attrfit.evaluation.results import HeadMetrics, MeanMetrics
-from attrfit.training.loop import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -24,13 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A 2-epoch run on the tiny dataset; train writes the report at its end (report=True)."""
-    root = tmp_path_factory.mktemp("report")
-    csv = write_tiny(root / "data")
-    cfg = apply(TrainConfig(), {"data.csv": str(csv), "size": "16x16", "width": 8, "stages": 2, "epochs": 2,
-                                "batch_size": 16, "lr": 0.05, "eval_batch_size": 64, "report": True,
-                                "precision": "fp32", "data.cache_dir": str(root / "cache")})
-    return fit(cfg, run_dir=root / "run", progress=False)
+    return trained_tiny_report_run(tmp_path_factory.mktemp("report"))
 
 
 def images_of(page: str) -> list[str]:
