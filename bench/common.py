@@ -251,6 +251,15 @@ def _plain(v):
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
+def run_probs(run: Path, side: str):
+    """A run's best checkpoint on one side of its split: (per head N x K probabilities at temperature 1, the labels
+    N x H, the schema)."""
+    from attrfit.evaluation.scoring import score_checkpoint
+
+    s = score_checkpoint(str(run), side=side, progress=False, decide="most-probable")
+    return s.raw_probs, s.labels, s.schema
+
+
 def median(values: list[float]) -> float:
     return float(np.median(values)) if values else float("nan")
 
