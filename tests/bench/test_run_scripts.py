@@ -1,4 +1,5 @@
-"""The benchmark scripts that read finished runs: bench/ensemble.py and bench/calibration_variants.py.
+"""The benchmark scripts that prepare or read runs: bench/ensemble.py, bench/calibration_variants.py and
+bench/data_size.py's table of fewer people.
 
 Two tiny runs of the default recipe on one split; each script must reproduce what the runs
 themselves wrote (a group of one run is that run: its decisions, its test numbers; the per-head
@@ -8,6 +9,8 @@ probabilities would not.
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +21,10 @@ import pytest
 from tests.helpers import write_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))  # the scripts import their shared module as `common`
+_spec = importlib.util.spec_from_file_location("bench_data_size", ROOT / "bench" / "data_size.py")
+data_size = sys.modules["bench_data_size"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(data_size)
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +79,26 @@ def test_calibration_variants_per_head_is_the_runs_own(two_runs, tmp_path):
     calibration = json.loads((a / "results.json").read_text())["calibration"]["heads"]
     ece = [h["ece"] for h in calibration.values()]  # the run's own test ECE after its temperatures
     assert variants["per head"]["mean"] == pytest.approx(sum(ece) / len(ece), abs=1e-9)
+
+
+def test_data_size_keeps_val_and_test_and_a_share_of_the_train_people(tmp_path):
+    import common
+    from attrfit.data.split import load_split, make_split, save_split, verify_split
+    from attrfit.data.table import read_table
+
+    labels = common.make_people(tmp_path / "data", n=150)  # 50 people, 3 images each
+    split = make_split(read_table(labels, group_column="person_id"), seed=0)
+    save_split(split, tmp_path / "whole.split.json")
+    (tmp_path / "out").mkdir()
+    table, split_path, kept = data_size.subset(labels, tmp_path / "whole.split.json", 0.5, tmp_path / "out")
+    new = load_split(split_path)
+    assert new.sides["val"] == split.sides["val"] and new.sides["test"] == split.sides["test"]
+    assert set(new.sides["train"]) < set(split.sides["train"])
+    with open(labels, newline="") as f:
+        person = {r["image_path"]: r["person_id"] for r in csv.DictReader(f)}
+    train_people = {person[p] for p in new.sides["train"]}
+    assert len(train_people) == kept["people"] == round(0.5 * kept["of_people"])
+    # a kept person keeps every train image: people are never cut in two
+    assert sorted(new.sides["train"]) == sorted(p for p in split.sides["train"] if person[p] in train_people)
+    # the split fits its table as `attrfit train --split` checks it (table fingerprint, rows, groups)
+    verify_split(new, read_table(table, images=labels.parent, group_column="person_id", schema=new.schema), split_path)
