@@ -30,6 +30,12 @@ def tiny_cfg(csv, **over) -> TrainConfig:
     return apply(TrainConfig(), {**base, **over})
 
 
+@pytest.fixture
+def fixed_length(monkeypatch):
+    """For tests that fix the plan's epochs: a run ahead of its deadline is not lengthened (its own tests)."""
+    monkeypatch.setattr(budget, "LENGTHEN_UNTIL", 0.0)
+
+
 def test_durations():
     assert [parse_duration(t) for t in ("90s", "15m", "2h", "1.5h", "600", "15 min")] == \
         [90.0, 900.0, 7200.0, 5400.0, 600.0, 900.0]
@@ -48,7 +54,7 @@ def test_a_bad_budget_is_refused_before_anything_is_written(capsys, tiny, tmp_pa
     assert not (tmp_path / "r").exists() and not tiny.with_suffix(".split.json").exists()
 
 
-def test_plan_from_measured_times(tiny, tmp_path, monkeypatch):
+def test_plan_from_measured_times(tiny, tmp_path, monkeypatch, fixed_length):
     """Fixed step and validation times: the epochs follow from them, and budget.json says how."""
     monkeypatch.setattr(budget, "time_steps", lambda t, sides: (0.5, 1.0))
     real_time_checkpoint = budget.time_checkpoint
@@ -66,7 +72,7 @@ def test_plan_from_measured_times(tiny, tmp_path, monkeypatch):
     assert len(runs.MetricsLog(run / "metrics.csv").rows()) == plan["epochs"] and plan["took_s"] > 0
 
 
-def test_a_budget_run_equals_the_same_epochs_given_directly(tiny, tmp_path, monkeypatch):
+def test_a_budget_run_equals_the_same_epochs_given_directly(tiny, tmp_path, monkeypatch, fixed_length):
     """The timing steps leave no trace, and the schedule is as long as the planned epochs."""
     monkeypatch.setattr(budget, "epochs_within", lambda *a: 2)
     planned = fit(tiny_cfg(tiny, budget="10m", epochs=7), run_dir=tmp_path / "b", progress=False)
@@ -76,7 +82,7 @@ def test_a_budget_run_equals_the_same_epochs_given_directly(tiny, tmp_path, monk
     assert a["progress"]["step"] == b["progress"]["step"]
 
 
-def test_resume_keeps_the_plan(tiny, tmp_path, monkeypatch):
+def test_resume_keeps_the_plan(tiny, tmp_path, monkeypatch, fixed_length):
     monkeypatch.setattr(budget, "epochs_within", lambda *a: 3)
     restore_step = crash_at_step(monkeypatch, 4)  # after the checkpoint at the end of epoch 1 or 2
     with pytest.raises(Crash):
@@ -110,7 +116,7 @@ def test_one_slow_epoch_does_not_cut_the_plan_two_do():
     assert budget.replan({**short, "budget_s": 120}, [slow]) == 1  # 3 epochs planned: no later epoch to wait for
 
 
-def test_a_plan_timed_under_load_is_redone_after_the_first_epoch(tiny, tmp_path, monkeypatch):
+def test_a_plan_timed_under_load_is_redone_after_the_first_epoch(tiny, tmp_path, monkeypatch, fixed_length):
     """Steps timed while something else loaded the machine: one epoch planned; the real first
     epoch is fast, so the run plans again (3 epochs), records why, and a resume keeps it."""
     monkeypatch.setattr(budget, "time_steps", lambda t, sides: (100.0, 1.0))  # 100 s a step: "under load"
@@ -139,7 +145,7 @@ def test_a_plan_timed_under_load_is_redone_after_the_first_epoch(tiny, tmp_path,
     assert json.loads((run / "budget.json").read_text())["epochs"] == 3
 
 
-def test_a_plan_cut_by_slow_epochs_waits_for_the_second(tiny, tmp_path, monkeypatch):
+def test_a_plan_cut_by_slow_epochs_waits_for_the_second(tiny, tmp_path, monkeypatch, fixed_length):
     """Steps timed far faster than the real epochs: 9 epochs planned, 3 fit. The first slow epoch alone
     cuts nothing; after the second the plan is 3 epochs, recorded with both epochs' times."""
     monkeypatch.setattr(budget, "time_steps", lambda t, sides: (1e-6, 1e-6))  # "a fast machine"
@@ -153,7 +159,7 @@ def test_a_plan_cut_by_slow_epochs_waits_for_the_second(tiny, tmp_path, monkeypa
     assert runs.read_json(run / "config.json")["epochs"] == 3
 
 
-def test_a_run_late_for_its_budget_shortens_its_schedule_and_still_anneals(tiny, tmp_path, monkeypatch, caplog):
+def test_a_run_late_for_its_budget_shortens_its_schedule_and_still_anneals(tiny, tmp_path, monkeypatch, caplog, fixed_length):
     """A machine slower than the plan (here: the reserve for the test scoring made so large that the deadline
     has passed by the end of epoch 1): the schedule is shortened to one more epoch, over which it anneals; the
     run ends with its schedule complete, scores the test side, and says so in the log and budget.json."""
@@ -177,7 +183,7 @@ def test_a_run_late_for_its_budget_shortens_its_schedule_and_still_anneals(tiny,
     assert end_lr < 0.01 * 0.05  # annealed: the last step's LR is near the schedule's floor, not its peak
 
 
-def test_a_run_that_slows_down_late_shortens_its_schedule_then(tiny, tmp_path, monkeypatch):
+def test_a_run_that_slows_down_late_shortens_its_schedule_then(tiny, tmp_path, monkeypatch, fixed_length):
     """Epochs fine at first (the re-plan holds), then the deadline draws near in epoch 3 of 5 (a machine
     slowing down): the schedule ends after epoch 4, annealed over it."""
     monkeypatch.setattr(budget, "epochs_within", lambda *a: 5)
@@ -230,7 +236,7 @@ def test_a_budget_below_what_a_run_needs_says_so(tiny, tmp_path, monkeypatch, ca
     assert "--budget 5s is less than this run needs" in caplog.text and "kept for the test scoring" in caplog.text
 
 
-def test_a_run_whose_epochs_left_would_end_past_a_deadline_still_ahead_shortens_then(tiny, tmp_path, monkeypatch):
+def test_a_run_whose_epochs_left_would_end_past_a_deadline_still_ahead_shortens_then(tiny, tmp_path, monkeypatch, fixed_length):
     """Not a deadline already passed: at the end of epoch 2 of 5 the deadline is 250 s away, but the 3 epochs left,
     at 100 s each, would end past it. The schedule is cut to the epochs that fit with the margin, 2 more
     (250 / (100 x 1.08) = 2.3), and anneals over them."""
@@ -249,3 +255,48 @@ def test_a_run_whose_epochs_left_would_end_past_a_deadline_still_ahead_shortens_
     plan = runs.read_json(run / "budget.json")
     assert plan["epochs"] == 4 and plan["shortened"] == {**plan["shortened"], "after_epoch": 2, "planned_epochs": 5}
     assert checkpoint.load(run / "last.pt")["progress"]["step"] == 4 * plan["steps_per_epoch"]
+
+
+def test_the_pace_is_the_median_of_the_last_epochs_so_one_slow_epoch_cuts_nothing():
+    """Epochs of 15 s, one of 24 s (the machine's noise): the pace stays 15 s and 25 epochs still fit 400 s.
+    Two slow epochs in the last three make the pace slow, and then the plan is cut."""
+    times = [15.0, 15.5, 14.8, 24.0]
+    assert budget.pace(times) == 15.5
+    assert budget.refit(20, 45, budget.pace(times), 400.0) is None  # 25 x 15.5 = 387.5 s: they fit
+    assert budget.refit(20, 45, 24.0, 400.0) == 20 + 15  # had the slow epoch been the pace: 400 / (24 x 1.08)
+    slower = times + [23.0]
+    assert budget.pace(slower) == 23.0 and budget.refit(21, 45, 23.0, 380.0) == 21 + 15
+
+
+def test_a_run_ahead_of_its_deadline_is_lengthened_early_in_its_schedule_only():
+    # 10 epochs planned, 4 done, 600 s left at 40 s each: 13 fit with the margin where 6 were left
+    assert budget.refit(4, 10, 40.0, 600.0) == 4 + 13
+    assert budget.refit(6, 10, 40.0, 600.0) is None  # 60% of the schedule done: the LR has annealed far
+    assert budget.refit(4, 10, 40.0, 300.0) is None  # 6 left, 6 fit (300 / 43.2 = 6.9): kept
+    # small gains are not taken: one more epoch of 100 planned (5% of them, at least 2, must be spare)
+    assert budget.refit(10, 100, 1.0, 94 * budget.MARGIN) is None
+    assert budget.refit(10, 100, 1.0, 95 * budget.MARGIN + 1e-6) == 105
+
+
+def test_a_run_faster_than_planned_lengthens_its_schedule_and_still_anneals(tiny, tmp_path, monkeypatch, caplog):
+    """5 epochs planned; after epoch 1 the epochs take 100 s and 700 s are left: 6 fit with the margin where 4
+    were left, so the schedule is lengthened to 7 epochs, runs them all, and anneals over its end."""
+    monkeypatch.setattr(budget, "epochs_within", lambda *a: 5)
+    monkeypatch.setattr(budget, "REPLAN_OFF_BY", float("inf"))
+    real_keep_to = budget.keep_to
+
+    def epochs_of_100_s(run, t, prog, epoch_times, epoch_s, replan):
+        t.deadline = time.perf_counter() + 800.0 - 100.0 * prog.epoch  # 100 s pass with each epoch
+        return real_keep_to(run, t, prog, epoch_times, 100.0, replan)
+
+    monkeypatch.setattr(budget, "keep_to", epochs_of_100_s)
+    with caplog.at_level("INFO", logger="attrfit"):
+        run = fit(tiny_cfg(tiny, budget="10m"), run_dir=tmp_path / "r", progress=False)
+    plan = runs.read_json(run / "budget.json")
+    assert plan["epochs"] == 7 and plan["lengthened"] == {"after_epoch": 1, "epoch_s": 100.0, "planned_epochs": 5}
+    assert "shortened" not in plan and "lengthened to end after epoch 7" in caplog.text
+    assert runs.read_json(run / "config.json")["epochs"] == 7
+    per_epoch = plan["steps_per_epoch"]
+    assert checkpoint.load(run / "last.pt")["progress"]["step"] == 7 * per_epoch
+    end_lr = lr_at(7 * per_epoch - 1, 7 * per_epoch, 0.05, tiny_cfg(tiny).schedule)
+    assert float(runs.MetricsLog(run / "metrics.csv").rows()[-1]["lr"]) == pytest.approx(end_lr)

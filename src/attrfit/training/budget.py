@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,11 +33,19 @@ from attrfit.training.sides import Sides
 log = logging.getLogger(__name__)
 
 TIMED_STEPS = 5  # after one untimed warm-up step
-REPORT_S = 10.0  # reserve for writing the report at the end (figures, thumbnails), seconds
+# Reserve for writing the report at the end (figures, thumbnails per head), seconds: the end of 15-minute
+# PETA runs took 7-8 s with 8 heads and 10-21 s with 35 (docs/experiments/budget.md).
+REPORT_S = 6.0
+REPORT_PER_HEAD_S = 0.3
 # On top of the measured epoch: later epochs run a few % slower than the timed steps (docs/experiments/budget.md).
 MARGIN = 1.08
 REPLAN_OFF_BY = 1.25  # after the first epoch, plan again when the measured plan is off by this factor or more
 SLOW_EPOCHS_TO_CUT = 2  # epochs that must both be slow before a plan is cut (see replan)
+PACE_EPOCHS = 3  # the pace of the epochs left: the median of the last this many (one noisy epoch moves nothing)
+# A run ahead of its deadline is lengthened only in the first 60% of its schedule (later the LR has annealed
+# far and would climb back), and only by 5% of its epochs or more, at least 2: not once per noisy epoch.
+LENGTHEN_UNTIL = 0.6
+LENGTHEN_AT_LEAST = 0.05
 
 
 @dataclass
@@ -125,22 +134,41 @@ def replanned(plan: dict, epoch_s: list[float], epochs: int) -> dict:
         "after_epoch": len(epoch_s), "first_epoch_s": epoch_s[0], "epoch_s": epoch_s, "measured_epochs": plan["epochs"]}}
 
 
-def shortened(done: int, planned: int, epoch_s: float, left_s: float) -> int | None:
-    """The epoch to end at when the ``planned - done`` epochs left, at ``epoch_s`` seconds each, would end
-    past the ``left_s`` seconds left to the budget's deadline; None when they fit.
-
-    At least one epoch more: the one-cycle schedule, shortened, anneals over it, so a run is never
-    scored at the schedule's peak learning rate, where it is at its noisiest.
+def pace(epoch_s: list[float]) -> float:
+    """Seconds per epoch to count with for the epochs left: the median of the last :data:`PACE_EPOCHS`.
 
     Example:
-        >>> shortened(10, 20, 5.0, 60.0), shortened(10, 20, 5.0, 12.0), shortened(10, 20, 5.0, 2.0)
+        >>> pace([20.0]), pace([20.0, 30.0]), pace([14.0, 15.0, 24.0, 15.5])
+        (20.0, 25.0, 15.5)
+    """
+    return statistics.median(epoch_s[-PACE_EPOCHS:])
+
+
+def refit(done: int, planned: int, pace_s: float, left_s: float) -> int | None:
+    """The epoch to end at when the ``planned - done`` epochs left, at ``pace_s`` seconds each, no longer suit
+    the ``left_s`` seconds left to the budget's deadline; None when they do.
+
+    Late (they would end past the deadline): cut to the epochs that fit with the margin, at least one more,
+    over which the shortened one-cycle schedule anneals, so a run is never scored at the schedule's peak
+    learning rate, where it is at its noisiest. Early (in the first :data:`LENGTHEN_UNTIL` of the schedule,
+    with at least :data:`LENGTHEN_AT_LEAST` of its epochs, 2 or more, to spare): lengthened to the epochs
+    that fit with the margin, so a machine faster than planned does not leave the budget unused.
+
+    Example:
+        >>> refit(10, 20, 5.0, 60.0), refit(10, 20, 5.0, 12.0), refit(10, 20, 5.0, 2.0)
         (None, 12, 11)
-        >>> shortened(19, 20, 5.0, 2.0)  # the last epoch: nothing shorter anneals
+        >>> refit(19, 20, 5.0, 2.0)  # the last epoch: nothing shorter anneals
+        >>> refit(10, 20, 5.0, 80.0)  # 14 more fit with the margin where 10 were planned
+        24
+        >>> refit(15, 20, 5.0, 80.0)  # past 60% of the schedule: kept
     """
     left = planned - done
-    if left <= 1 or left * epoch_s <= left_s:
-        return None
-    return done + max(1, math.floor(left_s / (epoch_s * MARGIN)))  # the margin: not one cut per noisy epoch
+    fit = math.floor(left_s / (pace_s * MARGIN))  # the margin: not one cut per noisy epoch
+    if left > 1 and left * pace_s > left_s:
+        return done + max(1, fit)
+    if done < LENGTHEN_UNTIL * planned and fit - left >= max(2, math.ceil(LENGTHEN_AT_LEAST * planned)):
+        return done + fit
+    return None
 
 
 def _real_epoch_s(epoch_s: list[float]) -> float:
@@ -174,7 +202,8 @@ def plan(t: Trainer, sides: Sides, n_test: int, started: float, dist: Dist, run:
     n_steps = steps_per_epoch(len(sides.train_images) // dist.world_size, t.cfg.batch_size // dist.world_size)
     epoch_s = (n_steps * step_s + val_s + 2 * save_s) * MARGIN
     # the end of a run: a val pass to fit the decision rules, the test side's (at the val pass's speed), the report
-    reserve_s = val_s * (1 + n_test / max(1, len(sides.val_images))) + (REPORT_S if t.cfg.report else 0.0)
+    report_s = REPORT_S + REPORT_PER_HEAD_S * len(t.schema.heads) if t.cfg.report else 0.0
+    reserve_s = val_s * (1 + n_test / max(1, len(sides.val_images))) + report_s
     spent_s = time.perf_counter() - started
     epochs = epochs_within(budget_s, spent_s, epoch_s, reserve_s)
     p = BudgetPlan(budget_s, spent_s, step_s, val_s, save_s, n_steps, epoch_s, reserve_s, epochs)
@@ -208,55 +237,60 @@ def start(run: Path, t: Trainer, sides: Sides, n_test: int, started: float, dist
 
 
 def keep_to(run: Path, t: Trainer, prog: Progress, epoch_times: list[float], epoch_s: float,
-                    replan: bool) -> bool:
-    """``--budget``, after an epoch of ``epoch_s`` seconds (training, validation, checkpoints): the first
-    epochs' real times correct a plan timed on a few steps (``replan``), and a run late for its deadline
-    shortens its schedule. Returns whether to re-plan again after the next epoch."""
-    if replan:
-        replan = _replan(run, t, epoch_times, epoch_s)
-    shortened = _shorten(run, t, prog, epoch_s)
-    return replan and not shortened
+            replan: bool) -> bool:
+    """``--budget``, after an epoch of ``epoch_s`` seconds (training, validation, checkpoints; added to
+    ``epoch_times``): the first epochs' real times correct a plan timed on a few steps (``replan``), and
+    then the pace of the last epochs fits the schedule to the deadline, shorter or longer (:func:`refit`).
+    Returns whether to re-plan again after the next epoch."""
+    epoch_times.append(epoch_s)
+    replanned = replan and _replan(run, t, epoch_times)
+    refitted = not replanned and _refit(run, t, prog, epoch_times)
+    return replan and not (replanned or refitted) and len(epoch_times) < SLOW_EPOCHS_TO_CUT
 
 
-def _replan(run: Path, t: Trainer, epoch_s: list[float], last_epoch_s: float) -> bool:
-    """``--budget``, after each of the first epochs of a new run (``epoch_s`` so far, to which
-    ``last_epoch_s`` is added: training, validation and checkpoints): a plan far off the real epoch
-    times is redone (:func:`attrfit.training.budget.replan`). Returns whether to check again after
-    the next epoch (not after a re-plan, nor after the epochs a cut waits for)."""
+def _replan(run: Path, t: Trainer, epoch_s: list[float]) -> bool:
+    """``--budget``, after each of the first epochs of a new run (``epoch_s`` so far: training, validation and
+    checkpoints): a plan far off the real epoch times is redone (:func:`attrfit.training.budget.replan`).
+    Returns whether it was."""
     from attrfit.core import runs
-    epoch_s.append(last_epoch_s)
     plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
     epochs = replan(plan, epoch_s) if plan is not None else None
     epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs
     if epochs is None:
-        return len(epoch_s) < SLOW_EPOCHS_TO_CUT
+        return False
     if t.dist.is_main:
         log.info("--budget: epochs took %s s where %.2g s was measured: %d epochs instead of %d",
                  ", ".join(f"{s:.2g}" for s in epoch_s), plan["epoch_s"], epochs, t.cfg.epochs)
     _set_epochs(run, t, epochs, replanned(plan, epoch_s, epochs) if plan is not None else None)
-    return False
+    return True
 
 
-def _shorten(run: Path, t: Trainer, prog: Progress, epoch_s: float) -> bool:
-    """``--budget``, a new run, after each epoch (``epoch_s``: training, validation and checkpoints): when
-    the epochs left would end past the budget less its reserve (a machine slower than the plan), the
-    schedule is shortened to the epochs that fit, so the run still ends annealed and in time. Returns
-    whether it was (the first epochs' re-plan then stops: the deadline knows better)."""
+def _refit(run: Path, t: Trainer, prog: Progress, epoch_s: list[float]) -> bool:
+    """``--budget``, a new run, after each epoch (``epoch_s`` so far): when the epochs left, at the pace of the
+    last ones, would end past the budget less its reserve (a machine slower than the plan), the schedule
+    is shortened to the epochs that fit, so the run still ends annealed and in time; when far more fit (a
+    machine faster than the plan), early in the schedule, it is lengthened to them. Returns whether the
+    schedule changed (the first epochs' re-plan then stops: the deadline knows better)."""
     from attrfit.core import runs
     if t.deadline is None:
         return False
-    epochs = shortened(prog.epoch, t.cfg.epochs, epoch_s, t.deadline - time.perf_counter())
+    pace_s = pace(epoch_s)
+    epochs = refit(prog.epoch, t.cfg.epochs, pace_s, t.deadline - time.perf_counter())
     epochs = t.dist.broadcast_object(epochs) if t.dist.enabled else epochs  # every rank the same schedule
     if epochs is None:
         return False
     plan = runs.read_json(run / "budget.json") if t.dist.is_main else None
-    if t.dist.is_main:
+    change = "shortened" if epochs < t.cfg.epochs else "lengthened"
+    if t.dist.is_main and change == "shortened":
         log.info("--budget: epochs now take %.2g s, so the %d left would end past the budget: the schedule is "
-                 "shortened to end after epoch %d (it anneals over the epochs left)", epoch_s,
+                 "shortened to end after epoch %d (it anneals over the epochs left)", pace_s,
                  t.cfg.epochs - prog.epoch, epochs)
-    short = {**plan, "epochs": epochs, "shortened": {"after_epoch": prog.epoch, "epoch_s": epoch_s,
-                                                     "planned_epochs": t.cfg.epochs}} if plan is not None else None
-    _set_epochs(run, t, epochs, short)
+    elif t.dist.is_main:
+        log.info("--budget: epochs now take %.2g s, so %d more than the %d left fit the budget: the schedule is "
+                 "lengthened to end after epoch %d", pace_s, epochs - t.cfg.epochs, t.cfg.epochs - prog.epoch, epochs)
+    record = {**plan, "epochs": epochs, change: {"after_epoch": prog.epoch, "epoch_s": pace_s,
+                                                 "planned_epochs": t.cfg.epochs}} if plan is not None else None
+    _set_epochs(run, t, epochs, record)
     return True
 
 

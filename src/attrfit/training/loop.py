@@ -322,10 +322,10 @@ def train_epochs(run: Path, t: Trainer, sides: Sides, prog: Progress, split: Spl
     Starts where ``prog`` stands (a mid-epoch resume skips the batches already done). On Ctrl-C
     (``t.stop_requested``) the step in flight finishes, last.pt is written and KeyboardInterrupt is raised.
     Every rank steps; only rank 0 validates and writes. A new --budget run (``replan``) plans its epochs
-    again after the first one or two, and shortens its schedule whenever the epochs left would end past
-    the budget."""
+    again after the first one or two, then fits its schedule to the budget at the pace of its last epochs:
+    shorter whenever the epochs left would end past it, longer early on when many more fit."""
     bs = t.cfg.batch_size // t.dist.world_size  # per process
-    epoch_times: list[float] = []  # --budget: the first epochs' seconds, training, validation and checkpoints
+    epoch_times: list[float] = []  # --budget: each epoch's seconds, training, validation and checkpoints
     while prog.epoch < t.cfg.epochs:
         start = time.perf_counter()
         order = t.dist.shard(epoch_order(len(sides.train_images), t.cfg.seed, prog.epoch)).to(sides.train_images.device)
