@@ -5,7 +5,8 @@
     python bench/ablation.py --csv 35 --quick                             # 200 PETA rows, a smoke run
 
 Every lever is a set of ``attrfit train`` flags (the table ``LEVERS`` below, or ``--lever
-NAME="FLAGS"``). Each run trains from scratch through the CLI, exactly as a user would, on one
+NAME="FLAGS"``); ``--patch LEVER`` among them trains through bench/patched_train.py with that lever, one
+that is not an option of the tool (``--lever whiten="--patch whiten_stem"``). Each run trains from scratch through the CLI, exactly as a user would, on one
 identity-disjoint split (by ``person_id``) and one image cache shared by all runs; then
 ``attrfit.evaluation.compare.compare_runs`` scores every run's best checkpoint on the same test
 images and gives each lever's difference to the baseline with a paired-bootstrap 95% interval.
@@ -73,10 +74,12 @@ def train(name: str, flags: str, epochs: int | None, args, csv: Path, work: Path
     if (run / "results.json").is_file():
         return json.loads((run / "info.json").read_text()) if (run / "info.json").is_file() else {"run": str(run)}
     length = ["--budget", args.budget] if args.budget else ["--epochs", str(epochs)]
-    cmd = [sys.executable, "-m", "attrfit", "train", str(csv), "--group-column", "person_id",
+    words, patches = without_patches(shlex.split(args.base) + shlex.split(flags))
+    tool = ([sys.executable, str(Path(__file__).with_name("patched_train.py")), ",".join(patches), "--"] if patches
+            else [sys.executable, "-m", "attrfit"])
+    cmd = [*tool, "train", str(csv), "--group-column", "person_id",
            "--split", str(work / "split.json"), "--cache-dir", str(work.parent / "cache"),
-           "--size", common.PETA_SIZE, "--run-dir", str(run), "--no-report", "--quiet",
-           *length, *shlex.split(args.base), *shlex.split(flags)]
+           "--size", common.PETA_SIZE, "--run-dir", str(run), "--no-report", "--quiet", *length, *words]
     if args.quick:
         cmd += ["--images", str(common.PETA)]
     if run.exists():  # an unfinished run from an interrupted study: start it again
@@ -84,10 +87,22 @@ def train(name: str, flags: str, epochs: int | None, args, csv: Path, work: Path
     t0 = time.perf_counter()
     with open(work / f"{name}.log", "w", encoding="utf-8") as log:  # the run's own output, kept apart
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    shown = ["python", "bench/patched_train.py", *tool[2:]] if patches else ["attrfit"]
     info = {"run": str(run), "flags": flags, "epochs": epochs, "wall_s": round(time.perf_counter() - t0, 1),
-            "command": shlex.join(["attrfit", *cmd[3:]])}
+            "command": shlex.join([*shown, *cmd[len(tool):]])}
     (run / "info.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def without_patches(words: list[str]) -> tuple[list[str], list[str]]:
+    """(the ``attrfit train`` flags, the levers of ``--patch LEVER`` among them: bench/patched_train.py's).
+
+    >>> without_patches(["--epochs", "3", "--patch", "alt_flip", "--no-flip"])
+    (['--epochs', '3', '--no-flip'], ['alt_flip'])
+    """
+    patches = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--patch"]
+    kept = [w for i, w in enumerate(words) if w != "--patch" and (i == 0 or words[i - 1] != "--patch")]
+    return kept, patches
 
 
 def summarize(comparison, names: list[str], infos: dict[str, dict]) -> list[dict]:
