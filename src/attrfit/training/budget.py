@@ -41,11 +41,13 @@ REPORT_PER_HEAD_S = 0.3
 MARGIN = 1.08
 REPLAN_OFF_BY = 1.25  # after the first epoch, plan again when the measured plan is off by this factor or more
 SLOW_EPOCHS_TO_CUT = 2  # epochs that must both be slow before a plan is cut (see replan)
-PACE_EPOCHS = 3  # the pace of the epochs left: the median of the last this many (one noisy epoch moves nothing)
+PACE_EPOCHS = 3  # a machine slowed down shows in the median of the last this many epochs (see pace)
 # A run ahead of its deadline is lengthened only in the first 60% of its schedule (later the LR has annealed
-# far and would climb back), and only by 5% of its epochs or more, at least 2: not once per noisy epoch.
+# far and would climb back), and only by 10% of its epochs or more, at least 2: with 5% and the median of the
+# last 3 epochs as the pace, a 60-minute run on a noisy machine changed its schedule 20 times in 20 minutes
+# (docs/experiments/budget.md).
 LENGTHEN_UNTIL = 0.6
-LENGTHEN_AT_LEAST = 0.05
+LENGTHEN_AT_LEAST = 0.10
 
 
 @dataclass
@@ -135,13 +137,15 @@ def replanned(plan: dict, epoch_s: list[float], epochs: int) -> dict:
 
 
 def pace(epoch_s: list[float]) -> float:
-    """Seconds per epoch to count with for the epochs left: the median of the last :data:`PACE_EPOCHS`.
+    """Seconds per epoch to count with for the epochs left: the mean of the epochs so far (the machine's
+    noise averages out, and a slow epoch costs its real time), or the median of the last :data:`PACE_EPOCHS`
+    where that is slower (a machine that has slowed down, seen within two epochs).
 
     Example:
-        >>> pace([20.0]), pace([20.0, 30.0]), pace([14.0, 15.0, 24.0, 15.5])
-        (20.0, 25.0, 15.5)
+        >>> pace([20.0]), pace([15.0] * 9 + [24.0]), pace([15.0] * 8 + [24.0, 23.0])
+        (20.0, 15.9, 23.0)
     """
-    return statistics.median(epoch_s[-PACE_EPOCHS:])
+    return max(statistics.fmean(epoch_s), statistics.median(epoch_s[-PACE_EPOCHS:]))
 
 
 def refit(done: int, planned: int, pace_s: float, left_s: float) -> int | None:
