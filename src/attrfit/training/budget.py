@@ -44,7 +44,7 @@ SLOW_EPOCHS_TO_CUT = 2  # epochs that must both be slow before a plan is cut (se
 PACE_EPOCHS = 3  # a machine slowed down shows in the median of the last this many epochs (see pace)
 # A run ahead of its deadline is lengthened only in the first 60% of its schedule (later the LR has annealed
 # far and would climb back), and only by 10% of its epochs or more, at least 2: with 5% and the median of the
-# last 3 epochs as the pace, a 60-minute run on a noisy machine changed its schedule 20 times in 20 minutes
+# last 3 epochs as the pace, a 60-minute run on a noisy machine changed its schedule 19 times in 21 minutes
 # (docs/experiments/budget.md).
 LENGTHEN_UNTIL = 0.6
 LENGTHEN_AT_LEAST = 0.10
