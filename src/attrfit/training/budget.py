@@ -225,7 +225,7 @@ def start(run: Path, t: Trainer, sides: Sides, n_test: int, started: float, dist
     """``--budget``: measure, set the epochs (and so the schedule's length), record the plan; return the config."""
     from attrfit.core import runs
     p = plan(t, sides, n_test, started, dist, run)
-    t.deadline = started + p.budget_s - p.reserve_s  # the epochs must end by then (see _shorten)
+    t.deadline = started + p.budget_s - p.reserve_s  # the epochs must end by then (see _refit)
     t.total_steps = p.epochs * p.steps_per_epoch
     t.cfg = dataclasses.replace(t.cfg, epochs=p.epochs)
     if dist.is_main:
