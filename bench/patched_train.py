@@ -14,6 +14,9 @@ leaves the rest as a user gets it:
     alt_flip     each train image mirrored in every other epoch, from a random first epoch per image,
                  instead of at random in each epoch (use with --no-flip)
     bn_lr_N      BatchNorm parameters and biases train at N times the schedule's learning rate
+    lookahead    Lookahead (Zhang et al. 2019, k=5, alpha=0.5): every 5 optimizer steps of the run, the
+                 slow weights move half-way to the trained ones and training goes on from there
+                 (the LR range test and the budget's timing steps are left as they are)
 """
 
 from __future__ import annotations
@@ -89,16 +92,56 @@ def patch_bn_lr(factor: float) -> None:
     trainer.set_hyper = scaled
 
 
+LOOKAHEAD_K = 5  # optimizer steps between syncs (the paper's default)
+LOOKAHEAD_ALPHA = 0.5  # how far the slow weights move toward the fast ones at a sync
+
+
+def patch_lookahead() -> None:
+    from attrfit.training import trainer
+
+    train_step = trainer.train_step
+    slow: dict[int, list[torch.Tensor]] = {}  # per model: the slow copy of its parameters
+    steps: dict[int, int] = {}
+
+    def lookahead_step(t, x, y, step, lr, momentum):
+        key, params = id(t.model), [q for q in t.model.parameters() if q.requires_grad]
+        if key not in slow:  # the weights before the run's first step
+            slow[key], steps[key] = [q.detach().clone() for q in params], 0
+        out = train_step(t, x, y, step, lr, momentum)
+        steps[key] += 1
+        if steps[key] % LOOKAHEAD_K == 0:
+            lookahead_sync(slow[key], params)
+        return out
+
+    trainer.train_step = lookahead_step  # the loop looks it up per call; the LR range test imported its own
+
+
+def lookahead_sync(slow: list[torch.Tensor], fast: list[torch.Tensor]) -> None:
+    """Move ``slow`` by :data:`LOOKAHEAD_ALPHA` toward ``fast``, then set ``fast`` to it.
+
+    Example:
+        >>> s, f = [torch.zeros(2)], [torch.ones(2)]
+        >>> lookahead_sync(s, f); s[0].tolist(), f[0].tolist()
+        ([0.5, 0.5], [0.5, 0.5])
+    """
+    with torch.no_grad():
+        for s, f in zip(slow, fast):
+            s.add_(f.detach().to(s.dtype) - s, alpha=LOOKAHEAD_ALPHA)
+            f.copy_(s)
+
+
 def apply(names: str) -> None:
     for name in names.split(","):
         if name == "whiten_stem":
             patch_whiten_stem()
         elif name == "alt_flip":
             patch_alt_flip()
+        elif name == "lookahead":
+            patch_lookahead()
         elif name.startswith("bn_lr_"):
             patch_bn_lr(float(name.removeprefix("bn_lr_")))
         else:
-            raise SystemExit(f"unknown lever {name!r}: whiten_stem, alt_flip, bn_lr_N")
+            raise SystemExit(f"unknown lever {name!r}: whiten_stem, alt_flip, bn_lr_N, lookahead")
 
 
 def main() -> int:

@@ -55,9 +55,34 @@ def test_alternating_flips_mirror_each_image_in_every_other_epoch(monkeypatch):
     assert all(a != b for a, b in zip(mirrored[0], mirrored[1])) and mirrored[0] == mirrored[2]
 
 
+def test_lookahead_moves_the_weights_half_way_from_where_they_were_every_fifth_step(monkeypatch):
+    """Steps that each add 1 to every weight: after 5 of them the weights are half-way, 2.5 from the start,
+    and the next sync (after 10) takes them to half-way between 2.5 and 7.5."""
+    from types import SimpleNamespace
+
+    from attrfit.training import trainer
+
+    def add_one(t, x, y, step, lr, momentum):
+        with torch.no_grad():
+            for q in t.model.parameters():
+                q.add_(1.0)
+        return step
+
+    monkeypatch.setattr(trainer, "train_step", add_one)
+    patched.patch_lookahead()
+    t = SimpleNamespace(model=torch.nn.Linear(2, 1))
+    start = [q.detach().clone() for q in t.model.parameters()]
+    seen = []
+    for step in range(10):
+        assert trainer.train_step(t, None, None, step, 0.1, 0.9) == step
+        seen.append(float((t.model.weight.detach() - start[0]).mean()))
+    assert seen[3] == 4.0 and seen[4] == 2.5 and seen[5] == 3.5 and seen[9] == 5.0
+    assert torch.allclose(t.model.bias, start[1] + 5.0)
+
+
 def test_a_patched_run_trains_through_the_cli(tmp_path):
     csv_path = write_tiny(tmp_path / "data", n=60, size=16)
-    cmd = [sys.executable, str(ROOT / "bench" / "patched_train.py"), "whiten_stem,alt_flip,bn_lr_4", "--", "train",
+    cmd = [sys.executable, str(ROOT / "bench" / "patched_train.py"), "whiten_stem,alt_flip,bn_lr_4,lookahead", "--", "train",
            str(csv_path), "--size", "16x16", "--width", "8", "--stages", "2", "--epochs", "1", "--no-flip",
            "--no-report", "--quiet", "--threads", "1", "--run-dir", str(tmp_path / "r")]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
