@@ -100,17 +100,16 @@ def patch_lookahead() -> None:
     from attrfit.training import trainer
 
     train_step = trainer.train_step
-    slow: dict[int, list[torch.Tensor]] = {}  # per model: the slow copy of its parameters
-    steps: dict[int, int] = {}
+    pairs: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # per model: its parameters, their slow copy
 
     def lookahead_step(t, x, y, step, lr, momentum):
-        key, params = id(t.model), [q for q in t.model.parameters() if q.requires_grad]
-        if key not in slow:  # the weights before the run's first step
-            slow[key], steps[key] = [q.detach().clone() for q in params], 0
+        if id(t.model) not in pairs:  # the weights before the run's first step
+            params = [q for q in t.model.parameters() if q.requires_grad]
+            pairs[id(t.model)] = params, [q.detach().clone() for q in params]
         out = train_step(t, x, y, step, lr, momentum)
-        steps[key] += 1
-        if steps[key] % LOOKAHEAD_K == 0:
-            lookahead_sync(slow[key], params)
+        if (step + 1) % LOOKAHEAD_K == 0:
+            fast, slow = pairs[id(t.model)]
+            lookahead_sync(slow, fast)
         return out
 
     trainer.train_step = lookahead_step  # the loop looks it up per call; the LR range test imported its own
